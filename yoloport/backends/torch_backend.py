@@ -1,0 +1,35 @@
+"""The float reference: the PyTorch model itself, read as a ``raw`` head."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..ops.postprocess import HeadSpec
+from .base import Runner
+
+
+class TorchRunner(Runner):
+    """Runs a ``DetectionModel`` in eval mode and returns its three head convolution outputs
+    ``[B, na*no, H, W]`` (the ``raw`` layout), so the host post-processing is shared with every
+    other backend."""
+
+    backend = "torch"
+
+    def __init__(self, model, threads: int | None = None):
+        self.model = model.eval()
+        self.head = HeadSpec.from_model(model, "raw")
+        self.stride = int(model.stride.max())
+        self.input_hw = None
+        self.batch = None
+        if threads:
+            torch.set_num_threads(threads)
+
+    @torch.inference_mode()
+    def __call__(self, images: np.ndarray) -> list[np.ndarray]:
+        x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
+        _, raw = self.model(x)
+        outs = []
+        for r in raw:  # [B, na, H, W, no] -> [B, na*no, H, W]
+            b, na, h, w, no = r.shape
+            outs.append(r.permute(0, 1, 4, 2, 3).reshape(b, na * no, h, w).numpy())
+        return outs

@@ -1,0 +1,45 @@
+"""Shared pieces of the model commands (detect, val, ...): loading the model and the runner."""
+from __future__ import annotations
+
+import argparse
+
+from ..config import model_source
+from ..data.letterbox import parse_img_size
+from ..errors import YoloportError
+
+BACKEND_NAMES = ("torch", "onnxruntime", "openvino", "rknn", "mlu-sim")
+
+
+def add_backend_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", choices=BACKEND_NAMES, default=None, help="where the model runs (default: torch)")
+    p.add_argument("--artifact", help="built artifact for --backend (from 'yoloport quantize'); torch needs none")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for the runtime")
+
+
+def load_model_from_settings(s: argparse.Namespace, default: str | None = "default"):
+    from ..models import load_model
+
+    return load_model(model_source(s, default), registry=getattr(s, "registry", None))
+
+
+def img_size_from_settings(s: argparse.Namespace, model, stride: int) -> tuple[int, int]:
+    """``--img-size W H`` (or the run config's / registry's / checkpoint's), as (h, w)."""
+    size = getattr(s, "img_size", None)
+    if size is None:
+        if getattr(model, "img_size", None):
+            return tuple(model.img_size)
+        size = 640
+    return parse_img_size(size, stride, warn=lambda m: print(f"warning: {m}"))
+
+
+def make_runner(s: argparse.Namespace, model):
+    backend = getattr(s, "backend", None) or "torch"
+    if backend == "torch":
+        if getattr(s, "artifact", None):
+            raise YoloportError("--artifact is for the non-torch backends; torch runs the checkpoint itself")
+        from ..backends.torch_backend import TorchRunner
+
+        return TorchRunner(model, threads=getattr(s, "threads", None))
+    from ..backends.registry import load_runner
+
+    return load_runner(backend, artifact=getattr(s, "artifact", None), model=model, threads=getattr(s, "threads", None))

@@ -1,0 +1,156 @@
+"""``yoloport detect``: detection on an image, a folder, a glob or a video, on any backend.
+
+Saves annotated images (or video), YOLO txt labels with confidences (``cls xc yc w h conf``,
+normalised) and one ``detections.json`` with everything.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..config import add_common_arguments, resolve_settings
+from ..errors import YoloportError
+from ..io.paths import increment_path, write_text_atomic
+from ..ops.boxes import xyxy2xywhn
+from ._model_args import add_backend_arguments, img_size_from_settings, load_model_from_settings, make_runner
+
+DEFAULTS = {
+    "source": None,
+    "img_size": None,
+    "conf_thres": 0.25,
+    "iou_thres": 0.45,
+    "max_det": 1000,
+    "classes": None,
+    "agnostic_nms": False,
+    "save_dir": None,
+    "project": "runs/detect",
+    "name": "exp",
+    "exist_ok": False,
+    "nosave": False,
+    "save_txt": True,
+    "backend": "torch",
+}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_common_arguments(p)
+    p.add_argument("--source", help="image, directory, glob ('imgs/*.jpg') or video file")
+    p.add_argument("--img-size", "--img_size", dest="img_size", nargs="+", type=int, help="W H (or one number)")
+    p.add_argument("--conf-thres", "--conf_thres", dest="conf_thres", type=float, help="confidence threshold (0.25)")
+    p.add_argument("--iou-thres", "--iou_thres", dest="iou_thres", type=float, help="NMS IoU threshold (0.45)")
+    p.add_argument("--max-det", dest="max_det", type=int, help="maximum detections per image (1000)")
+    p.add_argument("--classes", nargs="+", type=int, help="keep only these class ids")
+    p.add_argument("--agnostic-nms", dest="agnostic_nms", action="store_true", default=None, help="class-agnostic NMS")
+    p.add_argument("--save-dir", "--save_dir", dest="save_dir", help="output folder (default: runs/detect/expN)")
+    p.add_argument("--project", help="parent of the run folder (runs/detect)")
+    p.add_argument("--name", help="run folder name (exp)")
+    p.add_argument("--exist-ok", dest="exist_ok", action="store_true", default=None, help="reuse an existing run folder")
+    p.add_argument("--nosave", action="store_true", default=None, help="do not save annotated images")
+    add_backend_arguments(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..data.sources import iter_frames, resolve_source
+    from ..engine.draw import draw_detections
+
+    s = resolve_settings(args, DEFAULTS)
+    if not 0 <= s.conf_thres <= 1 or not 0 <= s.iou_thres <= 1:
+        raise YoloportError(f"--conf-thres and --iou-thres must be between 0 and 1 (got {s.conf_thres}, {s.iou_thres})")
+    model = load_model_from_settings(s)
+    source = s.source or _default_source(model)
+    files = resolve_source(source)
+    runner = make_runner(s, model)
+    img_hw = img_size_from_settings(s, model, runner.stride)
+    save_dir = Path(s.save_dir) if s.save_dir else increment_path(Path(s.project) / s.name, exist_ok=bool(s.exist_ok))
+    if s.save_dir:
+        save_dir = increment_path(save_dir, exist_ok=True) if not save_dir.exists() else save_dir
+    (save_dir / "labels").mkdir(parents=True, exist_ok=True)
+
+    skipped: list[str] = []
+    results, writers = [], {}
+    n_det = 0
+    try:
+        for fr, det in _zip_frames(iter_frames(files, skipped), runner, img_hw, s):
+            results.append(det.to_dict())
+            n_det += len(det)
+            _write_labels(save_dir / "labels" / f"{fr.stem}.txt", det)
+            if not s.nosave:
+                im = draw_detections(fr.image, det.xyxy, det.conf, det.cls, det.names)
+                if fr.frame is None:
+                    cv2.imwrite(str(save_dir / fr.path.name), im)
+                else:
+                    _video_writer(writers, save_dir / f"{fr.path.stem}.mp4", fr, im).write(im)
+            summary = ", ".join(f"{n} {det.names[c] if c < len(det.names) else c}" for c, n in _counts(det.cls)) or "no detections"
+            where = f"{fr.path.name}" + (f" frame {fr.frame}" if fr.frame is not None else "")
+            print(f"{where} ({det.input_hw[1]}x{det.input_hw[0]}): {summary}, {det.times_ms['inference']:.1f} ms")
+    finally:
+        for w in writers.values():
+            w.release()
+    for msg in skipped:
+        print(f"warning: skipped {msg}")
+    if not results:
+        raise YoloportError(f"no readable images in {source} ({len(skipped)} skipped)")
+    doc = {
+        "backend": runner.backend,
+        "source": str(source),
+        "img_size_hw": list(img_hw),
+        "conf_thres": s.conf_thres,
+        "iou_thres": s.iou_thres,
+        "names": list(runner.head.names),
+        "skipped": skipped,
+        "images": results,
+    }
+    write_text_atomic(save_dir / "detections.json", json.dumps(doc, indent=1))
+    t = np.array([[r["times_ms"][k] for k in ("pre", "inference", "post")] for r in results])
+    print(
+        f"{len(results)} images, {n_det} detections, {len(skipped)} skipped; "
+        f"speed per image: {t[:, 0].mean():.1f} ms pre, {t[:, 1].mean():.1f} ms inference, {t[:, 2].mean():.1f} ms post"
+    )
+    print(f"results saved to {save_dir}")
+    return 0
+
+
+def _zip_frames(frames, runner, img_hw, s):
+    from ..engine.predict import detect_image
+
+    for fr in frames:
+        det = detect_image(
+            runner, fr.image, img_hw, s.conf_thres, s.iou_thres, s.classes, bool(s.agnostic_nms), s.max_det,
+            path=str(fr.path), frame=fr.frame,
+        )
+        yield fr, det
+
+
+def _counts(cls):
+    u, n = np.unique(cls, return_counts=True)
+    return [(int(c), int(k)) for c, k in zip(u, n)]
+
+
+def _write_labels(path: Path, det) -> None:
+    h, w = det.orig_hw
+    if not len(det):
+        path.write_text("")
+        return
+    xywhn = xyxy2xywhn(det.xyxy.astype(np.float64), w, h)
+    lines = [f"{int(c)} {b[0]:.6f} {b[1]:.6f} {b[2]:.6f} {b[3]:.6f} {p:.6f}" for c, b, p in zip(det.cls, xywhn, det.conf)]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _video_writer(writers: dict, path: Path, fr, im):
+    if path not in writers:
+        h, w = im.shape[:2]
+        writers[path] = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30, (w, h))
+    return writers[path]
+
+
+def _default_source(model) -> str:
+    from ..config import PACKAGE_DIR
+
+    sample = PACKAGE_DIR / "assets" / "samples"
+    if getattr(model, "model_key", None) == "default" and sample.is_dir():
+        return str(sample)
+    raise YoloportError("no --source given: pass an image, a folder, a glob or a video")

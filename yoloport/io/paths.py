@@ -1,0 +1,28 @@
+"""Output locations that never overwrite what a user already has."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+
+def increment_path(path, exist_ok: bool = False, mkdir: bool = True) -> Path:
+    """``runs/detect/exp`` -> ``runs/detect/exp2`` (3, ...) when it exists, unless ``exist_ok``."""
+    path = Path(path)
+    if path.exists() and not exist_ok:
+        stem = re.sub(r"\d+$", "", path.name) or path.name
+        n = 2
+        while (path.parent / f"{stem}{n}").exists():
+            n += 1
+        path = path.parent / f"{stem}{n}"
+    if mkdir:
+        path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def write_text_atomic(path, text: str) -> Path:
+    """Write ``text`` via a temp file + rename, so a reader never sees half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    return path

@@ -1,0 +1,113 @@
+"""Head outputs of any export mode -> detections in original-image pixels (numpy, host side).
+
+``HeadSpec`` is everything needed to decode a head without yoloport's model: it is written into
+every exported graph's metadata and every artifact's sidecar.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .boxes import scale_boxes
+from .decode import decode_raw, decode_split
+from .nms import non_max_suppression
+
+HEAD_MODES = ("raw", "split", "decoded", "end2end")
+
+
+@dataclass
+class HeadSpec:
+    """How to read a head's outputs.
+
+    ``mode``: ``raw`` (``nl`` conv outputs ``[B, na*no, H, W]``, sigmoid in the graph when
+    ``sigmoid_applied``), ``split`` (``xy [B,N,2]``, ``wh [B,N,2]``, ``conf [B,N,1+nc]``), ``decoded``
+    (``[B, N, 5+nc]``) or ``end2end`` (``count [B]`` or ``[B,1]`` and ``[B, max_det, 7]`` rows of
+    batch, class, score, x1, y1, x2, y2 as Cambricon's ``yolov5_detection_output``).
+    """
+
+    mode: str
+    nc: int
+    anchors_px: list = field(default_factory=list)  # [nl][na][2]
+    strides: list = field(default_factory=list)  # [nl]
+    sigmoid_applied: bool = False
+    names: list = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "HeadSpec":
+        keys = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in d.items() if k in keys})
+
+    @classmethod
+    def from_model(cls, model, mode: str = "raw", sigmoid_applied: bool = False) -> "HeadSpec":
+        det = model.detect
+        return cls(
+            mode=mode,
+            nc=det.nc,
+            anchors_px=det.anchors_px().tolist(),
+            strides=det.stride.tolist(),
+            sigmoid_applied=sigmoid_applied,
+            names=list(model.names),
+        )
+
+
+def decode_outputs(outputs: list[np.ndarray], head: HeadSpec) -> np.ndarray:
+    """Outputs of a ``raw``, ``split`` or ``decoded`` head -> ``[B, N, 5+nc]`` decoded predictions."""
+    if head.mode == "raw":
+        return decode_raw(outputs, np.asarray(head.anchors_px), head.strides, head.sigmoid_applied)
+    if head.mode == "split":
+        xy, wh, conf = _split_by_width(outputs, head.nc)
+        return decode_split(xy, wh, conf)
+    if head.mode == "decoded":
+        return np.asarray(outputs[0], dtype=np.float32)
+    raise ValueError(f"head mode {head.mode!r} has no decoded form (end2end outputs are final detections)")
+
+
+def _split_by_width(outputs, nc):
+    """Order the split head's outputs by last-dim width: xy (2), wh (2), conf (1 + nc)."""
+    conf = [o for o in outputs if o.shape[-1] == 1 + nc]
+    two = [o for o in outputs if o.shape[-1] == 2]
+    if len(conf) != 1 or len(two) != 2:
+        raise ValueError(f"split head outputs have unexpected shapes {[o.shape for o in outputs]}")
+    return two[0], two[1], conf[0]
+
+
+def end2end_to_detections(outputs: list[np.ndarray], batch_size: int) -> list[np.ndarray]:
+    """``yolov5_detection_output`` layout -> one ``[n, 6]`` (x1, y1, x2, y2, conf, cls) per image."""
+    count = np.asarray(outputs[0]).reshape(batch_size, -1)[:, 0].astype(int)
+    rows = np.asarray(outputs[1], dtype=np.float32).reshape(batch_size, -1, 7)
+    dets = []
+    for b in range(batch_size):
+        r = rows[b, : count[b]]
+        dets.append(np.concatenate([r[:, 3:7], r[:, 2:3], r[:, 1:2]], 1).astype(np.float32))
+    return dets
+
+
+def postprocess(
+    outputs: list[np.ndarray],
+    head: HeadSpec,
+    conf_thres: float = 0.25,
+    iou_thres: float = 0.45,
+    classes=None,
+    agnostic: bool = False,
+    multi_label: bool = False,
+    max_det: int = 300,
+) -> list[np.ndarray]:
+    """Head outputs -> per-image ``[n, 6]`` detections in input pixels (decode + class-aware NMS)."""
+    if head.mode == "end2end":
+        batch = np.asarray(outputs[1]).shape[0]
+        dets = end2end_to_detections(outputs, batch)
+        return [d[d[:, 4] > conf_thres] if classes is None else d[(d[:, 4] > conf_thres) & np.isin(d[:, 5], classes)] for d in dets]
+    pred = decode_outputs(outputs, head)
+    return non_max_suppression(pred, conf_thres, iou_thres, classes, agnostic, multi_label, max_det)
+
+
+def to_original(det: np.ndarray, input_hw, orig_hw, ratio_pad=None) -> np.ndarray:
+    """Scale ``[n, 6]`` detections from input pixels back to the original image (copy)."""
+    det = det.copy()
+    if len(det):
+        scale_boxes(tuple(input_hw), det[:, :4], tuple(orig_hw), ratio_pad)
+    return det
