@@ -10,9 +10,6 @@ import torch
 from .errors import YoloportError
 from .nn.model import CFG_DIR, DetectionModel
 
-FORMAT_VERSION = 1
-
-
 def model_from_state(yaml_dict: dict, state_dict: dict, names=None, stride=None, activation=None) -> DetectionModel:
     """Rebuild a ``DetectionModel`` from its own YAML and copy ``state_dict`` into it (strict)."""
     cfg = dict(yaml_dict)
@@ -70,7 +67,6 @@ def checkpoint_meta(model: DetectionModel, **extra) -> dict:
     """The metadata a yoloport checkpoint carries so it can be rebuilt without anything else."""
     meta = {
         "format": "yoloport",
-        "format_version": FORMAT_VERSION,
         "yaml": model.yaml,
         "names": list(model.names),
         "nc": model.nc,

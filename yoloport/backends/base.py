@@ -69,11 +69,9 @@ def write_sidecar(artifact, info: dict) -> Path:
     from .. import __version__
 
     doc = {"yoloport_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), **info}
-    path = sidecar_path(artifact)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2, default=_json_default))
-    tmp.replace(path)
-    return path
+    from ..io.paths import write_text_atomic
+
+    return write_text_atomic(sidecar_path(artifact), json.dumps(doc, indent=2, default=_json_default))
 
 
 def read_sidecar(artifact, expect_backend: str | None = None, expect_fingerprint: str | None = None) -> dict:

@@ -21,8 +21,6 @@ def increment_path(path, exist_ok: bool = False, mkdir: bool = True) -> Path:
 
 def write_text_atomic(path, text: str) -> Path:
     """Write ``text`` via a temp file + rename, so a reader never sees half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-    return path
+    from .checkpoint import atomic_write
+
+    return atomic_write(path, lambda f: f.write(text.encode()))

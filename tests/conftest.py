@@ -1,0 +1,50 @@
+"""Shared test helpers: the fixtures folder (real weights, images, COCO128) and a tiny model."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from yoloport.fixtures import fixtures_dir
+
+torch.set_num_threads(2)
+
+
+def fixture_path(rel: str):
+    """Path of a shared fixture file, or skip the test saying what is missing."""
+    root = fixtures_dir()
+    if root is None:
+        pytest.skip("shared fixtures not found: set YOLOPORT_FIXTURES or place them at ../shared/fixtures")
+    p = root / rel
+    if not p.exists():
+        pytest.skip(f"fixture {rel} not present in {root}")
+    return p
+
+
+@pytest.fixture(scope="session")
+def reference():
+    return json.loads(fixture_path("reference.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def v5s_model():
+    from yoloport.models import load_model
+
+    return load_model(fixture_path("weights/yolov5s-v5.0.pt"))
+
+
+@pytest.fixture(scope="session")
+def v5n_model():
+    from yoloport.models import load_model
+
+    return load_model(fixture_path("weights/yolov5n-v6.1.pt"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """A small random-weight YOLOv5n-shaped model (3 classes) for fast, fixture-free tests."""
+    from yoloport.nn.model import DetectionModel
+
+    torch.manual_seed(0)
+    return DetectionModel("yolov5n", nc=3, names=["circle", "square", "triangle"]).eval()

@@ -1,0 +1,330 @@
+"""yoloport's own checkpoint format, atomic file writes, and checkpoint-format sniffing.
+
+A yoloport checkpoint is a `safetensors <https://github.com/huggingface/safetensors>`_ file:
+the tensors are the model's ``state_dict`` and the safetensors ``__metadata__`` map holds one
+key, ``"yoloport"``, whose value is a JSON document::
+
+    {"format_version": 1, "yaml": {...}, "names": [...], "stride": [...], "anchors": [...],
+     "img_size": [h, w], ...any other JSON-able keys the writer adds...}
+
+Loading one never runs code (no pickle), unlike an Ultralytics ``.pt``.
+
+Every write goes through :func:`atomic_path` / :func:`atomic_write`: the bytes land in a
+temporary file next to the target, are fsync'ed, and only then ``os.replace`` the target, so a
+crash or an exception mid-write leaves the previous file untouched and no temporary behind.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import struct
+import uuid
+import zipfile
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, BinaryIO, Literal
+
+import torch
+
+from yoloport.errors import YoloportError
+
+#: Version of the JSON document stored under ``__metadata__["yoloport"]``.
+FORMAT_VERSION = 1
+#: The safetensors metadata key that marks a yoloport checkpoint.
+METADATA_KEY = "yoloport"
+
+_SAFETENSORS_MAX_HEADER = 100 * 1024 * 1024  # the limit safetensors itself enforces
+_ZIP_MAGIC = b"PK\x03\x04"
+_NOT_A_CHECKPOINT = "is not a checkpoint yoloport can read (expected a yoloport .safetensors or an Ultralytics .pt)"
+
+FileKind = Literal[
+    "missing", "directory", "empty", "safetensors", "torch-zip", "torchscript", "zip", "bad-zip", "pickle", "other"
+]
+
+
+# --------------------------------------------------------------------------------------------
+# atomic writes
+# --------------------------------------------------------------------------------------------
+def _temp_sibling(path: Path) -> Path:
+    """A fresh hidden name in ``path``'s directory that keeps ``path``'s suffix (writers such as
+    OpenCV choose the encoder by extension)."""
+    return path.with_name(f".{path.stem}.tmp-{uuid.uuid4().hex[:12]}{path.suffix}")
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename durable; silently skipped where directories cannot be opened (Windows)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on a clean exit, move it onto ``path`` atomically.
+
+    The caller writes the whole file to the yielded path (``onnx.save(model, tmp)``,
+    ``torch.save(obj, tmp)``, ``cv2.imwrite(str(tmp), im)``...). When the ``with`` block ends
+    without an exception the temporary file is fsync'ed and ``os.replace``'d onto ``path`` (the
+    directory is fsync'ed too). When the block raises, the temporary file is removed and
+    ``path`` is left exactly as it was. Missing parent directories are created.
+
+    The temporary name is ``.<stem>.tmp-<random><suffix>`` in the same directory (same file
+    system, so the rename is atomic). Writers that add side files (e.g. ONNX external data)
+    must put them elsewhere themselves.
+    """
+    target = Path(path)
+    if target.is_dir():
+        raise YoloportError(f"cannot write {target}: it is a directory")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_sibling(target)
+    try:
+        yield tmp
+        if not tmp.is_file():
+            raise RuntimeError(f"atomic_path({target}): the writer did not create {tmp}")
+        _fsync_file(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    _fsync_dir(target.parent)
+
+
+def atomic_write(path: str | os.PathLike, write_fn: Callable[[BinaryIO], Any]) -> Path:
+    """Write ``path`` atomically: ``write_fn(f)`` gets a binary file open for writing.
+
+    ``atomic_write(p, lambda f: f.write(data))``. See :func:`atomic_path` for the guarantees.
+    Returns ``Path(path)``.
+    """
+    target = Path(path)
+    with atomic_path(target) as tmp:
+        with open(tmp, "xb") as f:
+            write_fn(f)
+            f.flush()
+            os.fsync(f.fileno())
+    return target
+
+
+# --------------------------------------------------------------------------------------------
+# sniffing
+# --------------------------------------------------------------------------------------------
+def _safetensors_header(path: Path) -> dict | None:
+    """The parsed JSON header of a safetensors file, or None if ``path`` is not one."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                return None
+            (n,) = struct.unpack("<Q", head)
+            if n < 2 or n > _SAFETENSORS_MAX_HEADER or n > size - 8:
+                return None
+            first = f.read(1)
+            if first != b"{":
+                return None
+            header = json.loads(first + f.read(n - 1))
+    except (OSError, ValueError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return None
+    return header if isinstance(header, dict) else None
+
+
+def _zip_kind(path: Path) -> FileKind:
+    """'torch-zip' (torch.save archive), 'torchscript' (torch.jit.save archive), any other 'zip',
+    or 'bad-zip' (starts like a zip but its directory cannot be read: truncated or corrupt)."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return "bad-zip"
+    if any(n == "constants.pkl" or n.endswith("/constants.pkl") for n in names):
+        return "torchscript"
+    if any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
+        return "torch-zip"
+    return "zip"
+
+
+def sniff_file(path: str | os.PathLike) -> FileKind:
+    """Classify a file by its bytes, never by its name. Reads at most the headers.
+
+    Returns one of ``'missing'``, ``'directory'``, ``'empty'``, ``'safetensors'``,
+    ``'torch-zip'`` (``torch.save`` zip archive with a ``data.pkl``), ``'torchscript'``,
+    ``'zip'`` (any other zip), ``'bad-zip'`` (truncated/corrupt zip), ``'pickle'`` (starts with a pickle PROTO opcode,
+    e.g. torch's legacy format) or ``'other'``.
+    """
+    p = Path(path)
+    if not p.exists():
+        return "missing"
+    if p.is_dir():
+        return "directory"
+    try:
+        with open(p, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        return "other"
+    if not head:
+        return "empty"
+    if head == _ZIP_MAGIC:
+        return _zip_kind(p)
+    if head[:1] == b"\x80" and len(head) >= 2 and 2 <= head[1] <= 5:
+        return "pickle"
+    if _safetensors_header(p) is not None:
+        return "safetensors"
+    return "other"
+
+
+def is_safetensors(path: str | os.PathLike) -> bool:
+    """True if ``path`` is a readable file whose bytes start with a valid safetensors header."""
+    p = Path(path)
+    return p.is_file() and _safetensors_header(p) is not None
+
+
+def require_checkpoint_file(path: Path, kind: FileKind) -> None:
+    """Raise the user-facing error if ``kind`` (from :func:`sniff_file`) says ``path`` cannot be a
+    checkpoint at all: missing, a directory, empty, or a truncated zip."""
+    if kind == "missing":
+        raise YoloportError(f"{path} does not exist")
+    if kind == "directory":
+        raise YoloportError(f"{path} is a directory, not a checkpoint file")
+    if kind == "empty":
+        raise YoloportError(f"{path} is empty: {_NOT_A_CHECKPOINT}")
+    if kind == "bad-zip":
+        raise YoloportError(f"{path} is truncated or corrupt (its zip directory cannot be read)")
+
+
+def detect_checkpoint_format(path: str | os.PathLike) -> Literal["yoloport", "ultralytics", "unknown"]:
+    """Tell a yoloport checkpoint from an Ultralytics ``.pt`` by their bytes.
+
+    - ``'yoloport'``: a safetensors file carrying yoloport's ``__metadata__`` key;
+    - ``'ultralytics'``: a ``torch.save`` file (zip with ``data.pkl``, or torch's legacy pickle
+      format); that it really holds a YOLOv5 model is only known after
+      :func:`yoloport.io.ultralytics.read_ultralytics_checkpoint` reads it;
+    - ``'unknown'``: a recognisable container that is neither (a safetensors file without
+      yoloport metadata, a TorchScript archive, a zip without ``data.pkl``).
+
+    Raises :class:`YoloportError` for a missing path, a directory, an empty file, a truncated
+    zip or bytes that are no checkpoint container at all.
+    """
+    p = Path(path)
+    kind = sniff_file(p)
+    require_checkpoint_file(p, kind)
+    if kind == "safetensors":
+        meta = (_safetensors_header(p) or {}).get("__metadata__") or {}
+        return "yoloport" if isinstance(meta, dict) and METADATA_KEY in meta else "unknown"
+    if kind in ("torch-zip", "pickle"):
+        return "ultralytics"
+    if kind in ("torchscript", "zip"):
+        return "unknown"
+    raise YoloportError(f"{p} {_NOT_A_CHECKPOINT}")
+
+
+# --------------------------------------------------------------------------------------------
+# yoloport checkpoints
+# --------------------------------------------------------------------------------------------
+def _json_default(obj: Any) -> Any:
+    """JSON fallback for the values checkpoints commonly carry (numpy/torch scalars, paths)."""
+    if isinstance(obj, (Path, os.PathLike)):
+        return os.fspath(obj)
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj)
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu().tolist()
+    if hasattr(obj, "tolist") and callable(obj.tolist):  # numpy arrays and scalars
+        return obj.tolist()
+    raise TypeError(f"checkpoint metadata value of type {type(obj).__name__} is not JSON-serialisable: {obj!r}")
+
+
+def _tensors_for_safetensors(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Detached, CPU, contiguous tensors; any tensor sharing storage with an earlier one is cloned
+    (safetensors refuses shared storage, e.g. tied weights or views)."""
+    out: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for name, t in state_dict.items():
+        if not isinstance(name, str):
+            raise TypeError(f"state_dict keys must be str, got {type(name).__name__}: {name!r}")
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"state_dict[{name!r}] is a {type(t).__name__}, not a torch.Tensor")
+        t = t.detach().to("cpu")
+        ptr = t.untyped_storage().data_ptr() if t.numel() else None
+        if ptr is not None and ptr in seen:
+            t = t.clone(memory_format=torch.contiguous_format)
+        elif not t.is_contiguous():
+            t = t.contiguous()
+        if ptr is not None:
+            seen.add(ptr)
+        out[name] = t
+    return out
+
+
+def save_checkpoint(path: str | os.PathLike, state_dict: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> Path:
+    """Write a yoloport checkpoint (safetensors + JSON metadata) atomically; returns the path.
+
+    ``meta`` is any JSON-able mapping (tuples become lists; numpy/torch scalars and arrays,
+    ``Path`` and sets are converted). Conventional keys: ``yaml`` (the model config dict),
+    ``names``, ``stride``, ``anchors``, ``img_size`` (``[h, w]``), plus whatever the writer needs
+    (training state, provenance). ``format_version`` is reserved.
+    """
+    if "format_version" in meta:
+        raise ValueError("meta key 'format_version' is reserved for yoloport's checkpoint format")
+    doc = json.dumps({"format_version": FORMAT_VERSION, **meta}, default=_json_default, allow_nan=True)
+    tensors = _tensors_for_safetensors(state_dict)
+    from safetensors.torch import save as _st_save
+
+    data = _st_save(tensors, metadata={METADATA_KEY: doc})
+    return atomic_write(path, lambda f: f.write(data))
+
+
+def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a yoloport checkpoint: ``(state_dict, meta)`` with CPU tensors and the metadata dict
+    as it was given to :func:`save_checkpoint` (JSON types: tuples come back as lists).
+
+    Raises :class:`YoloportError` for anything that is not a yoloport checkpoint, pointing
+    Ultralytics ``.pt`` files to the importer.
+    """
+    p = Path(path)
+    fmt = detect_checkpoint_format(p)
+    if fmt == "ultralytics":
+        raise YoloportError(
+            f"{p} is a PyTorch (.pt) checkpoint, not a yoloport .safetensors checkpoint; "
+            "import it with yoloport.io.ultralytics.read_ultralytics_checkpoint"
+        )
+    if fmt != "yoloport":
+        raise YoloportError(f"{p} is not a yoloport checkpoint (no '{METADATA_KEY}' metadata): {_NOT_A_CHECKPOINT}")
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(p), framework="pt", device="cpu") as f:
+            raw_meta = (f.metadata() or {}).get(METADATA_KEY)
+            state_dict = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # safetensors raises its own SafetensorError for corrupt/truncated files
+        raise YoloportError(f"{p} is a corrupt or truncated yoloport checkpoint: {e}") from None
+    try:
+        doc = json.loads(raw_meta)
+    except (TypeError, ValueError):
+        raise YoloportError(f"{p} has unreadable yoloport metadata (not JSON)") from None
+    if not isinstance(doc, dict):
+        raise YoloportError(f"{p} has malformed yoloport metadata (expected a JSON object)")
+    version = doc.pop("format_version", None)
+    if not isinstance(version, int):
+        raise YoloportError(f"{p} has malformed yoloport metadata (no format_version)")
+    if version > FORMAT_VERSION:
+        raise YoloportError(
+            f"{p} was written by a newer yoloport (checkpoint format {version}, this one reads up to "
+            f"{FORMAT_VERSION}); upgrade yoloport"
+        )
+    return state_dict, doc
