@@ -1,0 +1,88 @@
+"""``yoloport val``: P, R, mAP@0.5 and mAP@0.5:0.95 on a data YAML, on any backend (the seed's test.py)."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..config import add_common_arguments, resolve_settings
+from ..errors import YoloportError
+from ..io.paths import increment_path, write_text_atomic
+from ._model_args import add_backend_arguments, img_size_from_settings, load_model_from_settings, make_runner
+
+DEFAULTS = {
+    "data": None,
+    "img_size": None,
+    "batch_size": 8,
+    "conf_thres": 0.001,
+    "iou_thres": 0.6,
+    "max_det": 300,
+    "split": "val",
+    "coco_json": None,
+    "save_json": False,
+    "project": "runs/val",
+    "name": "exp",
+    "exist_ok": False,
+    "no_rect": False,
+    "strict_labels": False,
+}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_common_arguments(p)
+    p.add_argument("--data", help="Ultralytics data YAML (path, train, val, names)")
+    p.add_argument("--split", help="split to validate: val (default), train or test")
+    p.add_argument("--img-size", "--img_size", dest="img_size", nargs="+", type=int,
+                   help="one number (longest side, rectangular batches) or W H (fixed letterbox)")
+    p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, help="batch size (8)")
+    p.add_argument("--conf-thres", "--conf_thres", dest="conf_thres", type=float, help="confidence threshold (0.001)")
+    p.add_argument("--iou-thres", "--iou_thres", dest="iou_thres", type=float, help="NMS IoU threshold (0.6)")
+    p.add_argument("--max-det", dest="max_det", type=int, help="maximum detections per image (300)")
+    p.add_argument("--no-rect", dest="no_rect", action="store_true", default=None, help="square batches, no rectangular shapes")
+    p.add_argument("--coco-json", dest="coco_json", help="COCO instances JSON: also report the official COCO metrics")
+    p.add_argument("--save-json", dest="save_json", action="store_true", default=None, help="save predictions as COCO JSON")
+    p.add_argument("--strict-labels", dest="strict_labels", action="store_true", default=None,
+                   help="stop on a malformed label line instead of reporting and skipping it")
+    p.add_argument("--project", help="parent of the run folder (runs/val)")
+    p.add_argument("--name", help="run folder name (exp)")
+    p.add_argument("--exist-ok", dest="exist_ok", action="store_true", default=None, help="reuse an existing run folder")
+    add_backend_arguments(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..engine.val import format_val_table, validate
+    from ..ops.postprocess import decode_outputs
+
+    s = resolve_settings(args, DEFAULTS)
+    model = load_model_from_settings(s)
+    data = s.data or _default_data(model)
+    runner = make_runner(s, model)
+    size = s.img_size
+    fixed = tuple(runner.input_hw) if runner.input_hw else None
+    if size is not None and len(size) == 2 and fixed is None:
+        fixed = img_size_from_settings(s, model, runner.stride)
+    longest = max(fixed) if fixed else (size[0] if size else max(img_size_from_settings(s, model, runner.stride)))
+    save_dir = increment_path(Path(s.project) / s.name, exist_ok=bool(s.exist_ok))
+
+    def infer(images):
+        return decode_outputs(runner(images), runner.head)
+
+    batch = runner.batch or s.batch_size
+    if batch < 1:
+        raise YoloportError(f"--batch-size must be at least 1, got {batch}")
+    results = validate(
+        infer, data, img_size=longest, batch_size=batch, conf_thres=s.conf_thres, iou_thres=s.iou_thres,
+        max_det=s.max_det, rect=not s.no_rect, fixed_shape_hw=fixed, split=s.split, stride=runner.stride,
+        coco_json=s.coco_json, names=list(model.names), strict=bool(s.strict_labels),
+        save_json=(save_dir / "predictions.json") if s.save_json else None,
+    )
+    results["backend"] = runner.backend
+    results["weights"] = str(getattr(model, "source", {}).get("path", "")) if getattr(model, "source", None) else None
+    print(format_val_table(results))
+    write_text_atomic(save_dir / "val.json", json.dumps(results, indent=1, default=str))
+    print(f"results saved to {save_dir}")
+    return 0
+
+
+def _default_data(model) -> str:
+    raise YoloportError("no --data given: pass an Ultralytics data YAML (path, train, val, names)")
