@@ -10,7 +10,7 @@ Report dict (what ``yoloport.analysis.port`` produces)::
                    "val": {"precision":..., "recall":..., "mAP50":..., "mAP50_95":...},
                    "drop": 0.4 (mAP50-95 points vs fp32), "passed": true,
                    "compare": {"outputs": [{"name", "cosine", "sqnr_db"}], "images": [...]},
-                   "profile": {"rows": [{"type", "count", "time_us", "ratio"}], "total_us": ...},
+                   "profile": {"rows": [{"layer", "count", "time_us", "ratio"}], "total_us": ...},
                    "bench": [{"batch": 1, "latency_ms_median":, "latency_ms_p90":, "throughput_ips":}],
                    "error": null | "message"} ... ],
      "stages": [{"name", "seconds"}], "failed": ["rknn-int8: drop 2.3 > 1.0"] }
@@ -125,8 +125,8 @@ def to_markdown(report: dict) -> str:
         rows = profile_rows(t)
         if rows:
             lines += ["", f"## Time per layer type: {t['name']}", "",
-                      markdown_table(rows + [{"type": "total", "time_us": t["profile"].get("total_us"), "ratio": 1.0}],
-                                     [("type", "layer type"), ("count", "count"), ("time_us", "time (us)"), ("ratio", "ratio")])]
+                      markdown_table(rows + [{"layer": "total", "time_us": t["profile"].get("total_us"), "ratio": 1.0}],
+                                     [("layer", "layer type"), ("count", "count"), ("time_us", "time (us)"), ("ratio", "ratio")])]
         lint = t.get("lint") or {}
         if lint.get("findings"):
             lines += ["", f"## Lint ({t.get('lint_target', t['backend'])}): {t['name']}", ""]
@@ -192,8 +192,8 @@ def _plots(report: dict) -> dict[str, str]:
         types = []
         for _, rs in prof:
             for r in rs[:8]:
-                if r["type"] not in types:
-                    types.append(r["type"])
+                if r["layer"] not in types:
+                    types.append(r["layer"])
         fig, ax = plt.subplots(figsize=(7, 0.6 + 0.5 * len(prof) + 1.5))
         left = [0.0] * len(prof)
         cmap = plt.get_cmap("tab20")
@@ -201,9 +201,9 @@ def _plots(report: dict) -> dict[str, str]:
             vals = []
             for _, rs in prof:
                 if ty == "other":
-                    vals.append(sum(r["ratio"] for r in rs if r["type"] not in types))
+                    vals.append(sum(r["ratio"] for r in rs if r["layer"] not in types))
                 else:
-                    vals.append(sum(r["ratio"] for r in rs if r["type"] == ty))
+                    vals.append(sum(r["ratio"] for r in rs if r["layer"] == ty))
             ax.barh([p[0] for p in prof], vals, left=left, color=cmap(k % 20), label=ty)
             left = [a + b for a, b in zip(left, vals)]
         ax.set_xlabel("share of model time")

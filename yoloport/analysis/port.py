@@ -1,0 +1,297 @@
+"""``yoloport port``: export, lint, quantize for every target, validate, compare, profile, benchmark,
+and write one report. Each stage is a small function; ``run_port`` strings them together and keeps
+going when one target fails (the failure is recorded and named in the exit status).
+"""
+from __future__ import annotations
+
+import re
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import YoloportError
+
+DEFAULT_TARGETS = "onnxruntime,openvino,rknn:rk3588,mlu-sim"
+RKNN_PLATFORMS = ("rk3588", "rk3576", "rk3568", "rk3566", "rk3562", "rv1106", "rv1103")
+PRECISIONS = ("int8", "fp32", "fp16", "bf16")
+LINT_TARGET = {"onnxruntime": "onnxruntime", "openvino": "openvino", "rknn": "rknn", "mlu-sim": "mlu"}
+SIMULATED_NOTE = {
+    "rknn": "RKNN results come from rknn-toolkit2's x86 simulator (no board connected): accuracy is the "
+    "simulator's, and its timings say nothing about the NPU, so RKNN is not benchmarked here.",
+    "mlu-sim": "mlu-sim is a SIMULATION of Cambricon's MLU int8 scheme with fake quantization in PyTorch "
+    "(no Cambricon toolkit can be installed here): its mAP predicts a real MLU build; it is not benchmarked.",
+}
+
+
+@dataclass
+class Target:
+    """One port target: ``backend`` at ``precision`` with backend ``options`` (e.g. RKNN platform)."""
+
+    backend: str
+    precision: str = "int8"
+    options: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        plat = self.options.get("platform")
+        return "-".join(x for x in (self.backend, plat, self.precision) if x)
+
+    @property
+    def lint_target(self) -> str:
+        return LINT_TARGET[self.backend]
+
+    @property
+    def benchmarkable(self) -> bool:
+        return self.backend in ("onnxruntime", "openvino")
+
+
+def parse_targets(spec: str) -> list[Target]:
+    """``"onnxruntime,openvino:fp32,rknn:rk3588,mlu-sim"`` -> targets (int8 unless a precision is named)."""
+    from ..backends.registry import canonical_name
+
+    targets = []
+    for item in [x.strip() for x in str(spec).split(",") if x.strip()]:
+        parts = [p.strip().lower() for p in item.split(":")]
+        backend = canonical_name(parts[0])
+        if backend == "torch":
+            raise YoloportError("torch is the fp32 reference every port compares against; it is not a target")
+        t = Target(backend)
+        for p in parts[1:]:
+            if p in PRECISIONS:
+                t.precision = p
+            elif backend == "rknn" and re.fullmatch(r"r[kv]\d+\w*", p):
+                t.options["platform"] = p
+            else:
+                raise YoloportError(f"target {item!r}: {p!r} is neither a precision ({', '.join(PRECISIONS)}) "
+                                    f"nor {'an RKNN platform' if backend == 'rknn' else 'an option of ' + backend}")
+        if backend == "rknn":
+            t.options.setdefault("platform", "rk3588")
+        targets.append(t)
+    if not targets:
+        raise YoloportError(f"no targets in {spec!r}; for example --targets {DEFAULT_TARGETS}")
+    names = [t.name for t in targets]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise YoloportError(f"target(s) named twice: {', '.join(sorted(dup))}")
+    return targets
+
+
+class Progress:
+    """Prints which stage is running, with elapsed time; records stage durations for the report."""
+
+    def __init__(self, total: int, quiet: bool = False):
+        self.total, self.i, self.quiet = total, 0, quiet
+        self.stages: list[dict] = []
+        self.t0 = time.perf_counter()
+
+    def stage(self, name: str):
+        progress = self
+
+        class _Stage:
+            def __enter__(self):
+                progress.i += 1
+                self.t = time.perf_counter()
+                if not progress.quiet:
+                    print(f"[{progress.i:>2}/{progress.total}] {name} ...", flush=True)
+                return self
+
+            def __exit__(self, et, ev, tb):
+                dt = time.perf_counter() - self.t
+                progress.stages.append({"name": name, "seconds": round(dt, 2), "ok": et is None})
+                if not progress.quiet:
+                    status = "done" if et is None else f"FAILED ({ev})"
+                    print(f"        {status} in {dt:.1f} s (total {time.perf_counter() - progress.t0:.0f} s)", flush=True)
+                return False
+
+        return _Stage()
+
+
+def val_metrics(results: dict) -> dict:
+    keep = ("precision", "recall", "mAP50", "mAP50_95", "n_images", "n_labels")
+    out = {k: results.get(k) for k in keep}
+    out["per_class"] = results.get("per_class")
+    out["speed_ms"] = results.get("speed_ms") or results.get("times_ms")
+    return out
+
+
+def validate_runner(runner, data, img_hw, batch_size: int = 8, names=None) -> dict:
+    """Validate any Runner on ``data`` at the fixed input ``img_hw`` (the shape every target uses)."""
+    from ..engine.val import validate
+    from ..ops.postprocess import decode_outputs
+
+    head = runner.head
+
+    def infer(images):
+        return decode_outputs(runner(images), head)
+
+    return validate(infer, data, img_size=max(img_hw), batch_size=runner.batch or batch_size, fixed_shape_hw=tuple(img_hw),
+                    stride=runner.stride, names=names, progress=False)
+
+
+def run_target(t: Target, model, ctx: dict, progress: Progress) -> dict:
+    """Export -> lint -> build -> validate -> compare -> profile -> bench for one target."""
+    from ..analysis.compare import compare_runners
+    from ..backends.registry import artifact_size, build_artifact, get_backend, load_runner
+    from ..deploy.export import DEFAULT_OPSET, export_model
+    from ..deploy.lint import lint_model
+
+    out = ctx["run_dir"] / t.name
+    out.mkdir(parents=True, exist_ok=True)
+    img_hw = ctx["img_hw"]
+    rec: dict = {"name": t.name, "backend": t.backend, "precision": t.precision, "options": t.options,
+                 "lint_target": t.lint_target}
+    if t.backend in SIMULATED_NOTE:
+        rec["note"] = SIMULATED_NOTE[t.backend]
+    with progress.stage(f"{t.name}: export + lint ({t.lint_target})"):
+        opset = getattr(get_backend(t.backend), "EXPORT_OPSET", None) or DEFAULT_OPSET
+        exp = export_model(model, out / "model.fp32.onnx", img_hw, mode="raw", batch=1, opset=opset, overwrite=True)
+        rep = lint_model(str(exp.path), t.lint_target)
+        rec["onnx"] = str(exp.path)
+        rec["lint"] = {"errors": len(rep.errors), "warnings": len(rep.warnings), "findings": rep.to_dict().get("findings", [])}
+    with progress.stage(f"{t.name}: build artifact"):
+        t0 = time.perf_counter()
+        qconfig = {"precision": t.precision, **t.options}
+        calib = ctx["calibration"] if t.precision == "int8" else None
+        art = build_artifact(t.backend, model, out, img_hw, calibration=calib, qconfig=qconfig, mode="raw", onnx_path=exp.path)
+        rec["build_s"] = round(time.perf_counter() - t0, 2)
+        rec["artifact"] = str(art)
+        rec["size_mb"] = round(artifact_size(art) / 1e6, 3)
+    runner = load_runner(t.backend, artifact=art, model=model, threads=ctx.get("threads"))
+    try:
+        with progress.stage(f"{t.name}: validate"):
+            rec["val"] = val_metrics(validate_runner(runner, ctx["data"], img_hw, names=list(model.names)))
+            ref = ctx["reference"]["val"]["mAP50_95"]
+            rec["drop"] = round((ref - rec["val"]["mAP50_95"]) * 100, 3)
+            rec["passed"] = rec["drop"] <= ctx["max_drop"]
+        with progress.stage(f"{t.name}: compare with fp32"):
+            cmp_ = compare_runners(ctx["ref_runner"], runner, ctx["sample_images"], img_hw, conf_thres=0.25, iou_thres=0.45)
+            rec["compare"] = {"outputs": [{"name": o.get("name"), "cosine": o.get("cosine"), "sqnr_db": o.get("sqnr_db")}
+                                          for o in cmp_["outputs"]], "summary": cmp_["summary"]}
+        if t.backend in ("onnxruntime", "openvino") and ctx.get("profile", True):
+            with progress.stage(f"{t.name}: profile layer types"):
+                rec["profile"] = profile_target(t, art, img_hw, ctx)
+        if t.benchmarkable and ctx.get("bench_batches"):
+            with progress.stage(f"{t.name}: benchmark batch {' '.join(map(str, ctx['bench_batches']))}"):
+                rec["bench"] = bench_target(t, model, runner, ctx)
+    finally:
+        runner.close()
+    return rec
+
+
+def profile_target(t: Target, artifact, img_hw, ctx) -> dict:
+    from ..analysis.profile import profile_onnxruntime, profile_openvino, synthetic_images
+
+    images = synthetic_images(1, img_hw)
+    runs = ctx.get("profile_runs", 5)
+    if t.backend == "onnxruntime":
+        table = profile_onnxruntime(artifact, images, runs=runs, threads=ctx.get("threads"))
+    else:
+        table = profile_openvino(artifact, images, runs=runs, threads=ctx.get("threads"))
+    return table.to_dict()
+
+
+def bench_target(t: Target, model, runner, ctx) -> list[dict]:
+    from ..analysis.bench import bench_runner, runner_for_batch
+
+    rows = []
+    for b in ctx["bench_batches"]:
+        if b == 1:
+            r = runner
+            res = bench_runner(r, 1, ctx["img_hw"], warmup=ctx["warmup"], repeat=ctx["repeat"])
+        else:
+            r = runner_for_batch(t.backend, model, ctx["img_hw"], b, ctx["run_dir"] / t.name / "bench",
+                                 threads=ctx.get("threads"), calibration=ctx["calibration"] if t.precision == "int8" else None,
+                                 qconfig={"precision": t.precision, **t.options})
+            res = bench_runner(r, b, ctx["img_hw"], warmup=ctx["warmup"], repeat=max(3, ctx["repeat"] // b))
+            r.close()
+        rows.append(bench_row(res))
+    return rows
+
+
+def bench_row(res: dict) -> dict:
+    lat = res.get("latency_ms", {})
+    return {"batch": res["batch"], "latency_ms_median": lat.get("median"), "latency_ms_p90": lat.get("p90"),
+            "throughput_ips": res.get("throughput_ips")}
+
+
+def run_reference(model, ctx, progress: Progress) -> dict:
+    from ..analysis.bench import bench_runner
+    from ..backends.torch_backend import TorchRunner
+
+    runner = TorchRunner(model, threads=ctx.get("threads"))
+    ctx["ref_runner"] = runner
+    rec = {"name": "torch-fp32", "backend": "torch", "precision": "fp32"}
+    with progress.stage("torch fp32 reference: validate"):
+        rec["val"] = val_metrics(validate_runner(runner, ctx["data"], ctx["img_hw"], names=list(model.names)))
+        rec["drop"] = 0.0
+    if ctx.get("bench_batches"):
+        with progress.stage("torch fp32 reference: benchmark"):
+            rec["bench"] = [bench_row(bench_runner(runner, b, ctx["img_hw"], warmup=ctx["warmup"],
+                                                   repeat=max(3, ctx["repeat"] // b))) for b in ctx["bench_batches"]]
+    return rec
+
+
+def run_port(model, data, targets: list[Target], run_dir: Path, img_hw, calib_source, calib_n: int = 32,
+             max_drop: float = 1.0, bench_batches=(1, 16), warmup: int = 2, repeat: int = 10, threads=None,
+             n_compare: int = 4, profile: bool = True, data_note: str | None = None, quiet: bool = False) -> dict:
+    """The whole port; returns the report dict (also written into ``run_dir``)."""
+    from ..analysis.report import write_report
+    from ..data.calibration import load_calibration
+    from ..data.dataset import list_images, load_data_yaml
+
+    n_stages = 2 + (1 if bench_batches else 0) + sum(
+        3 + 1 + (1 if t.backend in ("onnxruntime", "openvino") and profile else 0) + (1 if t.benchmarkable and bench_batches else 0)
+        for t in targets)
+    progress = Progress(n_stages, quiet)
+    cfg = load_data_yaml(data)
+    with progress.stage("calibration set"):
+        calib = load_calibration(calib_source, n=calib_n, img_size_hw=img_hw, stride=int(model.stride.max()),
+                                 warn=lambda m: print(f"warning: {m}"))
+    val_images = list_images(cfg.val or cfg.train)
+    ctx = {
+        "run_dir": run_dir, "img_hw": tuple(img_hw), "data": data, "calibration": calib, "max_drop": max_drop,
+        "bench_batches": list(bench_batches or []), "warmup": warmup, "repeat": repeat, "threads": threads,
+        "sample_images": [str(p) for p in val_images[:n_compare]], "profile": profile,
+    }
+    info = model.info(tuple(img_hw))
+    report = {
+        "model": {"name": _model_name(model), "parameters": info["parameters"], "gflops": info["gflops"],
+                  "source": (getattr(model, "source", None) or {}).get("path", getattr(model, "model_key", "")),
+                  "names": list(model.names)},
+        "data": {"yaml": str(data), "n_images": len(val_images), "note": data_note},
+        "calibration": calib.to_dict(),
+        "img_hw": list(img_hw),
+        "max_drop": max_drop,
+        "targets": [],
+        "notes": [SIMULATED_NOTE[t.backend] for t in targets if t.backend in SIMULATED_NOTE],
+    }
+    report["notes"] = list(dict.fromkeys(report["notes"]))
+    ctx["reference"] = report["reference"] = run_reference(model, ctx, progress)
+    failed = []
+    for t in targets:
+        try:
+            rec = run_target(t, model, ctx, progress)
+        except YoloportError as e:
+            rec = {"name": t.name, "backend": t.backend, "precision": t.precision, "error": str(e)}
+        except Exception as e:  # a backend crashed: record it, keep porting the other targets
+            rec = {"name": t.name, "backend": t.backend, "precision": t.precision,
+                   "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(limit=8)}
+        if rec.get("error"):
+            failed.append(f"{t.name}: {rec['error']}")
+        elif rec.get("passed") is False:
+            failed.append(f"{t.name}: mAP@0.5:0.95 drop {rec['drop']:.2f} points > --max-drop {max_drop}")
+        report["targets"].append(rec)
+    report["failed"] = failed
+    report["stages"] = progress.stages
+    report["total_s"] = round(time.perf_counter() - progress.t0, 1)
+    report["paths"] = {k: str(v) for k, v in write_report(run_dir, report).items()}
+    return report
+
+
+def _model_name(model) -> str:
+    key = getattr(model, "model_key", None)
+    if key:
+        return key
+    src = (getattr(model, "source", None) or {}).get("path")
+    return Path(src).stem if src else str(model.yaml.get("yaml_file", "model")).replace(".yaml", "")

@@ -1,0 +1,120 @@
+"""``yoloport port``: the whole port in one command (export, lint, quantize for every target, validate,
+compare, profile, benchmark) and a report people can read (report.md / report.html / report.json).
+
+With no arguments it ports the embedded default model on a freshly generated synthetic validation
+set (a different seed from the one it was trained on)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..config import add_common_arguments, resolve_settings
+from ..errors import YoloportError
+from ..io.paths import increment_path
+from ._model_args import img_size_from_settings, load_model_from_settings
+
+DEFAULTS = {
+    "data": None,
+    "targets": None,
+    "img_size": None,
+    "max_drop": 1.0,
+    "calib": None,
+    "calib_n": 32,
+    "bench_batches": [1, 16],
+    "warmup": 2,
+    "repeat": 10,
+    "threads": None,
+    "val_n": 48,
+    "project": "runs/port",
+    "name": "exp",
+    "exist_ok": False,
+    "no_profile": False,
+    "no_bench": False,
+}
+SYNTH_VAL_SEED = 20261122  # not the seed the default model was trained with
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from ..analysis.port import DEFAULT_TARGETS
+
+    add_common_arguments(p)
+    p.add_argument("--data", help="data YAML to validate on (default for the embedded model: a new synthetic set)")
+    p.add_argument("--targets", help=f"comma-separated targets, backend[:platform][:precision] (default {DEFAULT_TARGETS}); "
+                                     "mlu-sim is a PyTorch simulation of Cambricon's int8 scheme, rknn runs on the toolkit's simulator")
+    p.add_argument("--img-size", dest="img_size", nargs="+", type=int, help="W H of the exported graphs (default: the model's)")
+    p.add_argument("--max-drop", dest="max_drop", type=float, help="largest mAP@0.5:0.95 drop in points a target may have (1.0)")
+    p.add_argument("--calib", help="calibration images: folder, data YAML[:split] or list file (default: the data's train split)")
+    p.add_argument("--calib-n", dest="calib_n", type=int, help="number of calibration images (32)")
+    p.add_argument("--bench-batches", dest="bench_batches", nargs="+", type=int, help="batch sizes to benchmark (1 16)")
+    p.add_argument("--warmup", type=int, help="benchmark warm-up calls (2)")
+    p.add_argument("--repeat", type=int, help="benchmark timed calls at batch 1 (10)")
+    p.add_argument("--threads", type=int, help="CPU threads for the runtimes")
+    p.add_argument("--val-n", dest="val_n", type=int, help="images in the generated synthetic validation set (48)")
+    p.add_argument("--no-profile", dest="no_profile", action="store_true", default=None, help="skip the per-layer-type profile")
+    p.add_argument("--no-bench", dest="no_bench", action="store_true", default=None, help="skip the benchmarks")
+    p.add_argument("--project", help="parent of the run folder (runs/port)")
+    p.add_argument("--name", help="run folder name (exp)")
+    p.add_argument("--exist-ok", dest="exist_ok", action="store_true", default=None, help="reuse an existing run folder")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..analysis.port import DEFAULT_TARGETS, parse_targets, run_port
+    from ..data.letterbox import parse_img_size
+
+    s = resolve_settings(args, DEFAULTS)
+    targets = parse_targets(s.targets or DEFAULT_TARGETS)
+    if s.max_drop is None or s.max_drop < 0:
+        raise YoloportError(f"--max-drop must be >= 0 points, got {s.max_drop}")
+    if any(b < 1 for b in s.bench_batches or []):
+        raise YoloportError(f"--bench-batches must be positive, got {s.bench_batches}")
+    model = load_model_from_settings(s)
+    stride = int(model.stride.max())
+    img_hw = parse_img_size(s.img_size, stride, warn=lambda m: print(f"warning: {m}")) if s.img_size else \
+        img_size_from_settings(s, model, stride)
+    run_dir = increment_path(Path(s.project) / s.name, exist_ok=bool(s.exist_ok))
+    data, note = s.data, None
+    if data is None:
+        data, note = synthetic_val_set(model, run_dir / "data", img_hw, s.val_n)
+    calib = s.calib or _default_calib(data)
+    print(f"porting {getattr(model, 'model_key', None) or s.weights} to {', '.join(t.name for t in targets)} "
+          f"at {img_hw[1]}x{img_hw[0]} (W x H); run folder {run_dir}")
+    report = run_port(model, data, targets, run_dir, img_hw, calib, calib_n=s.calib_n, max_drop=s.max_drop,
+                      bench_batches=[] if s.no_bench else s.bench_batches, warmup=s.warmup, repeat=s.repeat,
+                      threads=s.threads, profile=not s.no_profile, data_note=note)
+    print_summary(report)
+    if report["failed"]:
+        for f in report["failed"]:
+            print(f"FAILED {f}")
+        return 1
+    return 0
+
+
+def print_summary(report: dict) -> None:
+    from ..analysis.report import SUMMARY_COLUMNS, markdown_table, summary_rows
+
+    print()
+    print(markdown_table(summary_rows(report), SUMMARY_COLUMNS))
+    for n in report.get("notes", []):
+        print(f"note: {n}")
+    print(f"report: {report['paths']['html']} (also report.md, report.json)")
+
+
+def synthetic_val_set(model, out: Path, img_hw, n: int):
+    """A new synthetic validation set in the model's classes (only for models trained on synthetic data)."""
+    from ..data.synth import SHAPE_CLASSES, make_synthetic_dataset
+
+    names = list(model.names)
+    if not set(names) <= set(SHAPE_CLASSES):
+        raise YoloportError("no --data given: pass the data YAML to validate on (only the embedded synthetic-shapes "
+                            "model can generate its own validation set)")
+    yaml_path = make_synthetic_dataset(out, {"train": max(n, 32), "val": n}, (img_hw[1], img_hw[0]), seed=SYNTH_VAL_SEED,
+                                       classes=names)
+    return yaml_path, f"synthetic validation set generated with seed {SYNTH_VAL_SEED} ({n} images)"
+
+
+def _default_calib(data) -> str:
+    from ..data.dataset import load_data_yaml
+
+    cfg = load_data_yaml(data)
+    split = "train" if cfg.train else "val"
+    return f"{data}:{split}"
