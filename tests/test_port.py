@@ -1,0 +1,79 @@
+"""``yoloport port``: target parsing, the staged run on a tiny model, the report, and the exit status."""
+import json
+
+import pytest
+import torch
+
+from yoloport.analysis import port as port_mod
+from yoloport.analysis.port import parse_targets
+from yoloport.cli import main
+from yoloport.errors import YoloportError
+
+
+def test_parse_targets():
+    ts = parse_targets("onnxruntime,openvino:fp32,rknn:rk3568,mlu-sim")
+    assert [t.name for t in ts] == ["onnxruntime-int8", "openvino-fp32", "rknn-rk3568-int8", "mlu-sim-int8"]
+    assert parse_targets("rknn")[0].options["platform"] == "rk3588"
+    assert parse_targets("ort")[0].backend == "onnxruntime"
+    for bad, needle in [("tensorrt", "unknown backend"), ("torch", "reference"), ("onnxruntime:int4", "neither"),
+                        ("ort,onnxruntime", "twice"), (" , ", "no targets")]:
+        with pytest.raises(YoloportError, match=needle):
+            parse_targets(bad)
+
+
+@pytest.fixture(scope="module")
+def shapes_ckpt(tmp_path_factory):
+    from yoloport.data.synth import SHAPE_CLASSES
+    from yoloport.models import save_model
+    from yoloport.nn.model import DetectionModel
+
+    torch.manual_seed(0)
+    m = DetectionModel("yolov5n", nc=len(SHAPE_CLASSES), names=list(SHAPE_CLASSES)).eval()
+    m.img_size = (128, 160)
+    return save_model(m, tmp_path_factory.mktemp("w") / "shapes.safetensors")
+
+
+def test_port_runs_and_writes_reports(tmp_path, shapes_ckpt, capsys):
+    rc = main(["port", "--weights", str(shapes_ckpt), "--targets", "onnxruntime", "--val-n", "4", "--calib-n", "2",
+               "--bench-batches", "1", "--repeat", "2", "--warmup", "1", "--project", str(tmp_path), "--name", "p"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    run = tmp_path / "p"
+    rep = json.loads((run / "report.json").read_text())
+    assert rep["img_hw"] == [128, 160]
+    t = rep["targets"][0]
+    assert t["name"] == "onnxruntime-int8" and not t.get("error")
+    assert {"mAP50", "mAP50_95"} <= set(t["val"]) and t["size_mb"] > 0
+    assert t["profile"]["rows"] and t["bench"][0]["batch"] == 1
+    assert t["compare"]["outputs"] and t["lint"]["errors"] == 0
+    html = (run / "report.html").read_text()
+    assert "<table>" in html and "data:image/png;base64" in html
+    assert "onnxruntime-int8" in (run / "report.md").read_text()
+    assert "[ 1/" in out  # the progress display names the stages
+
+
+def test_port_fails_naming_the_target_over_max_drop(tmp_path, shapes_ckpt, monkeypatch, capsys):
+    real = port_mod.validate_runner
+
+    def fake(runner, data, img_hw, batch_size=8, names=None):
+        res = real(runner, data, img_hw, batch_size, names)
+        res["mAP50_95"] = 0.50 if runner.backend == "torch" else 0.45  # a 5-point drop
+        return res
+
+    monkeypatch.setattr(port_mod, "validate_runner", fake)
+    rc = main(["port", "--weights", str(shapes_ckpt), "--targets", "onnxruntime:fp32", "--val-n", "2", "--calib-n", "2",
+               "--no-bench", "--no-profile", "--max-drop", "1.0", "--project", str(tmp_path), "--name", "q"])
+    out = capsys.readouterr().out
+    assert rc == 1
+    assert "FAILED onnxruntime-fp32: mAP@0.5:0.95 drop 5.00 points > --max-drop 1.0" in out
+
+
+def test_port_bad_input(tmp_path, shapes_ckpt, capsys):
+    assert main(["port", "--weights", str(shapes_ckpt), "--targets", "tensorrt", "--project", str(tmp_path)]) == 2
+    assert "unknown backend" in capsys.readouterr().err
+    from yoloport.nn.model import DetectionModel
+    from yoloport.models import save_model
+
+    coco_like = save_model(DetectionModel("yolov5n", nc=2, names=["a", "b"]), tmp_path / "ab.safetensors")
+    assert main(["port", "--weights", str(coco_like), "--targets", "onnxruntime", "--project", str(tmp_path)]) == 2
+    assert "no --data given" in capsys.readouterr().err
