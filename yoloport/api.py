@@ -35,7 +35,7 @@ class Model:
     def info(self, img_size=640) -> dict:
         return self.net.info(img_size)
 
-    def runner(self, backend: str = "torch", artifact=None, threads: int | None = None):
+    def runner(self, backend: str = "torch", artifact=None, threads: int | None = None, **options):
         """The :class:`~yoloport.backends.base.Runner` for ``backend`` (``artifact`` for non-torch ones)."""
         if backend == "torch":
             from .backends.torch_backend import TorchRunner
@@ -43,7 +43,7 @@ class Model:
             return TorchRunner(self.net, threads=threads)
         from .backends.registry import load_runner
 
-        return load_runner(backend, artifact=artifact, model=self.net, threads=threads)
+        return load_runner(backend, artifact=artifact, model=self.net, threads=threads, **options)
 
     def predict(
         self,
@@ -99,7 +99,7 @@ def val(model, data, img_size=640, batch_size: int = 8, conf: float = 0.001, iou
     from .ops.postprocess import decode_outputs
 
     m = model if isinstance(model, Model) else load(model)
-    runner = m.runner(backend, artifact)
+    runner = m.runner(backend, artifact, output="raw")  # fused-NMS heads give raw outputs for validation
     size = img_size if isinstance(img_size, int) else max(parse_img_size(img_size, runner.stride, warn=None))
 
     def infer(images):

@@ -157,7 +157,8 @@ def run_target(t: Target, model, ctx: dict, progress: Progress) -> dict:
         rec["build_s"] = round(time.perf_counter() - t0, 2)
         rec["artifact"] = str(art)
         rec["size_mb"] = round(artifact_size(art) / 1e6, 3)
-    runner = load_runner(t.backend, artifact=art, model=model, threads=ctx.get("threads"))
+    # raw outputs for every target (mlu-sim's fused NMS would apply detection thresholds to validation)
+    runner = load_runner(t.backend, artifact=art, model=model, threads=ctx.get("threads"), output="raw")
     try:
         with progress.stage(f"{t.name}: validate"):
             rec["val"] = val_metrics(validate_runner(runner, ctx["data"], img_hw, names=list(model.names)))

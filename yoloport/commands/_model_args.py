@@ -14,6 +14,8 @@ def add_backend_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=BACKEND_NAMES, default=None, help="where the model runs (default: torch)")
     p.add_argument("--artifact", help="built artifact for --backend (from 'yoloport quantize'); torch needs none")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for the runtime")
+    p.add_argument("--device-id", dest="device_id", default=None,
+                   help="rknn: run on the connected board with this id (default: rknn-toolkit2's simulator)")
 
 
 def load_model_from_settings(s: argparse.Namespace, default: str | None = "default"):
@@ -32,7 +34,9 @@ def img_size_from_settings(s: argparse.Namespace, model, stride: int) -> tuple[i
     return parse_img_size(size, stride, warn=lambda m: print(f"warning: {m}"))
 
 
-def make_runner(s: argparse.Namespace, model):
+def make_runner(s: argparse.Namespace, model, for_val: bool = False):
+    """The Runner for ``--backend``. ``for_val``: heads with fused NMS (mlu-sim's end2end) return their
+    raw outputs instead, so validation applies its own thresholds (conf 0.001, multi-label)."""
     backend = getattr(s, "backend", None) or "torch"
     if backend == "torch":
         if getattr(s, "artifact", None):
@@ -42,4 +46,14 @@ def make_runner(s: argparse.Namespace, model):
         return TorchRunner(model, threads=getattr(s, "threads", None))
     from ..backends.registry import load_runner
 
-    return load_runner(backend, artifact=getattr(s, "artifact", None), model=model, threads=getattr(s, "threads", None))
+    options = {"threads": getattr(s, "threads", None)}
+    if for_val:
+        options["output"] = "raw"
+    if getattr(s, "device_id", None):
+        if backend != "rknn":
+            raise YoloportError("--device-id is for the rknn backend (a connected board)")
+        from ..backends.base import read_sidecar
+
+        options["device_id"] = s.device_id
+        options["target"] = (read_sidecar(s.artifact).get("qconfig") or {}).get("platform")
+    return load_runner(backend, artifact=getattr(s, "artifact", None), model=model, **options)

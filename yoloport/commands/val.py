@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     s = resolve_settings(args, DEFAULTS)
     model = load_model_from_settings(s)
     data = s.data or _default_data(model)
-    runner = make_runner(s, model)
+    runner = make_runner(s, model, for_val=True)
     size = s.img_size
     fixed = tuple(runner.input_hw) if runner.input_hw else None
     if size is not None and len(size) == 2 and fixed is None:

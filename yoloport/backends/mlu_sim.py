@@ -1,0 +1,447 @@
+"""``mlu-sim``: a SIMULATION, in PyTorch, of Cambricon MLU int8 inference. No Cambricon software runs.
+
+Cambricon's toolkit (torch_mlu / CNML / MagicMind) cannot be installed here, so this backend
+reproduces its int8 scheme with fake quantization on yoloport's own ``DetectionModel``; its numbers
+estimate what an MLU would do and are labelled ``simulated`` everywhere (sidecar, ``describe()``).
+
+The scheme (that of Cambricon's PyTorch ``quantize`` API the seed project used):
+
+- every convolution quantizes its **input** and its **weight** to symmetric int8
+  (``q = clip(round(x / s), -127, 127)``, ``s = range / 127``; no zero point); bias, accumulation and
+  everything that is not a convolution (activations, add, concat, upsample, pooling, the head's decode)
+  stay in float - float32 here, or float16 with ``half=True`` (MLUs run them in half precision);
+- activation ``range`` comes from calibration: the largest ``|x|`` seen over all calibration
+  batches, or with ``use_avg`` the *average* of the per-batch maxima (clips rare outliers), times
+  ``data_scale`` (a factor on the range: < 1 clips, > 1 leaves headroom);
+- ``firstconv``: the first convolution takes the uint8 image with the mean/std normalisation folded
+  into it, so its input is quantized as uint8 0..255 exactly (``s = 1/255``): no loss on real images;
+- weights per tensor (``range = max |w|``) or, with ``per_channel``, per output channel;
+- BatchNorm is folded into the convolutions before quantization (``fuse_bn``, as the deployed graph).
+
+The network output is decoded and NMS'd on the host (yoloport's numpy decode + class-aware NMS) and
+returned in the layout of Cambricon's ``yolov5_detection_output``: ``count [B, 1]`` and rows
+``[B, max_det, 7]`` of (batch, class, score, x1, y1, x2, y2) - the ``end2end`` head mode - or, with
+``output='raw'``, as the raw head convolutions for SQNR comparisons.
+
+Artifact: ``model.mlusim.safetensors`` = float weights + the calibrated scales (+ JSON metadata) and
+the sidecar ``model.mlusim.safetensors.json`` with ``simulated: true``.
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import YoloportError
+from ..ops.postprocess import HeadSpec, postprocess
+from .base import Runner, model_fingerprint, read_sidecar, write_sidecar
+
+NAME = "mlu-sim"
+ARTIFACT_NAME = "model.mlusim.safetensors"
+SIMULATED_NOTE = "SIMULATION of Cambricon MLU int8 in PyTorch (fake quantization); no Cambricon software or hardware involved"
+SCALE_PREFIX = "mlu_sim."
+OUTPUTS = ("end2end", "raw")
+DTYPES = {"int8": 127, "int16": 32767}
+
+DEFAULT_QCONFIG = {
+    "dtype": "int8",  # int8 | int16 (Cambricon offers both for conv inputs/weights)
+    "use_avg": False,
+    "data_scale": 1.0,
+    "firstconv": True,
+    "per_channel": False,
+    "fuse_bn": True,
+    "half": False,  # non-conv ops in float16 (as on the MLU)
+    "output": "end2end",
+    "conf_thres": 0.25,
+    "iou_thres": 0.45,
+    "max_det": 300,
+    "calib_batch": 1,
+    "exclude": [],  # conv module names/prefixes kept in float
+    "head_fp32": "tail",  # 'convs' also keeps the Detect convolutions in float ('tail' is float anyway)
+}
+
+
+def resolve_qconfig(qconfig: dict | None) -> dict:
+    """Validate the mlu-sim keys of ``qconfig`` and fill defaults (a new dict)."""
+    q = dict(DEFAULT_QCONFIG)
+    q.update({k: v for k, v in (qconfig or {}).items() if v is not None})
+    if str(q["dtype"]).lower() not in DTYPES:
+        raise YoloportError(f"mlu-sim dtype {q['dtype']!r}: choose one of {', '.join(DTYPES)}")
+    q["dtype"] = str(q["dtype"]).lower()
+    for k in ("use_avg", "firstconv", "per_channel", "fuse_bn", "half"):
+        q[k] = _bool(q[k], k)
+    try:
+        q["data_scale"] = float(q["data_scale"])
+    except (TypeError, ValueError):
+        raise YoloportError(f"mlu-sim data_scale must be a number, got {q['data_scale']!r}") from None
+    if not q["data_scale"] > 0:
+        raise YoloportError(f"mlu-sim data_scale must be > 0, got {q['data_scale']}")
+    if q["output"] not in OUTPUTS:
+        raise YoloportError(f"mlu-sim output {q['output']!r}: choose one of {', '.join(OUTPUTS)}")
+    q["conf_thres"], q["iou_thres"], q["max_det"] = float(q["conf_thres"]), float(q["iou_thres"]), int(q["max_det"])
+    if not (0 <= q["conf_thres"] <= 1 and 0 <= q["iou_thres"] <= 1 and q["max_det"] > 0):
+        raise YoloportError("mlu-sim conf_thres and iou_thres must be in [0, 1] and max_det > 0")
+    q["calib_batch"] = max(1, int(q["calib_batch"]))
+    q["exclude"] = [str(e) for e in (q.get("exclude") or [])]
+    if q.get("head_fp32") not in ("tail", "convs", "none"):
+        raise YoloportError(f"mlu-sim head_fp32 {q.get('head_fp32')!r}: choose tail, convs or none")
+    return q
+
+
+def _bool(v, name: str) -> bool:
+    if isinstance(v, str):
+        if v.lower() in ("1", "true", "yes", "on"):
+            return True
+        if v.lower() in ("0", "false", "no", "off"):
+            return False
+        raise YoloportError(f"mlu-sim {name} must be true or false, got {v!r}")
+    return bool(v)
+
+
+# ----------------------------------------------------------------------------- fake quantization
+
+
+def fake_quant(x: torch.Tensor, scale: torch.Tensor, qmax: int, qmin: int | None = None) -> torch.Tensor:
+    """Symmetric fake quantization: ``clip(round(x / scale), qmin, qmax) * scale`` (``qmin=-qmax``).
+
+    ``scale`` is a scalar or broadcastable (per-channel ``[C, 1, 1, 1]``); zero scales pass zeros.
+    """
+    qmin = -qmax if qmin is None else qmin
+    s = torch.where(scale > 0, scale, torch.ones_like(scale))
+    q = torch.clamp(torch.round(x / s), qmin, qmax) * s
+    return torch.where(scale > 0, q, torch.zeros_like(q))
+
+
+def weight_scale(w: torch.Tensor, qmax: int, per_channel: bool) -> torch.Tensor:
+    """``max |w| / qmax`` over the whole tensor, or per output channel (``[C, 1, 1, 1]``)."""
+    if per_channel:
+        return (w.detach().abs().amax(dim=(1, 2, 3)) / qmax).view(-1, 1, 1, 1).float()
+    return (w.detach().abs().max() / qmax).float()
+
+
+class QConv(nn.Module):
+    """A Conv2d whose input and weight are fake-quantized (simulated MLU int8 convolution).
+
+    ``mode``: ``float`` (plain conv), ``calibrate`` (conv + record the input's ``max |x|`` per batch),
+    ``quant`` (fake-quantized input and weight). ``first``: the model's first conv (``firstconv``:
+    input quantized as uint8 with scale 1/255).
+    """
+
+    def __init__(self, conv: nn.Conv2d, name: str, first: bool = False):
+        super().__init__()
+        self.conv = conv
+        self.name = name
+        self.first = first
+        self.mode = "float"
+        self.qmax = 127
+        self.per_channel = False
+        self.firstconv = True
+        self.keep_float = False  # excluded from quantization (qconfig exclude / head_fp32='convs')
+        self.batch_max: list[float] = []
+        self.register_buffer("input_scale", torch.zeros(()))
+        self.register_buffer("w_scale", torch.zeros(()))
+
+    def forward(self, x):
+        c = self.conv
+        if self.mode == "calibrate":
+            self.batch_max.append(float(x.detach().abs().max()))
+            return c(x)
+        if self.mode != "quant":
+            return c(x) if x.dtype == c.weight.dtype else c(x.to(c.weight.dtype)).to(x.dtype)
+        dtype = x.dtype
+        xf = x.float()
+        if self.first and self.firstconv:
+            xq = fake_quant(xf, torch.tensor(1.0 / 255.0), 255, 0)
+        else:
+            xq = fake_quant(xf, self.input_scale, self.qmax)
+        w = c.weight.float()
+        wq = fake_quant(w, self.w_scale, self.qmax)
+        b = c.bias.float() if c.bias is not None else None
+        y = F.conv2d(xq, wq, b, c.stride, c.padding, c.dilation, c.groups)
+        return y.to(dtype)
+
+    def set_scales(self, input_scale: float, qmax: int, per_channel: bool, firstconv: bool) -> None:
+        """Fix the activation scale and compute the weight scale (from the current weight)."""
+        self.qmax, self.per_channel, self.firstconv = qmax, per_channel, firstconv
+        self.input_scale = torch.tensor(float(input_scale))
+        self.w_scale = weight_scale(self.conv.weight, qmax, per_channel)
+
+
+def activation_range(batch_max: list[float], use_avg: bool, data_scale: float) -> float:
+    """Calibrated activation range: global max (or mean of per-batch maxima) times ``data_scale``."""
+    if not batch_max:
+        return 0.0
+    r = float(np.mean(batch_max)) if use_avg else float(np.max(batch_max))
+    return r * data_scale
+
+
+def wrap_convs(model, fuse_bn: bool = True) -> tuple[nn.Module, list[QConv]]:
+    """A copy of ``model`` (BN folded when ``fuse_bn``) with every ``nn.Conv2d`` replaced by a
+    :class:`QConv`; returns ``(model, qconvs in forward order)``. The first one is flagged ``first``."""
+    if fuse_bn:
+        from ..deploy.surgery import fuse_conv_bn
+
+        m = fuse_conv_bn(model)
+    else:
+        m = copy.deepcopy(model).eval()
+    qconvs: list[QConv] = []
+    for name, mod in list(m.named_modules()):
+        for child_name, child in list(mod.named_children()):
+            if isinstance(child, nn.Conv2d) and not isinstance(child, QConv):
+                full = f"{name}.{child_name}" if name else child_name
+                q = QConv(child, full)
+                setattr(mod, child_name, q)
+                qconvs.append(q)
+    if not qconvs:
+        raise YoloportError("mlu-sim: the model has no convolution to quantize")
+    order = _forward_order(m, qconvs)
+    order[0].first = True
+    return m.eval(), order
+
+
+def _forward_order(model, qconvs: list[QConv]) -> list[QConv]:
+    """``qconvs`` sorted by when they run on a tiny input (the first one takes the image)."""
+    seen: list[QConv] = []
+    hooks = [q.register_forward_pre_hook(lambda mod, _inp: seen.append(mod)) for q in qconvs]
+    try:
+        s = int(max(getattr(model, "stride", torch.tensor([32.0])).tolist()))
+        with torch.no_grad():
+            model(torch.zeros(1, 3, s * 2, s * 2))
+    finally:
+        for h in hooks:
+            h.remove()
+    rest = [q for q in qconvs if q not in seen]
+    return seen + rest
+
+
+def set_mode(qconvs: list[QConv], mode: str) -> None:
+    """``float``, ``calibrate`` or ``quant`` for all convs (``quant`` leaves ``keep_float`` ones float)."""
+    for q in qconvs:
+        q.mode = "float" if mode == "quant" and q.keep_float else mode
+
+
+def mark_float_convs(qconvs: list[QConv], exclude, head_fp32: str, detect_index: int) -> list[str]:
+    """Flag the convs kept in float: names in ``exclude`` (a module name or prefix, ``model.24`` or
+    ``model.0.conv``; ``Conv``/``Conv2d`` as an op type means all) and, with ``head_fp32='convs'``,
+    the Detect convolutions. Returns their names."""
+    ex = [str(e).strip().strip(".") for e in (exclude or []) if str(e).strip()]
+    if head_fp32 == "convs":
+        ex.append(f"model.{detect_index}.m")
+    kept = []
+    for c in qconvs:
+        c.keep_float = any(e in ("Conv", "Conv2d") or c.name == e or c.name.startswith(e + ".") for e in ex)
+        if c.keep_float:
+            kept.append(c.name)
+    return kept
+
+
+@torch.no_grad()
+def calibrate(qmodel, qconvs: list[QConv], batches, q: dict) -> dict:
+    """Run the float model on ``batches`` (float32 ``[B,3,H,W]``), record each conv's input range and
+    set the scales; returns ``{conv name: {input_scale, max, avg_max, batches}}``."""
+    for c in qconvs:
+        c.batch_max = []
+    set_mode(qconvs, "calibrate")
+    n = 0
+    for x in batches:
+        qmodel(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
+        n += 1
+    if n == 0:
+        raise YoloportError("mlu-sim: the calibration set yielded no image")
+    qmax = DTYPES[q["dtype"]]
+    stats = {}
+    for c in qconvs:
+        rng = activation_range(c.batch_max, q["use_avg"], q["data_scale"])
+        c.set_scales(rng / qmax, qmax, q["per_channel"], q["firstconv"])
+        stats[c.name] = {
+            "input_scale": rng / qmax,
+            "max": float(np.max(c.batch_max)),
+            "avg_max": float(np.mean(c.batch_max)),
+            "batches": len(c.batch_max),
+        }
+    set_mode(qconvs, "quant")
+    return stats
+
+
+# ----------------------------------------------------------------------------- end2end layout
+
+
+def pack_detection_output(dets: list[np.ndarray], max_det: int) -> list[np.ndarray]:
+    """Per-image ``[n, 6]`` (x1, y1, x2, y2, conf, cls) -> ``yolov5_detection_output`` layout:
+    ``count [B, 1]`` int32 and ``rows [B, max_det, 7]`` float32 (batch, class, score, x1, y1, x2, y2),
+    zero padded."""
+    b = len(dets)
+    count = np.zeros((b, 1), np.int32)
+    rows = np.zeros((b, max_det, 7), np.float32)
+    for i, d in enumerate(dets):
+        d = np.asarray(d, np.float32)[:max_det]
+        k = len(d)
+        count[i, 0] = k
+        if k:
+            rows[i, :k, 0] = i
+            rows[i, :k, 1] = d[:, 5]
+            rows[i, :k, 2] = d[:, 4]
+            rows[i, :k, 3:7] = d[:, :4]
+    return [count, rows]
+
+
+def sqnr_db(ref, test) -> float:
+    """Signal-to-quantization-noise ratio ``10 log10(|ref|^2 / |ref - test|^2)`` in dB over arrays."""
+    r = np.concatenate([np.ravel(a).astype(np.float64) for a in ref])
+    t = np.concatenate([np.ravel(a).astype(np.float64) for a in test])
+    noise = float(np.sum((r - t) ** 2))
+    return float("inf") if noise == 0 else float(10 * np.log10(np.sum(r**2) / noise))
+
+
+# ----------------------------------------------------------------------------- runner
+
+
+class MluSimRunner(Runner):
+    """The fake-quantized model behind the Runner interface (SIMULATED MLU).
+
+    ``output='end2end'``: ``[count [B,1], rows [B,max_det,7]]`` after host decode + NMS;
+    ``output='raw'``: the ``nl`` head convolutions ``[B, na*no, H, W]``.
+    """
+
+    backend = NAME
+    simulated = True
+
+    def __init__(self, qmodel, qconvs, head_raw: HeadSpec, q: dict, input_hw=None, quantized: bool = True):
+        self.model = qmodel
+        self.qconvs = qconvs
+        self.q = q
+        self.head_raw = head_raw
+        self.head = head_raw if q["output"] == "raw" else HeadSpec.from_dict({**head_raw.to_dict(), "mode": "end2end"})
+        self.input_hw = tuple(input_hw) if input_hw else None
+        self.batch = None
+        self.stride = int(max(head_raw.strides)) if head_raw.strides else 32
+        self.quantized = quantized
+        set_mode(qconvs, "quant" if quantized else "float")
+        if q["half"]:  # non-conv ops in float16; the simulated int8 convolutions keep float32 parameters
+            self.model.half()
+            for c in qconvs:
+                c.float()
+
+    @torch.no_grad()
+    def raw(self, images: np.ndarray) -> list[np.ndarray]:
+        """The head convolutions ``[B, na*no, H, W]`` (float32) of the simulated network."""
+        from .registry import check_input
+
+        x = torch.from_numpy(check_input(images, self.input_hw, NAME))
+        if self.q["half"]:
+            x = x.half()
+        _, raw = self.model(x)
+        outs = []
+        for r in raw:  # [B, na, H, W, no] -> [B, na*no, H, W]
+            b, na, h, w, no = r.shape
+            outs.append(r.float().permute(0, 1, 4, 2, 3).reshape(b, na * no, h, w).numpy())
+        return outs
+
+    def __call__(self, images: np.ndarray) -> list[np.ndarray]:
+        raw = self.raw(images)
+        if self.q["output"] == "raw":
+            return raw
+        dets = postprocess(raw, self.head_raw, self.q["conf_thres"], self.q["iou_thres"], max_det=self.q["max_det"])
+        return pack_detection_output(dets, self.q["max_det"])
+
+    def describe(self) -> dict:
+        d = super().describe()
+        d.update({"simulated": True, "note": SIMULATED_NOTE, "quantized": self.quantized, "dtype": self.q["dtype"]})
+        return d
+
+
+# ----------------------------------------------------------------------------- build / load
+
+
+def build(model, onnx_path, head: HeadSpec, out_dir, calibration, qconfig: dict | None = None) -> Path:
+    """Calibrate the simulated MLU int8 model on ``calibration`` and save ``model.mlusim.safetensors``
+    (float weights + scales) with a sidecar marking it ``simulated``. ``onnx_path`` is not used: the
+    simulation runs the PyTorch model. Without calibration the artifact runs in float (no scales)."""
+    from ..io.checkpoint import save_checkpoint
+    from ..models import checkpoint_meta
+    from .registry import sidecar_info
+
+    q = resolve_qconfig(qconfig)
+    quantized = calibration is not None and str(q.get("precision", "int8")) == "int8"
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    base = copy.deepcopy(model).float().eval()
+    qmodel, qconvs = wrap_convs(base, q["fuse_bn"])
+    kept_float = mark_float_convs(qconvs, q["exclude"], q["head_fp32"], len(base.model) - 1)
+    unknown = [e for e in q["exclude"] if e not in ("Conv", "Conv2d") and not any(c.name == e.strip(".") or c.name.startswith(e.strip(".") + ".") for c in qconvs)]
+    if unknown:
+        raise YoloportError(f"mlu-sim exclude {unknown} matches no convolution (names look like {qconvs[0].name}, {qconvs[-1].name})")
+    stats = calibrate(qmodel, qconvs, calibration.batches(q["calib_batch"]), q) if quantized else {}
+    tensors = {k: v.detach().float().contiguous() for k, v in base.state_dict().items()}
+    for c in qconvs:
+        if quantized:
+            tensors[f"{SCALE_PREFIX}{c.name}.input_scale"] = c.input_scale.reshape(1).float()
+            tensors[f"{SCALE_PREFIX}{c.name}.weight_scale"] = c.w_scale.reshape(-1).float()
+    input_hw = _input_hw(onnx_path, calibration, model)
+    meta = checkpoint_meta(base, mlu_sim={"qconfig": q, "quantized": quantized, "first_conv": qconvs[0].name, "note": SIMULATED_NOTE})
+    artifact = save_checkpoint(out_dir / ARTIFACT_NAME, tensors, meta)
+    head_out = head if q["output"] == "raw" else HeadSpec.from_dict({**head.to_dict(), "mode": "end2end"})
+    extra = {
+        "simulated": True,
+        "note": SIMULATED_NOTE,
+        "precision": q["dtype"] if quantized else ("fp16" if q["half"] else "fp32"),
+        "mlu_sim": {
+            "quantized": quantized,
+            "scheme": "symmetric per-tensor activations (conv inputs), weights per-" + ("channel" if q["per_channel"] else "tensor"),
+            "first_conv": qconvs[0].name,
+            "convs": len(qconvs),
+            "float_convs": kept_float,
+            "scales": stats,
+            "source": "the PyTorch model (the ONNX is not used)",
+        },
+    }
+    write_sidecar(artifact, sidecar_info(NAME, model, head_out, input_hw, 1, calibration, q, **extra))
+    return Path(artifact)
+
+
+def _input_hw(onnx_path, calibration, model) -> tuple[int, int]:
+    """The input size the artifact is for: the ONNX's fixed shape, else the calibration size, else the
+    model's registered size, else 640x640."""
+    if onnx_path is not None and Path(onnx_path).is_file():
+        import onnx
+
+        dims = [d.dim_value for d in onnx.load(str(onnx_path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim]
+        if len(dims) == 4 and min(dims) > 0:
+            return (int(dims[2]), int(dims[3]))
+    if calibration is not None:
+        return tuple(calibration.img_size_hw)
+    return tuple(getattr(model, "img_size", None) or (640, 640))
+
+
+def load(artifact, model=None, output: str | None = None, conf_thres=None, iou_thres=None, max_det=None,
+         fixed_shape: bool = True, **options) -> MluSimRunner:
+    """The simulated MLU runner of ``artifact``; ``output`` (``end2end``/``raw``), ``conf_thres``,
+    ``iou_thres`` and ``max_det`` override what the artifact was built with. ``fixed_shape``: accept
+    only the built input size (as a compiled MLU model does); False accepts any stride multiple."""
+    from ..io.checkpoint import read_checkpoint
+    from ..models import model_from_state
+
+    artifact = Path(artifact)
+    info = read_sidecar(artifact, expect_backend=NAME, expect_fingerprint=model_fingerprint(model) if model is not None else None)
+    tensors, meta = read_checkpoint(artifact)
+    ms = meta.get("mlu_sim") or {}
+    q = resolve_qconfig({**(ms.get("qconfig") or {}), **{k: v for k, v in
+                         {"output": output, "conf_thres": conf_thres, "iou_thres": iou_thres, "max_det": max_det}.items() if v is not None}})
+    weights = {k: v for k, v in tensors.items() if not k.startswith(SCALE_PREFIX)}
+    base = model_from_state(meta["yaml"], weights, names=meta.get("names"), stride=meta.get("stride"))
+    qmodel, qconvs = wrap_convs(base, q["fuse_bn"])
+    mark_float_convs(qconvs, q["exclude"], q["head_fp32"], len(base.model) - 1)
+    quantized = bool(ms.get("quantized"))
+    if quantized:
+        qmax = DTYPES[q["dtype"]]
+        for c in qconvs:
+            key = f"{SCALE_PREFIX}{c.name}.input_scale"
+            if key not in tensors:
+                raise YoloportError(f"{artifact}: no calibrated scale for conv {c.name} (artifact from another model or version)")
+            c.set_scales(float(tensors[key].reshape(-1)[0]), qmax, q["per_channel"], q["firstconv"])
+    head = HeadSpec.from_dict({**info["head"], "mode": "raw"})
+    return MluSimRunner(qmodel, qconvs, head, q, input_hw=info.get("input_hw") if fixed_shape else None, quantized=quantized)
