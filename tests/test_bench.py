@@ -1,0 +1,121 @@
+"""``yoloport.analysis.bench`` and ``yoloport bench``: structure of the results, never timings."""
+import json
+
+import numpy as np
+import pytest
+
+from yoloport.analysis import bench as B
+from yoloport.analysis.tables import format_table
+from yoloport.cli import main
+
+HW = (128, 160)
+
+
+@pytest.fixture(autouse=True)
+def _keep_torch_threads():
+    """``--threads`` / TorchRunner(threads=) set torch's global thread count: restore it."""
+    import torch
+
+    prev = torch.get_num_threads()
+    yield
+    torch.set_num_threads(prev)
+
+
+def _check(r, batch, mode="model"):
+    assert r["mode"] == mode and r["batch"] == batch and r["img_hw"] == list(HW)
+    lat = r["latency_ms"]
+    assert set(lat) == {"median", "p90", "mean", "min"}
+    assert 0 < lat["min"] <= lat["median"] <= lat["p90"]
+    assert r["throughput_ips"] > 0 and r["timed_calls"] == r["repeat"]
+    json.dumps(r)
+
+
+@pytest.fixture(scope="module")
+def torch_runner(tiny_model):
+    import torch
+
+    from yoloport.backends.torch_backend import TorchRunner
+
+    prev = torch.get_num_threads()
+    yield TorchRunner(tiny_model, threads=1)  # TorchRunner sets torch's global thread count
+    torch.set_num_threads(prev)
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_bench_runner_torch(torch_runner, batch):
+    r = B.bench_runner(torch_runner, batch, HW, warmup=1, repeat=3)
+    _check(r, batch)
+    assert r["graph_batch"] is None and r["calls_per_batch"] == 1
+
+
+def test_bench_end_to_end(torch_runner):
+    r = B.bench_end_to_end(torch_runner, 2, HW, B.synthetic_bgr(3, (90, 120)), warmup=1, repeat=2, conf_thres=0.001)
+    _check(r, 2, "end_to_end")
+    assert set(r["stages_ms"]) == {"pre", "inference", "post"} and r["detections_per_image"] >= 0
+
+
+def test_onnxruntime_graph_per_batch_and_fixed_batch_split(tmp_path, tiny_model):
+    r2 = B.runner_for_batch("onnxruntime", tiny_model, HW, 2, tmp_path, threads=1)
+    res = B.bench_runner(r2, 2, HW, warmup=1, repeat=2)
+    _check(res, 2)
+    assert res["graph_batch"] == 2 and res["calls_per_batch"] == 1
+    r1 = B.runner_for_batch("onnxruntime", tiny_model, HW, 1, tmp_path, threads=1)
+    split = B.bench_runner(r1, 2, HW, warmup=0, repeat=1)
+    assert split["graph_batch"] == 1 and split["calls_per_batch"] == 2
+    text = B.format_results([res, split])
+    assert "x2 calls" in text and "images/s" in text
+
+
+def test_latency_stats_and_bad_counts(torch_runner):
+    s = B.latency_stats([0.01, 0.02, 0.03, 0.04], batch=4)
+    assert s["latency_ms"]["median"] == pytest.approx(25.0) and s["throughput_ips"] == pytest.approx(160.0)
+    from yoloport.errors import YoloportError
+
+    with pytest.raises(YoloportError):
+        B.bench_runner(torch_runner, 0, HW)
+    with pytest.raises(YoloportError):
+        B.bench_runner(torch_runner, 1, HW, images=np.zeros((1, 3, 64, 64), np.float32))
+
+
+def test_format_table_styles():
+    t = format_table(["a", "b"], [["x", "1"]], footer=[["total", "1"]])
+    assert t.splitlines()[0].startswith("a") and "total" in t.splitlines()[-1]
+    md = format_table(["a", "b"], [["x", "1"]], style="markdown")
+    assert md.splitlines()[1] == "|:--|--:|"
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory, tiny_model):
+    from yoloport.models import save_model
+
+    return save_model(tiny_model, tmp_path_factory.mktemp("ck") / "tiny.safetensors")
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_cli_bench_json(tmp_path, tiny_ckpt, backend, capsys):
+    out = tmp_path / "b.json"
+    rc = main(["bench", "--backend", backend, "--weights", str(tiny_ckpt), "--batch", "1", "2", "--img-size", "160", "128",
+               "--warmup", "1", "--repeat", "2", "--threads", "1", "--end-to-end", "--json", str(out)])
+    assert rc == 0
+    doc = json.loads(out.read_text())
+    assert doc["backend"] == backend and doc["machine"]["cpu_count"]
+    assert [(r["batch"], r["mode"]) for r in doc["results"]] == [(1, "model"), (1, "end_to_end"), (2, "model"), (2, "end_to_end")]
+    for r in doc["results"]:
+        _check(r, r["batch"], r["mode"])
+    assert "images/s" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, msg", [
+    (["--backend", "nosuch"], "unknown backend"),
+    (["--backend", "onnxruntime", "--artifact", "missing.onnx"], "does not exist"),
+    (["--backend", "torch", "--batch", "0"], "--batch"),
+])
+def test_cli_bench_bad_input_one_line(argv, msg, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rc = main(["bench", *argv])
+    err = capsys.readouterr().err.strip()
+    assert rc != 0 and len(err.splitlines()) == 1 and msg in err
+    assert not (tmp_path / "runs").exists()
