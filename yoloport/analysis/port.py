@@ -167,7 +167,7 @@ def run_target(t: Target, model, ctx: dict, progress: Progress) -> dict:
             rec["passed"] = rec["drop"] <= ctx["max_drop"]
         with progress.stage(f"{t.name}: compare with fp32"):
             cmp_ = compare_runners(ctx["ref_runner"], runner, ctx["sample_images"], img_hw, conf_thres=0.25, iou_thres=0.45)
-            rec["compare"] = {"outputs": [{"name": o.get("name"), "cosine": o.get("cosine"), "sqnr_db": o.get("sqnr_db")}
+            rec["compare"] = {"outputs": [{"name": o.get("output"), "cosine": o.get("cosine"), "sqnr_db": o.get("sqnr_db")}
                                           for o in cmp_["outputs"]], "summary": cmp_["summary"]}
         if t.backend in ("onnxruntime", "openvino") and ctx.get("profile", True):
             with progress.stage(f"{t.name}: profile layer types"):
