@@ -1,0 +1,134 @@
+"""``yoloport export``: a checkpoint or model key -> ONNX with an NPU-friendly Detect head.
+
+    yoloport export --weights yolov5s.pt --img-size 736 416 --mode split --target rknn --focus-to-conv
+    yoloport export --model-key yolov5s-v5.0 --mode end2end --conf-thres 0.25 --iou-thres 0.45 --max-det 100
+
+Settings: flag > ``--config`` run config > the registry entry's ``export:`` dict > defaults
+(mode raw, opset 12, batch 1, BN fusion on). With ``--target`` the graph is linted *before* it is
+written and refused on errors unless ``--force``. Writes ``OUT`` and ``OUT.json`` (metadata, HeadSpec,
+output shapes, lint report); prints a summary table. Exit 2 on a user error, 0 otherwise.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from ..config import add_common_arguments, lookup_model_key, resolve_settings
+
+DEFAULTS = {"mode": "raw", "opset": 12, "batch": 1, "fuse": True, "silu": "keep", "conf_thres": 0.25,
+            "iou_thres": 0.45, "max_det": 300, "target": None, "sigmoid": False, "dynamic": False,
+            "simplify": False, "focus_to_conv": False}
+REGISTRY_KEYS = ("mode", "opset", "batch", "target", "sigmoid", "dynamic", "simplify", "focus_to_conv", "fuse",
+                 "silu", "conf_thres", "iou_thres", "max_det", "img_size")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from ..deploy.export import SILU_MODES
+    from ..deploy.heads import EXPORT_MODES
+    from ..deploy.op_support import TARGETS
+
+    add_common_arguments(p)
+    p.add_argument("--img-size", dest="img_size", nargs="+", type=int, metavar="W H",
+                   help="input width and height (one value: square); default: the model's, else 640")
+    p.add_argument("--mode", choices=EXPORT_MODES, default=None, help="Detect head variant (default raw)")
+    p.add_argument("--batch", type=int, default=None, help="static batch size (default 1)")
+    p.add_argument("--dynamic", action="store_true", default=None, help="dynamic batch axis (not for rknn)")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset, 11..19 (default 12)")
+    p.add_argument("--sigmoid", action="store_true", default=None, help="raw mode: apply the sigmoid in the graph")
+    p.add_argument("--target", choices=TARGETS, default=None, help="lint the graph for this target before writing it")
+    p.add_argument("--force", action="store_true", help="write the graph even when the --target lint finds errors")
+    p.add_argument("--focus-to-conv", dest="focus_to_conv", action="store_true", default=None,
+                   help="replace a v5.0 Focus stem by the equivalent 6x6 stride-2 Conv")
+    p.add_argument("--fuse", action=argparse.BooleanOptionalAction, default=None,
+                   help="fold BatchNorm into the convolutions (default on)")
+    p.add_argument("--silu", choices=SILU_MODES, default=None, help="mul-sigmoid: SiLU as explicit x*sigmoid(x) modules (the TorchScript exporter "
+                        "already writes SiLU as Sigmoid + Mul at opsets 11..19; this pins it for any exporter)")
+    p.add_argument("--simplify", action="store_true", default=None, help="simplify the graph with onnxslim")
+    p.add_argument("--conf-thres", dest="conf_thres", type=float, default=None, help="end2end: score threshold (0.25)")
+    p.add_argument("--iou-thres", dest="iou_thres", type=float, default=None, help="end2end: NMS IoU threshold (0.45)")
+    p.add_argument("--max-det", dest="max_det", type=int, default=None, help="end2end: detections per image (300)")
+    p.add_argument("--out", help="ONNX path (default ./<weights stem>-<mode>-<W>x<H>.onnx)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out that is not a previous yoloport export")
+    p.add_argument("--check", nargs="?", const="", default=None, metavar="IMG",
+                   help="run the written graph with onnxruntime on IMG (default: a fixed random image) and "
+                        "report its difference to the PyTorch model")
+
+
+def export_settings(args: argparse.Namespace) -> argparse.Namespace:
+    """Merge flags, run config, the registry entry's ``export:`` dict and the defaults."""
+    s = resolve_settings(args, {})
+    if getattr(s, "model_key", None) and not getattr(s, "weights", None):
+        entry = lookup_model_key(s.model_key, getattr(s, "registry", None))
+        for k in REGISTRY_KEYS:
+            if getattr(s, k, None) is None and k in entry.export:
+                setattr(s, k, entry.export[k])
+    for k, v in DEFAULTS.items():
+        if getattr(s, k, None) is None:
+            setattr(s, k, v)
+    return s
+
+
+def default_out(s: argparse.Namespace, mode: str, hw) -> Path:
+    stem = Path(s.weights).stem if getattr(s, "weights", None) else str(s.model_key)
+    return Path(f"{stem}-{mode}-{hw[1]}x{hw[0]}.onnx")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..deploy.export import export_model
+    from ._model_args import img_size_from_settings, load_model_from_settings
+
+    s = export_settings(args)
+    model = load_model_from_settings(s, default=None)
+    hw = img_size_from_settings(s, model, int(model.stride.max()))
+    out = Path(s.out) if getattr(s, "out", None) else default_out(s, s.mode, hw)
+    t0 = time.perf_counter()
+    res = export_model(
+        model, out, hw, s.mode, int(s.batch), int(s.opset), bool(s.sigmoid), dynamic=bool(s.dynamic),
+        simplify=bool(s.simplify), fuse=bool(s.fuse), focus_to_conv=bool(s.focus_to_conv), silu=s.silu,
+        conf_thres=float(s.conf_thres), iou_thres=float(s.iou_thres), max_det=int(s.max_det), target=s.target,
+        force=bool(getattr(s, "force", False)), overwrite=True if getattr(s, "overwrite", False) else None,
+        sidecar_extra={"source": str(getattr(model, "source", {}).get("path", s.weights or s.model_key))
+                       if isinstance(getattr(model, "source", None), dict) else str(s.weights or s.model_key)},
+    )
+    seconds = time.perf_counter() - t0
+    check = None
+    if getattr(s, "check", None) is not None:
+        from ..deploy.export import verify_export
+
+        check = verify_export(model, res.path, s.check or None)
+    print_summary(res, s, hw, seconds, check)
+    if res.lint is not None and res.lint.findings:
+        from ..deploy.lint import format_report
+
+        print()
+        print(format_report(res.lint))
+    return 0
+
+
+def print_summary(res, s, hw, seconds: float, check: dict | None = None) -> None:
+    """The summary table: one ``key | value`` row per fact of the export."""
+    size = res.path.stat().st_size
+    rows = [
+        ("onnx", str(res.path)),
+        ("sidecar", str(res.sidecar) if res.sidecar else "-"),
+        ("mode", res.head.mode + (" (sigmoid in graph)" if res.head.sigmoid_applied else "")),
+        ("input", f"images [{'batch' if s.dynamic else s.batch}, 3, {hw[0]}, {hw[1]}]  (W x H {hw[1]} x {hw[0]}, RGB 0..1)"),
+        ("outputs", ", ".join(f"{k} {v}" for k, v in res.output_shapes.items())),
+        ("opset", str(s.opset)),
+        ("surgery", ", ".join(res.surgery) or "none"),
+        ("classes", f"{res.head.nc}"),
+        ("size", f"{size / 1e6:.1f} MB"),
+        ("time", f"{seconds:.1f} s"),
+    ]
+    if res.head.mode == "end2end":
+        rows.append(("nms", f"conf > {s.conf_thres}, IoU > {s.iou_thres}, max_det {s.max_det} (baked in)"))
+    if res.lint is not None:
+        rows.append(("lint", res.lint.summary() + (" (written anyway: --force)" if res.lint.errors else "")))
+    if check is not None:
+        rows.append(("check", check["summary"]))
+    w = max(len(k) for k, _ in rows)
+    print(f"yoloport export: {res.path}")
+    for k, v in rows:
+        print(f"  {k.ljust(w)} | {v}")
