@@ -16,11 +16,10 @@ import numpy as np
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
-    """Numerically stable logistic function in float32."""
+    """Logistic function in float32 (``exp`` overflow for very negative inputs correctly gives 0)."""
     x = np.asarray(x, dtype=np.float32)
-    return np.where(x >= 0, 1.0 / (1.0 + np.exp(-np.abs(x))), np.exp(-np.abs(x)) / (1.0 + np.exp(-np.abs(x)))).astype(
-        np.float32
-    )
+    with np.errstate(over="ignore"):
+        return (1.0 / (1.0 + np.exp(-x))).astype(np.float32, copy=False)
 
 
 def make_grid(h: int, w: int) -> np.ndarray:

@@ -76,9 +76,16 @@ def _split_by_width(outputs, nc):
 
 
 def end2end_to_detections(outputs: list[np.ndarray], batch_size: int) -> list[np.ndarray]:
-    """``yolov5_detection_output`` layout -> one ``[n, 6]`` (x1, y1, x2, y2, conf, cls) per image."""
-    count = np.asarray(outputs[0]).reshape(batch_size, -1)[:, 0].astype(int)
-    rows = np.asarray(outputs[1], dtype=np.float32).reshape(batch_size, -1, 7)
+    """``yolov5_detection_output`` layout -> one ``[n, 6]`` (x1, y1, x2, y2, conf, cls) per image.
+
+    The two outputs are told apart by shape (rows ``[B, max_det, 7]``, count ``[B]`` or ``[B, 1]``), so a
+    runtime may return them in either order."""
+    arrays = [np.asarray(o) for o in outputs]
+    rows_i = next((i for i, a in enumerate(arrays) if a.ndim == 3 and a.shape[-1] == 7), None)
+    if rows_i is None or len(arrays) != 2:
+        raise ValueError(f"end2end outputs must be a count and [B, max_det, 7] rows, got {[a.shape for a in arrays]}")
+    rows = arrays[rows_i].astype(np.float32).reshape(batch_size, -1, 7)
+    count = arrays[1 - rows_i].reshape(batch_size, -1)[:, 0].astype(int)
     dets = []
     for b in range(batch_size):
         r = rows[b, : count[b]]
@@ -98,7 +105,7 @@ def postprocess(
 ) -> list[np.ndarray]:
     """Head outputs -> per-image ``[n, 6]`` detections in input pixels (decode + class-aware NMS)."""
     if head.mode == "end2end":
-        batch = np.asarray(outputs[1]).shape[0]
+        batch = max(np.asarray(o).shape[0] for o in outputs)
         dets = end2end_to_detections(outputs, batch)
         return [d[d[:, 4] > conf_thres] if classes is None else d[(d[:, 4] > conf_thres) & np.isin(d[:, 5], classes)] for d in dets]
     pred = decode_outputs(outputs, head)
