@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -9,6 +10,17 @@ import torch
 from yoloport.fixtures import fixtures_dir
 
 torch.set_num_threads(2)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``slow`` are skipped (with a reason) in the default run, which must stay within
+    ~15 minutes on a 2-core CPU. Run them with ``pytest -m slow`` or ``YOLOPORT_SLOW=1``."""
+    if config.getoption("-m") or os.environ.get("YOLOPORT_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow: run with `pytest -m slow` or YOLOPORT_SLOW=1")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
 
 
 def fixture_path(rel: str):
