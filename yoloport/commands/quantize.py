@@ -1,0 +1,201 @@
+"""``yoloport quantize --weights X --backend B --calib SRC --out DIR``: build a backend artifact.
+
+Exports the model to ONNX (``--mode`` head, fixed ``--img-size``), draws ``--calib-n`` calibration
+images through the one preprocessing path, and builds the backend's int8 (or float) artifact with its
+JSON sidecar. Prints a summary table and writes it as JSON (``DIR/quantize.json`` or ``--json``).
+Backend options go into one ``qconfig`` dict; each backend reads the keys it knows.
+
+Exit status: 0 built, 2 user error (bad path, unknown backend, missing package, ...).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from ..errors import YoloportError
+
+# flag dest -> qconfig key, for the backend options passed through untouched
+QCONFIG_FLAGS = (
+    # common
+    "precision", "exclude", "head_fp32",
+    # onnxruntime
+    "act_type", "weight_type", "per_channel", "calib_method", "percentile", "reduce_range", "pre_process",
+    # openvino
+    "preset", "subset_size", "fast_bias_correction", "max_drop", "validation", "validation_n", "inference_precision",
+    # rknn
+    "platform", "quantized_dtype", "quantized_algorithm", "quantized_method", "hybrid", "optimization_level",
+    # mlu-sim
+    "use_avg", "data_scale", "firstconv",
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..backends.registry import BACKENDS
+    from ..config import add_common_arguments
+    from ..ops.postprocess import HEAD_MODES
+
+    add_common_arguments(parser)
+    parser.add_argument("--backend", choices=[b for b in BACKENDS if b != "torch"], help="target backend")
+    parser.add_argument("--calib", metavar="SRC", help="calibration images: folder, glob, data YAML[:split] or list file (int8)")
+    parser.add_argument("--calib-n", type=int, default=None, help="number of calibration images (default 100)")
+    parser.add_argument("--calib-seed", type=int, default=None, help="seed for sampling them (default 0)")
+    parser.add_argument("--img-size", nargs="+", type=int, metavar="W H", help="fixed input size, W H (default: the model's, else 640)")
+    parser.add_argument("--mode", choices=HEAD_MODES, default=None, help="Detect head export mode (default: the model key's export mode, else raw)")
+    parser.add_argument("--batch", type=int, default=None, help="fixed batch size of the artifact (default 1)")
+    parser.add_argument("--opset", type=int, default=None, help="ONNX opset for the export (default: the backend's choice)")
+    parser.add_argument("--out", help="output folder (default runs/quantize/<backend>)")
+    parser.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty --out folder")
+    parser.add_argument("--json", metavar="OUT", help="summary JSON path (default OUT/quantize.json)")
+    parser.add_argument("--precision", choices=("int8", "fp32", "fp16", "bf16"), help="default int8 with --calib, else fp32")
+    parser.add_argument("--exclude", nargs="+", metavar="NODE", help="node names, globs or op types kept in float")
+    parser.add_argument("--head-fp32", choices=("tail", "convs", "none"), help="keep the head's decode (tail), also its convs, or nothing in float (default: onnxruntime convs, openvino tail)")
+
+    g = parser.add_argument_group("onnxruntime")
+    g.add_argument("--act-type", choices=("uint8", "int8"), help="activation type (default uint8: U8S8 is the fast path on x86)")
+    g.add_argument("--weight-type", choices=("int8", "uint8"), help="weight type (default int8)")
+    g.add_argument("--per-channel", dest="per_channel", action="store_true", default=None, help="per-channel weights (default; also mlu-sim)")
+    g.add_argument("--per-tensor", dest="per_channel", action="store_false", help="per-tensor weights")
+    g.add_argument("--calib-method", choices=("minmax", "entropy", "percentile"), help="activation range calibration (default minmax)")
+    g.add_argument("--percentile", type=float, help="percentile for --calib-method percentile (default 99.999)")
+    g.add_argument("--reduce-range", action="store_true", default=None, help="7-bit weights (old CPUs without VNNI)")
+    g.add_argument("--no-pre-process", dest="pre_process", action="store_false", default=None, help="skip quant_pre_process")
+
+    g = parser.add_argument_group("openvino")
+    g.add_argument("--preset", choices=("mixed", "performance"), help="NNCF preset (default mixed)")
+    g.add_argument("--subset-size", type=int, help="NNCF calibration subset size (default: all calibration images)")
+    g.add_argument("--no-fast-bias-correction", dest="fast_bias_correction", action="store_false", default=None)
+    g.add_argument("--max-drop", type=float, help="accuracy control: largest mAP50-95 drop allowed (default 0.01)")
+    g.add_argument("--val-data", dest="validation", metavar="YAML[:SPLIT]", help="accuracy-controlled quantization on this labelled set")
+    g.add_argument("--val-n", dest="validation_n", type=int, help="images of --val-data used (default 32)")
+    g.add_argument("--ov-precision", dest="inference_precision", choices=("f32", "f16", "bf16"), help="runtime INFERENCE_PRECISION_HINT stored in the artifact (default f32 for fp32/int8)")
+
+    g = parser.add_argument_group("rknn")
+    g.add_argument("--platform", help="target platform, e.g. rk3588, rk3566, rv1106")
+    g.add_argument("--quantized-dtype", help="e.g. asymmetric_quantized-8 (w8a8)")
+    g.add_argument("--quantized-algorithm", help="normal, mmse or kl_divergence")
+    g.add_argument("--quantized-method", help="channel or layer")
+    g.add_argument("--hybrid", nargs="*", metavar="NODE", help="hybrid quantization: layers kept in float16")
+    g.add_argument("--optimization-level", type=int, help="rknn optimization level (0-3)")
+
+    g = parser.add_argument_group("mlu-sim")
+    g.add_argument("--use-avg", action="store_true", default=None, help="average (not max) of calibration ranges")
+    g.add_argument("--data-scale", type=float, help="scale applied to the calibrated ranges")
+    g.add_argument("--firstconv", action="store_true", default=None, help="first convolution takes uint8 image input")
+
+
+def qconfig_from_args(args: argparse.Namespace) -> dict:
+    """The backend options given on the command line (or the run config), as a qconfig dict."""
+    return {k: getattr(args, k) for k in QCONFIG_FLAGS if getattr(args, k, None) is not None}
+
+
+def resolve_img_size(args, model) -> tuple[int, int]:
+    """``--img-size W H`` / the run config's / the model's own / 640 -> ``(h, w)``."""
+    from ..data.letterbox import parse_img_size
+
+    stride = int(model.stride.max())
+    if args.img_size:
+        return parse_img_size(args.img_size, stride)
+    if getattr(model, "img_size", None):
+        return tuple(int(v) for v in model.img_size)
+    return (640, 640)
+
+
+def load_model_from_args(args):
+    from ..config import model_source
+    from ..models import load_model
+
+    return load_model(model_source(args), getattr(args, "registry", None))
+
+
+def registry_export(args) -> dict:
+    """The ``export:`` settings of ``--model-key``'s registry entry (``{}`` without a key)."""
+    from ..config import lookup_model_key
+
+    key = getattr(args, "model_key", None)
+    if not key or getattr(args, "weights", None):
+        return {}
+    return dict(lookup_model_key(key, getattr(args, "registry", None)).export or {})
+
+
+def _check_out_dir(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise YoloportError(f"--out {out} is a file, not a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise YoloportError(f"--out {out} is not empty: choose another folder or pass --overwrite")
+
+
+def summary_rows(info: dict) -> list[tuple[str, str]]:
+    cal = info.get("calibration") or {}
+    rows = [
+        ("backend", info["backend"]),
+        ("precision", str(info.get("precision"))),
+        ("artifact", info["artifact"]),
+        ("size", f"{info['size_bytes'] / 1e6:.2f} MB (fp32 ONNX {info['onnx_size_bytes'] / 1e6:.2f} MB)"),
+        ("input", f"{info['batch']}x3x{info['input_hw'][0]}x{info['input_hw'][1]} (B,C,H,W), head {info['head']['mode']}"),
+        ("calibration", f"{cal.get('count')} images from {cal.get('source')}" if cal else "-"),
+        ("time", f"{info['seconds']:.1f} s (export + build)"),
+    ]
+    q = info.get("qconfig") or {}
+    hidden = ("excluded_nodes", "ignored_ops", "ignored_types")
+    shown = {k: v for k, v in q.items() if k not in hidden and not isinstance(v, dict) and v not in (None, [], "")}
+    rows.append(("settings", ", ".join(f"{k}={v}" for k, v in shown.items())))
+    n_ex = len(q.get("excluded_nodes") or q.get("ignored_ops") or [])
+    types = q.get("ignored_types") or []
+    if n_ex or types:
+        rows.append(("kept float", f"{n_ex} node(s)" + (f", all of type {', '.join(types)}" if types else "")))
+    return rows
+
+
+def format_table(rows) -> str:
+    w = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{w}}  {v}" for k, v in rows)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..backends.base import read_sidecar
+    from ..backends.registry import artifact_size, build_artifact, canonical_name
+    from ..config import resolve_settings
+    from ..data.calibration import load_calibration
+
+    args = resolve_settings(args, {"calib_n": 100, "calib_seed": 0, "batch": 1, "opset": None})
+    if not args.backend:
+        raise YoloportError("no backend given: pass --backend (onnxruntime, openvino, rknn, mlu-sim)")
+    backend = canonical_name(args.backend)
+    if backend == "torch":
+        raise YoloportError("torch runs the model itself: nothing to quantize (choose onnxruntime, openvino, rknn or mlu-sim)")
+    model = load_model_from_args(args)
+    hw = resolve_img_size(args, model)
+    mode = args.mode or registry_export(args).get("mode") or "raw"
+    qconfig = qconfig_from_args(args)
+    precision = qconfig.get("precision") or ("int8" if args.calib else "fp32")
+    qconfig["precision"] = precision
+    if precision == "int8" and not args.calib:
+        raise YoloportError("int8 needs calibration images: pass --calib SRC (or --precision fp32)")
+    out = Path(args.out or f"runs/quantize/{backend}")
+    _check_out_dir(out, bool(args.overwrite))
+    t0 = time.perf_counter()
+    calib = None
+    if args.calib:  # float builds record it too where a backend uses it (rknn accuracy analysis)
+        calib = load_calibration(args.calib, n=args.calib_n, img_size_hw=hw, stride=int(model.stride.max()),
+                                 seed=args.calib_seed, warn=lambda m: print(f"warning: {m}"))
+    artifact = build_artifact(backend, model, out, hw, calib, qconfig, mode=mode, batch=args.batch, opset=args.opset)
+    seconds = time.perf_counter() - t0
+    info = read_sidecar(artifact)
+    onnx_fp32 = out / "model.fp32.onnx"
+    summary = {
+        **info,
+        "artifact": str(artifact),
+        "seconds": round(seconds, 3),
+        "size_bytes": artifact_size(artifact),
+        "onnx_size_bytes": artifact_size(onnx_fp32) if onnx_fp32.exists() else 0,
+    }
+    print(format_table(summary_rows(summary)))
+    js = Path(args.json) if args.json else out / "quantize.json"
+    js.parent.mkdir(parents=True, exist_ok=True)
+    tmp = js.with_name(js.name + ".tmp")
+    tmp.write_text(json.dumps(summary, indent=2, default=str))
+    tmp.replace(js)
+    print(f"summary: {js}")
+    return 0
