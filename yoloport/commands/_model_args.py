@@ -57,3 +57,20 @@ def make_runner(s: argparse.Namespace, model, for_val: bool = False):
         options["device_id"] = s.device_id
         options["target"] = (read_sidecar(s.artifact).get("qconfig") or {}).get("platform")
     return load_runner(backend, artifact=getattr(s, "artifact", None), model=model, **options)
+
+
+SYNTH_VAL_SEED = 20261122  # not the seed the embedded default model was trained with (0)
+
+
+def synthetic_val_set(model, out, img_hw, n: int):
+    """A new synthetic validation set in the model's classes (only for models trained on synthetic
+    shapes, such as the embedded default model); returns ``(data_yaml, note)``."""
+    from ..data.synth import SHAPE_CLASSES, make_synthetic_dataset
+
+    names = list(model.names)
+    if not set(names) <= set(SHAPE_CLASSES):
+        raise YoloportError("no --data given: pass the data YAML to validate on (only the embedded synthetic-shapes "
+                            "model can generate its own validation set)")
+    yaml_path = make_synthetic_dataset(out, {"train": max(n, 32), "val": n}, (img_hw[1], img_hw[0]), seed=SYNTH_VAL_SEED,
+                                       classes=names)
+    return yaml_path, f"synthetic validation set generated with seed {SYNTH_VAL_SEED} ({n} images)"

@@ -11,7 +11,7 @@ from pathlib import Path
 from ..config import add_common_arguments, resolve_settings
 from ..errors import YoloportError
 from ..io.paths import increment_path
-from ._model_args import img_size_from_settings, load_model_from_settings
+from ._model_args import img_size_from_settings, load_model_from_settings, synthetic_val_set
 
 DEFAULTS = {
     "data": None,
@@ -31,7 +31,6 @@ DEFAULTS = {
     "no_profile": False,
     "no_bench": False,
 }
-SYNTH_VAL_SEED = 20261122  # not the seed the default model was trained with
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -97,19 +96,6 @@ def print_summary(report: dict) -> None:
     for n in report.get("notes", []):
         print(f"note: {n}")
     print(f"report: {report['paths']['html']} (also report.md, report.json)")
-
-
-def synthetic_val_set(model, out: Path, img_hw, n: int):
-    """A new synthetic validation set in the model's classes (only for models trained on synthetic data)."""
-    from ..data.synth import SHAPE_CLASSES, make_synthetic_dataset
-
-    names = list(model.names)
-    if not set(names) <= set(SHAPE_CLASSES):
-        raise YoloportError("no --data given: pass the data YAML to validate on (only the embedded synthetic-shapes "
-                            "model can generate its own validation set)")
-    yaml_path = make_synthetic_dataset(out, {"train": max(n, 32), "val": n}, (img_hw[1], img_hw[0]), seed=SYNTH_VAL_SEED,
-                                       classes=names)
-    return yaml_path, f"synthetic validation set generated with seed {SYNTH_VAL_SEED} ({n} images)"
 
 
 def _default_calib(data) -> str:

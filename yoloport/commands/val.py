@@ -8,7 +8,13 @@ from pathlib import Path
 from ..config import add_common_arguments, resolve_settings
 from ..errors import YoloportError
 from ..io.paths import increment_path, write_text_atomic
-from ._model_args import add_backend_arguments, img_size_from_settings, load_model_from_settings, make_runner
+from ._model_args import (
+    add_backend_arguments,
+    img_size_from_settings,
+    load_model_from_settings,
+    make_runner,
+    synthetic_val_set,
+)
 
 DEFAULTS = {
     "data": None,
@@ -55,7 +61,6 @@ def run(args: argparse.Namespace) -> int:
 
     s = resolve_settings(args, DEFAULTS)
     model = load_model_from_settings(s)
-    data = s.data or _default_data(model)
     runner = make_runner(s, model, for_val=True)
     size = s.img_size
     fixed = tuple(runner.input_hw) if runner.input_hw else None
@@ -63,6 +68,11 @@ def run(args: argparse.Namespace) -> int:
         fixed = img_size_from_settings(s, model, runner.stride)
     longest = max(fixed) if fixed else (size[0] if size else max(img_size_from_settings(s, model, runner.stride)))
     save_dir = increment_path(Path(s.project) / s.name, exist_ok=bool(s.exist_ok))
+    data = s.data
+    if data is None:
+        hw = fixed or img_size_from_settings(s, model, runner.stride)
+        data, note = synthetic_val_set(model, save_dir / "data", hw, 48)
+        print(f"no --data given: validating on a {note}")
 
     def infer(images):
         return decode_outputs(runner(images), runner.head)
@@ -82,7 +92,3 @@ def run(args: argparse.Namespace) -> int:
     write_text_atomic(save_dir / "val.json", json.dumps(results, indent=1, default=str))
     print(f"results saved to {save_dir}")
     return 0
-
-
-def _default_data(model) -> str:
-    raise YoloportError("no --data given: pass an Ultralytics data YAML (path, train, val, names)")
