@@ -78,11 +78,16 @@ def checkpoint_meta(model: DetectionModel, **extra) -> dict:
     return meta
 
 
-def save_model(model: DetectionModel, path, **extra) -> Path:
-    """Save ``model`` in yoloport's safe format (safetensors + JSON metadata), atomically."""
+def save_model(model: DetectionModel, path, half: bool = False, **extra) -> Path:
+    """Save ``model`` in yoloport's safe format (safetensors + JSON metadata), atomically.
+
+    ``half`` stores floating tensors as float16 (half the size; loading casts back to float32)."""
     from .io.checkpoint import save_checkpoint
 
-    sd = {k: v.detach().float().contiguous() for k, v in model.state_dict().items()}
+    dtype = torch.float16 if half else torch.float32
+    sd = {k: (v.detach().to(dtype) if v.is_floating_point() else v.detach()).contiguous() for k, v in model.state_dict().items()}
+    if half:
+        extra.setdefault("stored_dtype", "float16")
     return save_checkpoint(Path(path), sd, checkpoint_meta(model, **extra))
 
 
