@@ -13,7 +13,8 @@ from yoloport.errors import YoloportError
 def test_parse_targets():
     ts = parse_targets("onnxruntime,openvino:fp32,rknn:rk3568,mlu-sim")
     assert [t.name for t in ts] == ["onnxruntime-int8", "openvino-fp32", "rknn-rk3568-int8", "mlu-sim-int8"]
-    assert parse_targets("rknn")[0].options["platform"] == "rk3588"
+    assert parse_targets("rknn")[0].options == {"platform": "rk3588", "head_fp32": "convs"}
+    assert parse_targets("rknn", full_int8=True)[0].options == {"platform": "rk3588"}
     assert parse_targets("ort")[0].backend == "onnxruntime"
     for bad, needle in [("tensorrt", "unknown backend"), ("torch", "reference"), ("onnxruntime:int4", "neither"),
                         ("ort,onnxruntime", "twice"), (" , ", "no targets")]:

@@ -480,7 +480,7 @@ def build(model, onnx_path, head: HeadSpec, out_dir, calibration, qconfig: dict 
     letterboxed images). ``out_dir/model.rknn.build/`` keeps the source ONNX, calibration PNGs,
     ``dataset.txt``, hybrid files and the toolkit's log, so the simulator can rebuild the model.
     """
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).resolve()  # the toolkit runs hybrid steps inside the build folder
     out_dir.mkdir(parents=True, exist_ok=True)
     q = resolve_qconfig(qconfig, calibration is not None)
     if head.mode == "end2end":

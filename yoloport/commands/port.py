@@ -30,6 +30,7 @@ DEFAULTS = {
     "exist_ok": False,
     "no_profile": False,
     "no_bench": False,
+    "full_int8": False,
 }
 
 
@@ -51,6 +52,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-n", dest="val_n", type=int, help="images in the generated synthetic validation set (48)")
     p.add_argument("--no-profile", dest="no_profile", action="store_true", default=None, help="skip the per-layer-type profile")
     p.add_argument("--no-bench", dest="no_bench", action="store_true", default=None, help="skip the benchmarks")
+    p.add_argument("--full-int8", dest="full_int8", action="store_true", default=None,
+                   help="quantize the Detect convolutions too (by default they stay in float on every target)")
     p.add_argument("--project", help="parent of the run folder (runs/port)")
     p.add_argument("--name", help="run folder name (exp)")
     p.add_argument("--exist-ok", dest="exist_ok", action="store_true", default=None, help="reuse an existing run folder")
@@ -61,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     from ..data.letterbox import parse_img_size
 
     s = resolve_settings(args, DEFAULTS)
-    targets = parse_targets(s.targets or DEFAULT_TARGETS)
+    targets = parse_targets(s.targets or DEFAULT_TARGETS, full_int8=bool(s.full_int8))
     if s.max_drop is None or s.max_drop < 0:
         raise YoloportError(f"--max-drop must be >= 0 points, got {s.max_drop}")
     if any(b < 1 for b in s.bench_batches or []):
