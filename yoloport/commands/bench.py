@@ -174,12 +174,6 @@ def _check_size(s, runner) -> None:
 
 
 def _json_path(s) -> Path:
-    from ..io.paths import increment_path
+    from ..io.paths import json_output_path
 
-    if s.json:
-        p = Path(s.json)
-        if p.is_dir():
-            raise YoloportError(f"--json {p} is a directory; give a file name")
-        p.parent.mkdir(parents=True, exist_ok=True)
-        return p
-    return increment_path(Path(s.project) / s.name) / "bench.json"
+    return json_output_path(s.json, s.project, s.name, "bench.json")

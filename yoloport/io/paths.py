@@ -24,3 +24,17 @@ def write_text_atomic(path, text: str) -> Path:
     from .checkpoint import atomic_write
 
     return atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def json_output_path(json_arg, project, name, filename: str) -> Path:
+    """Where a command writes its JSON: ``--json FILE`` when given (a folder is refused), else
+    ``<project>/<name>N/<filename>`` in a new run folder."""
+    from ..errors import YoloportError
+
+    if json_arg:
+        p = Path(json_arg)
+        if p.is_dir():
+            raise YoloportError(f"--json {p} is a directory; give a file name")
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+    return increment_path(Path(project) / name) / filename

@@ -1,0 +1,190 @@
+"""Sensitivity-guided mixed precision: fp32 vs full int8 vs int8 with the worst K layers in float.
+
+    python benchmarks/bench_mixed_precision.py                                  # yolov5n-v6.1, COCO128, 640
+    python benchmarks/bench_mixed_precision.py --backends onnxruntime:tail,mlu-sim --weights yolov5s-v5.0.pt
+
+For each model: the layer ranking (:func:`yoloport.analysis.sensitivity.layer_sensitivity`, each
+convolution alone fake-quantized in PyTorch, error on ``--eval-n`` calibration images) is computed once
+per activation scheme the backends use (asymmetric uint8 for onnxruntime/OpenVINO/RKNN, symmetric
+int8 for mlu-sim), then for
+each backend the mixed-precision search (:func:`~yoloport.analysis.sensitivity.search_mixed_precision`)
+builds the backend's int8 artifact with the worst K = 0, 1, 2, 4, ... layers kept in float and
+validates each on COCO128 (fixed 640x640 letterbox) until the mAP@0.5:0.95 drop against torch fp32
+is at most ``--max-drop`` points. K = 0 is the full int8 model. A backend spec may name a
+``head_fp32`` after a colon (``onnxruntime:tail`` quantizes the Detect convolutions too, which
+onnxruntime's default ``convs`` keeps in float). Calibration: ``--calib-n`` images of the data
+YAML's train split (COCO128: the same 128 images as val, so this measures quantization error, not
+generalisation). Prints a table per model and writes JSON (``--json``). Numbers, not asserts.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+DEFAULT_BACKENDS = "onnxruntime,onnxruntime:tail,mlu-sim,openvino,rknn"
+
+
+def fixtures() -> Path:
+    from yoloport.fixtures import fixtures_dir
+
+    fx = fixtures_dir()
+    if fx is None:
+        raise SystemExit("shared fixtures not found (set YOLOPORT_FIXTURES)")
+    return fx
+
+
+def data_yaml(path: Path, tmp: Path) -> str:
+    """The data YAML as given when its ``path:`` resolves to a folder with images, else a copy in
+    ``tmp`` pointing at the YAML's own folder."""
+    from yoloport.data.dataset import list_images, load_data_yaml
+
+    try:
+        cfg = load_data_yaml(path)
+        if list_images(cfg.split("val")):
+            return str(path)
+    except Exception:  # noqa: BLE001 - fall back to a rewritten YAML
+        pass
+    import yaml
+
+    d = yaml.safe_load(Path(path).read_text())
+    d["path"] = str(Path(path).parent.resolve())
+    out = tmp / Path(path).name
+    out.write_text(yaml.safe_dump(d))
+    return str(out)
+
+
+def parse_backends(spec: str) -> list[tuple[str, dict]]:
+    """``"onnxruntime,onnxruntime:tail,rknn"`` -> ``[(backend, qconfig), ...]``."""
+    from yoloport.backends.registry import canonical_name
+
+    out = []
+    for item in [s.strip() for s in spec.split(",") if s.strip()]:
+        name, _, head = item.partition(":")
+        out.append((canonical_name(name), {"head_fp32": head} if head else {}))
+    return out
+
+
+def fmt_row(cols, widths) -> str:
+    return "  ".join(f"{c:<{w}}" if i == 0 else f"{c:>{w}}" for i, (c, w) in enumerate(zip(cols, widths)))
+
+
+def print_table(model_name: str, ref: float, rows: list[dict], max_drop: float) -> None:
+    print(f"\n{model_name}: torch fp32 mAP50-95 {ref:.4f}; target drop <= {max_drop} points")
+    head = ["backend", "int8 mAP", "drop", "K", "mixed mAP", "drop", "met", "time s"]
+    widths = [18, 8, 6, 3, 9, 6, 4, 6]
+    print(fmt_row(head, widths))
+    for r in rows:
+        if r.get("error"):
+            print(f"{r['target']:<18}  error: {r['error']}")
+            continue
+        s0, f = r["steps"][0], r["final"]
+        k0 = s0["k"] == 0  # --steps may skip the full int8 step
+        print(fmt_row([r["target"], f"{s0['mAP50_95']:.4f}" if k0 else "-", f"{s0['drop']:.2f}" if k0 else "-", f["k"], f"{f['mAP50_95']:.4f}",
+                       f"{f['drop']:.2f}", "yes" if r["met"] else "no", f"{r['seconds']:.0f}"], widths))
+        if f["layers"]:
+            print(f"{'':<18}  float: {', '.join(f['layers'])}")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--weights", nargs="+", default=["yolov5n-v6.1.pt"], help="fixture weights (names in fixtures/weights or paths)")
+    ap.add_argument("--backends", default=DEFAULT_BACKENDS, help=f"comma list, backend[:head_fp32] (default {DEFAULT_BACKENDS})")
+    ap.add_argument("--data", default=None, help="data YAML (default fixtures/coco128/coco128.yaml)")
+    ap.add_argument("--img", type=int, default=640)
+    ap.add_argument("--calib-n", type=int, default=32)
+    ap.add_argument("--eval-n", type=int, default=8, help="calibration images the ranking measures the error on")
+    ap.add_argument("--act-scheme", choices=("asymmetric", "symmetric"), default=None,
+                    help="ranking activations (default: each backend's own: mlu-sim symmetric, the others asymmetric)")
+    ap.add_argument("--max-drop", type=float, default=0.5, help="points of mAP50-95")
+    ap.add_argument("--max-float", type=int, default=16)
+    ap.add_argument("--steps", type=lambda v: [int(k) for k in v.split(",")], default=None,
+                    help="explicit K values, e.g. 1,2,4 (default 0,1,2,4,8,... up to --max-float)")
+    ap.add_argument("--ref-map", type=float, default=None,
+                    help="torch fp32 mAP50-95 measured before on the same data and size (skips that validation; one model)")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--out", default="runs/bench_mixed_precision")
+    ap.add_argument("--json", default=None, help="results JSON (default OUT/results.json)")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    from yoloport.analysis.port import validate_runner
+    from yoloport.analysis.sensitivity import backend_scheme, format_ranking, layer_sensitivity, search_mixed_precision
+    from yoloport.backends.torch_backend import TorchRunner
+    from yoloport.data.calibration import load_calibration
+    from yoloport.models import load_model
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    fx = fixtures()
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    data = data_yaml(Path(args.data) if args.data else fx / "coco128" / "coco128.yaml", out)
+    hw = (args.img, args.img)
+    targets = parse_backends(args.backends)
+    results = {"data": data, "img_hw": list(hw), "calib_n": args.calib_n, "max_drop": args.max_drop,
+               "max_float": args.max_float, "models": []}
+    for w in args.weights:
+        wp = Path(w) if Path(w).exists() else fx / "weights" / w
+        model = load_model(wp)
+        name = wp.stem
+        calib = load_calibration(data, n=args.calib_n, img_size_hw=hw, stride=int(model.stride.max()))
+        t0 = time.perf_counter()
+        ref = args.ref_map if args.ref_map is not None else float(
+            validate_runner(TorchRunner(model, threads=args.threads), data, hw, names=list(model.names))["mAP50_95"])
+        print(f"{name}: torch fp32 mAP50-95 {ref:.4f} ({time.perf_counter() - t0:.0f} s)", flush=True)
+        rankings: dict = {}  # activation scheme -> SensitivityReport (computed when a backend needs it)
+        rec = {"model": name, "fp32_mAP50_95": ref, "rankings": {}, "backends": []}
+
+        def ranking(scheme, per_channel):
+            key = f"{scheme}-{'channel' if per_channel else 'tensor'}"
+            if key not in rankings:
+                t0 = time.perf_counter()
+                rankings[key] = layer_sensitivity(model, calib, n_images=args.eval_n, act_scheme=scheme, per_channel=per_channel)
+                print(f"{name}: {key} ranking of {len(rankings[key].layers)} convs in {time.perf_counter() - t0:.0f} s",
+                      flush=True)
+                print(format_ranking(rankings[key], top=10), flush=True)
+                rec["rankings"][key] = rankings[key].to_dict()
+            return rankings[key]
+
+        for backend, q in targets:
+            tag = backend + (f":{q['head_fp32']}" if q else "")
+            print(f"{name} {tag}: mixed-precision search", flush=True)
+            t0 = time.perf_counter()
+            try:
+                act, per_channel = backend_scheme(backend, q)
+                report = ranking(args.act_scheme or act, per_channel)
+                res = search_mixed_precision(backend, model, report.names(), calib, data, hw,
+                                             out / name / tag.replace(":", "-"), max_drop=args.max_drop,
+                                             max_float=args.max_float, qconfig=q, ref_map=ref, threads=args.threads, steps=args.steps,
+                                             log=lambda m: print(f"  {m}", flush=True))
+                res.update(target=tag, ranking=f"{report.act_scheme}, per-{'channel' if report.per_channel else 'tensor'} weights", seconds=round(time.perf_counter() - t0, 1))
+            except Exception as e:  # noqa: BLE001 - one backend failing must not lose the others' numbers
+                import traceback
+
+                res = {"target": tag, "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(limit=6)}
+                print(res["traceback"], flush=True)
+                print(f"  error: {res['error']}", flush=True)
+            rec["backends"].append(res)
+            _write(results | {"models": results["models"] + [rec]}, args, out)
+        results["models"].append(rec)
+        print_table(name, ref, rec["backends"], args.max_drop)
+    path = _write(results, args, out)
+    print(f"\nresults: {path}")
+    return 0
+
+
+def _write(results: dict, args, out: Path) -> Path:
+    path = Path(args.json) if args.json else out / "results.json"
+    path.write_text(json.dumps(results, indent=1, default=str))
+    return path
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,175 @@
+"""``yoloport sensitivity``: rank layers by the error their int8 quantization adds; mixed precision.
+
+    yoloport sensitivity --weights X --backend B --calib SRC [--calib-n 32] [--img-size W H] [--top 10]
+                         [--data D.yaml [--max-drop 0.5] [--max-float 16]] [--out DIR]
+
+The ranking (always) quantizes each convolution alone in a PyTorch fake-quantization model and
+measures the Detect head's output error against float over ``--eval-n`` calibration images
+(backend-neutral; see :mod:`yoloport.analysis.sensitivity`). With ``--data`` (a labelled data YAML),
+the backend's artifact is rebuilt with the worst K layers kept in float, K = 0, 1, 2, 4, ... up to
+``--max-float``, until the mAP@0.5:0.95 drop against the torch fp32 reference is at most
+``--max-drop`` points. Prints the tables and writes ``DIR/sensitivity.json``.
+
+Exit status: 0 done (also when the drop target was not met: the JSON says ``met: false``), 2 user
+error (bad path, unknown backend, missing package, ...).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from ..errors import YoloportError
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from ..config import add_common_arguments
+
+    add_common_arguments(p)
+    p.add_argument("--backend", help="onnxruntime, openvino, rknn or mlu-sim: names its layers in the ranking and "
+                                     "is the target of the mixed-precision search")
+    p.add_argument("--calib", metavar="SRC", help="calibration images: folder, glob, data YAML[:split] or list file")
+    p.add_argument("--calib-n", type=int, default=None, help="number of calibration images (default 32)")
+    p.add_argument("--calib-seed", type=int, default=None, help="seed for sampling them (default 0)")
+    p.add_argument("--eval-n", type=int, default=None, help="calibration images the ranking measures the error on (default 8)")
+    p.add_argument("--img-size", nargs="+", type=int, metavar="W H", help="fixed input size, W H (default: the model's, else 640)")
+    p.add_argument("--act-scheme", choices=("asymmetric", "symmetric"), default=None,
+                   help="ranking activations: asymmetric uint8 (onnxruntime, openvino, rknn) or symmetric int8 "
+                        "(mlu-sim); default: --backend's own, else asymmetric")
+    p.add_argument("--per-tensor", dest="per_tensor", action="store_true", default=None,
+                   help="ranking: per-tensor weight scales (default: --backend's own: mlu-sim per tensor, the others per channel)")
+    p.add_argument("--ort-debug", dest="ort_debug", action="store_true", default=None,
+                   help="also build onnxruntime's fully int8 model and show each conv's accumulated output error in it")
+    p.add_argument("--top", type=int, default=None, help="rows of the ranking table printed (default 10; the JSON has all)")
+    p.add_argument("--data", help="labelled data YAML: run the mixed-precision search on it")
+    p.add_argument("--max-drop", type=float, default=None, help="mAP@0.5:0.95 drop allowed, in points (default 0.5)")
+    p.add_argument("--max-float", type=int, default=None, help="most layers kept in float (default 16)")
+    p.add_argument("--float-dtype", choices=("float16", "int16"), default=None,
+                   help="rknn: what the kept layers become in hybrid quantization (default float16)")
+    p.add_argument("--head-fp32", choices=("tail", "convs", "none"), help="the backend's head_fp32 (default: the backend's own)")
+    p.add_argument("--platform", help="rknn target platform (default rk3588)")
+    p.add_argument("--batch-size", type=int, default=None, help="validation batch size (default 8; fixed-batch artifacts use theirs)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for the runtimes")
+    p.add_argument("--out", help="output folder (default runs/sensitivity/<backend>)")
+    p.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty --out folder")
+
+
+DEFAULTS = {"calib_n": 32, "calib_seed": 0, "eval_n": 8, "top": 10, "max_drop": None, "max_float": 16,
+            "float_dtype": "float16", "batch_size": 8, "per_tensor": False, "ort_debug": False}
+
+
+def check_args(s: argparse.Namespace) -> None:
+    """User mistakes the command can see before loading anything."""
+    if not s.calib:
+        raise YoloportError("no calibration images: pass --calib SRC (folder, glob, data YAML or list file)")
+    for name in ("calib_n", "eval_n", "top", "batch_size"):
+        if int(getattr(s, name)) < 1:
+            raise YoloportError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(s, name)}")
+    if int(s.max_float) < 0:
+        raise YoloportError(f"--max-float must be >= 0, got {s.max_float}")
+    if s.max_drop is not None and not s.data:
+        raise YoloportError("--max-drop needs --data (a labelled data YAML to measure the mAP drop on)")
+    if s.max_drop is not None and not s.max_drop >= 0:
+        raise YoloportError(f"--max-drop must be >= 0 points, got {s.max_drop}")
+    if s.data and not s.backend:
+        raise YoloportError("the mixed-precision search (--data) needs --backend (onnxruntime, openvino, rknn, mlu-sim)")
+    if s.data and not Path(s.data).is_file():
+        raise YoloportError(f"--data {s.data}: no such file")
+
+
+def _check_out_dir(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise YoloportError(f"--out {out} is a file, not a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise YoloportError(f"--out {out} is not empty: choose another folder or pass --overwrite")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..analysis import sensitivity as sens
+    from ..backends.registry import canonical_name
+    from ..config import resolve_settings
+    from ..data.calibration import load_calibration
+    from .quantize import load_model_from_args, resolve_img_size
+
+    s = resolve_settings(args, DEFAULTS)
+    check_args(s)
+    backend = canonical_name(s.backend) if s.backend else None
+    if backend == "torch":
+        raise YoloportError("torch is the fp32 reference; choose onnxruntime, openvino, rknn or mlu-sim")
+    out = Path(s.out or f"runs/sensitivity/{backend or 'ranking'}")
+    _check_out_dir(out, bool(s.overwrite))
+    model = load_model_from_args(s)
+    hw = resolve_img_size(s, model)
+    if s.data:  # fail on bad data before the (slow) ranking
+        from ..data.dataset import load_data_yaml
+
+        cfg = load_data_yaml(s.data)
+        if cfg.nc != len(model.names):
+            raise YoloportError(f"--data {s.data} has {cfg.nc} classes, the model {len(model.names)}")
+    qconfig = {k: v for k, v in {"head_fp32": s.head_fp32, "platform": s.platform}.items() if v}
+    if backend:  # a bad backend setting fails now, not after the ranking
+        from ..backends.registry import get_backend
+
+        mod = get_backend(backend)
+        if hasattr(mod, "check_qconfig"):
+            mod.check_qconfig({"precision": "int8", **qconfig})
+    t0 = time.perf_counter()
+    calib = load_calibration(s.calib, n=s.calib_n, img_size_hw=hw, stride=int(model.stride.max()), seed=s.calib_seed,
+                             warn=lambda m: print(f"warning: {m}"))
+    print(f"ranking {sum(1 for _ in sens._named_convs(model))} convolutions ({len(calib)} calibration images, "
+          f"error on {min(s.eval_n, len(calib))}, {hw[1]}x{hw[0]}) ...", flush=True)
+    if s.threads:
+        import torch
+
+        torch.set_num_threads(int(s.threads))
+
+    def progress(done, total, name):
+        if done == total or done % max(total // 4, 1) == 0:
+            print(f"  {done}/{total} measurements ({time.perf_counter() - t0:.0f} s)", flush=True)
+
+    scheme, per_channel = sens.backend_scheme(backend, qconfig)
+    if s.per_tensor:
+        per_channel = False
+    report = sens.layer_sensitivity(model, calib, n_images=s.eval_n, per_channel=per_channel,
+                                    act_scheme=s.act_scheme or scheme, progress=progress)
+    if s.ort_debug:
+        print("onnxruntime QDQ debug: building the fully int8 model ...", flush=True)
+        ort_q = qconfig if backend == "onnxruntime" else {}
+        sens.attach_ort_debug(report, model, calib, out / "ort_debug", hw, ort_q, n_images=s.eval_n)
+    nodes = None
+    if backend and backend != "mlu-sim":
+        from ..deploy.export import export_onnx
+
+        out.mkdir(parents=True, exist_ok=True)
+        onnx_path, _ = export_onnx(model, out / "model.fp32.onnx", img_size_hw=hw, mode="raw", overwrite=True)
+        nodes = sens.onnx_conv_names(onnx_path, [r.name for r in report.layers])
+    print(sens.format_ranking(report, s.top, nodes))
+    print(report.method)
+    result = {
+        "model": str((getattr(model, "source", None) or {}).get("path", "") or getattr(model, "model_key", "")),
+        "backend": backend,
+        "img_hw": list(hw),
+        "calibration": calib.to_dict(),
+        "ranking": report.to_dict(),
+    }
+    if nodes:
+        result["ranking"]["nodes"] = nodes
+    if s.data:
+        max_drop = 0.5 if s.max_drop is None else float(s.max_drop)
+        print(f"\nmixed precision on {backend}: keep the worst K layers in float until the mAP@0.5:0.95 drop <= {max_drop} points",
+              flush=True)
+        mixed = sens.search_mixed_precision(
+            backend, model, report.names(), calib, s.data, hw, out / "mixed", max_drop=max_drop, max_float=int(s.max_float),
+            qconfig=qconfig, float_dtype=s.float_dtype, batch_size=int(s.batch_size), threads=s.threads,
+            log=lambda m: print(f"  {m}", flush=True))
+        print(sens.format_mixed(mixed))
+        result["mixed_precision"] = mixed
+    result["seconds"] = round(time.perf_counter() - t0, 2)
+    out.mkdir(parents=True, exist_ok=True)
+    js = out / "sensitivity.json"
+    tmp = js.with_name(js.name + ".tmp")
+    tmp.write_text(json.dumps(result, indent=2, default=str))
+    tmp.replace(js)
+    print(f"results: {js}")
+    return 0
