@@ -60,3 +60,32 @@ def tiny_model():
 
     torch.manual_seed(0)
     return DetectionModel("yolov5n", nc=3, names=["circle", "square", "triangle"]).eval()
+
+
+def zero_bias_model(nc: int = 3, names=None):
+    """A random yolov5n whose Detect biases are zero: its outputs are the network's signal, not the
+    objectness/class priors (which would make any int8 comparison look trivially perfect)."""
+    from yoloport.nn.model import DetectionModel
+
+    torch.manual_seed(0)
+    m = DetectionModel("yolov5n", nc=nc, names=names).eval()
+    with torch.no_grad():
+        for c in m.detect.m:
+            c.bias.zero_()
+    return m
+
+
+def write_box_images(d, n: int = 4, size_hw=(120, 160), boxes: int = 5, box_wh=(35, 25), seed: int = 0):
+    """``n`` small structured images (coloured rectangles on grey, not noise) written into ``d``."""
+    import cv2
+    import numpy as np
+
+    d.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        im = np.full((*size_hw, 3), 114, np.uint8)
+        for _ in range(boxes):
+            x, y = (int(v) for v in rng.integers(0, size_hw[0], 2))
+            cv2.rectangle(im, (x, y), (x + box_wh[0], y + box_wh[1]), tuple(int(c) for c in rng.integers(0, 255, 3)), -1)
+        cv2.imwrite(str(d / f"im{i}.jpg"), im)
+    return d

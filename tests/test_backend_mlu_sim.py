@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import zero_bias_model
 from yoloport.backends import mlu_sim as ms
 from yoloport.backends.torch_backend import TorchRunner
 from yoloport.data.calibration import load_calibration
@@ -30,12 +31,7 @@ HW = (128, 160)
 def tiny():
     """A random yolov5n (3 classes) whose Detect biases are zero: its outputs are the network's
     signal, not the objectness/class priors (which would make any comparison trivially close)."""
-    torch.manual_seed(0)
-    m = DetectionModel("yolov5n", nc=3).eval()
-    with torch.no_grad():
-        for c in m.detect.m:
-            c.bias.zero_()
-    return m
+    return zero_bias_model(3)
 
 
 @pytest.fixture(scope="module")

@@ -19,20 +19,14 @@ from yoloport.cli import main  # noqa: E402
 from yoloport.data.calibration import load_calibration  # noqa: E402
 from yoloport.errors import DependencyMissing, YoloportError  # noqa: E402
 
+from conftest import write_box_images  # noqa: E402
+
 HW = (96, 128)  # (h, w)
 
 
 def write_calib_images(d, n=4):
     """Small structured images (rectangles on grey), not noise."""
-    d.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        im = np.full((120, 160, 3), 114, np.uint8)
-        for _ in range(5):
-            x, y = (int(v) for v in rng.integers(0, 120, 2))
-            cv2.rectangle(im, (x, y), (x + 35, y + 25), tuple(int(c) for c in rng.integers(0, 255, 3)), -1)
-        cv2.imwrite(str(d / f"im{i}.jpg"), im)
-    return d
+    return write_box_images(d, n)
 
 
 @pytest.fixture(scope="module")

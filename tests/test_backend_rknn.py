@@ -27,6 +27,8 @@ from yoloport.fixtures import fixtures_dir  # noqa: E402
 from yoloport.nn.model import DetectionModel  # noqa: E402
 from yoloport.ops.postprocess import decode_outputs, postprocess  # noqa: E402
 
+from conftest import write_box_images, zero_bias_model  # noqa: E402
+
 HW = (128, 160)
 
 
@@ -34,25 +36,13 @@ HW = (128, 160)
 def tiny():
     """A random yolov5n (3 classes) with zero Detect biases: its outputs are the network's signal,
     not the objectness/class priors (which would make int8 look perfect)."""
-    torch.manual_seed(0)
-    m = DetectionModel("yolov5n", nc=3).eval()
-    with torch.no_grad():
-        for c in m.detect.m:
-            c.bias.zero_()
-    return m
+    return zero_bias_model(3)
 
 
 @pytest.fixture(scope="module")
 def calib(tmp_path_factory):
     """Three small synthetic images (structured, not noise) as a calibration set."""
-    d = tmp_path_factory.mktemp("calib")
-    rng = np.random.default_rng(0)
-    for i in range(3):
-        im = np.full((200, 240, 3), 114, np.uint8)
-        for _ in range(6):
-            x, y = rng.integers(0, 200, 2)
-            cv2.rectangle(im, (int(x), int(y)), (int(x) + 40, int(y) + 30), tuple(int(c) for c in rng.integers(0, 255, 3)), -1)
-        cv2.imwrite(str(d / f"im{i}.jpg"), im)
+    d = write_box_images(tmp_path_factory.mktemp("calib"), 3, (200, 240), boxes=6, box_wh=(40, 30))
     return load_calibration(d, n=3, img_size_hw=HW)
 
 

@@ -20,6 +20,7 @@ from yoloport.cli import main
 from yoloport.data.calibration import load_calibration
 from yoloport.errors import YoloportError
 from yoloport.nn.model import DetectionModel
+from conftest import write_box_images, zero_bias_model
 
 HW = (96, 128)
 
@@ -27,25 +28,12 @@ HW = (96, 128)
 @pytest.fixture(scope="module")
 def tiny():
     """Random yolov5n (3 classes) with zero Detect biases, so int8 error shows in the outputs."""
-    torch.manual_seed(0)
-    m = DetectionModel("yolov5n", nc=3, names=["a", "b", "c"]).eval()
-    with torch.no_grad():
-        for c in m.detect.m:
-            c.bias.zero_()
-    return m
+    return zero_bias_model(3, ["a", "b", "c"])
 
 
 @pytest.fixture(scope="module")
 def calib_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("calib")
-    rng = np.random.default_rng(0)
-    for i in range(3):
-        im = np.full((200, 240, 3), 114, np.uint8)
-        for _ in range(6):
-            x, y = rng.integers(0, 200, 2)
-            cv2.rectangle(im, (int(x), int(y)), (int(x) + 40, int(y) + 30), tuple(int(c) for c in rng.integers(0, 255, 3)), -1)
-        cv2.imwrite(str(d / f"im{i}.jpg"), im)
-    return d
+    return write_box_images(tmp_path_factory.mktemp("calib"), 3, (200, 240), boxes=6, box_wh=(40, 30))
 
 
 @pytest.fixture(scope="module")
