@@ -212,12 +212,9 @@ DECODED_PARTS = {"xywh": slice(0, 4), "obj": slice(4, 5), "cls": slice(5, None)}
 
 
 def _load_image(path):
-    import cv2
+    from ..data.sources import require_image
 
-    im = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if im is None:
-        raise YoloportError(f"cannot read image: {path}")
-    return im
+    return require_image(path)
 
 
 def compare_runners(

@@ -687,15 +687,15 @@ def accuracy_analysis(artifact, images: list, output_dir, model=None) -> list[La
 
     from ..data.letterbox import preprocess
 
+    from ..data.sources import require_image
+
     artifact = Path(artifact)
     info = read_sidecar(artifact, expect_backend=NAME, expect_fingerprint=model_fingerprint(model) if model is not None else None)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     inputs = []
     for i, p in enumerate(images):
-        im = cv2.imread(str(p), cv2.IMREAD_COLOR)
-        if im is None:
-            raise YoloportError(f"cannot read image {p}")
+        im = require_image(p)
         chw, _ = preprocess(im, tuple(info["input_hw"]), auto=False)
         dst = out / f"input_{i}.png"
         cv2.imwrite(str(dst), np.clip(np.rint(chw.transpose(1, 2, 0)[:, :, ::-1] * 255), 0, 255).astype(np.uint8))

@@ -45,13 +45,10 @@ def _static_input_hw(model) -> tuple[int, int]:
 
 def sample_from_image(path: str, model) -> np.ndarray:
     """Preprocess ``path`` exactly as detect/val do, at the graph's input size: float32 [1, 3, H, W]."""
-    import cv2
-
     from ..data.letterbox import preprocess
+    from ..data.sources import require_image
 
-    im = cv2.imread(str(path))
-    if im is None:
-        raise YoloportError(f"cannot read sample image: {path}")
+    im = require_image(path, "sample image")
     chw, _ = preprocess(im, _static_input_hw(model), auto=False)
     return chw[None]
 

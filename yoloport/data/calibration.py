@@ -28,6 +28,7 @@ import numpy as np
 
 from ..errors import YoloportError
 from .letterbox import preprocess
+from .sources import read_image, require_image
 
 IMG_SUFFIXES = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 YAML_SUFFIXES = (".yaml", ".yml")
@@ -69,9 +70,7 @@ class CalibrationSet:
 
     def load(self, path) -> np.ndarray:
         """One image -> float32 ``[1, 3, H, W]`` (the one preprocessing path, fixed shape)."""
-        im = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if im is None:
-            raise YoloportError(f"calibration image became unreadable: {path}")
+        im = require_image(path, "calibration image")
         chw, _ = preprocess(im, self.img_size_hw, stride=self.stride, auto=False)
         return chw[None]
 
@@ -197,11 +196,7 @@ def resolve_source(source) -> tuple[list[Path], list[str]]:
 
 
 def _readable(path) -> bool:
-    try:
-        im = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    except cv2.error:
-        return False
-    return im is not None and im.size > 0
+    return read_image(path) is not None
 
 
 def _default_warn(msg: str) -> None:

@@ -311,10 +311,9 @@ def load_image(path: str | os.PathLike, img_size: int) -> tuple[np.ndarray, tupl
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """BGR uint8 HWC image, EXIF orientation applied (OpenCV's default); YoloportError if unreadable."""
-    im = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if im is None:
-        raise YoloportError(f"cannot read image: {path}")
-    return im
+    from .sources import require_image
+
+    return require_image(path)
 
 
 def rect_batch_shapes(

@@ -51,14 +51,31 @@ def resolve_source(source) -> list[Path]:
 
 
 def read_image(path) -> np.ndarray | None:
-    """BGR uint8 image, or None when the file cannot be decoded (also handles non-ASCII paths)."""
+    """BGR uint8 HWC image (EXIF orientation applied, as ``cv2.imread``), or None when the file cannot
+    be decoded. Paths ``imread`` cannot open (e.g. non-ASCII on some platforms) are decoded from bytes."""
+    try:
+        im = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    except cv2.error:
+        im = None
+    if im is not None and im.size:
+        return im
     try:
         data = np.fromfile(str(path), dtype=np.uint8)
     except OSError:
         return None
     if data.size == 0:
         return None
-    im = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    try:
+        return cv2.imdecode(data, cv2.IMREAD_COLOR)
+    except cv2.error:
+        return None
+
+
+def require_image(path, what: str = "image") -> np.ndarray:
+    """:func:`read_image`, or a YoloportError ``cannot read <what>: <path>``."""
+    im = read_image(path)
+    if im is None:
+        raise YoloportError(f"cannot read {what}: {path}")
     return im
 
 

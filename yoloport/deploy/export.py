@@ -296,11 +296,9 @@ def verify_export(model, path, image=None, seed: int = 0) -> dict:
     meta = read_onnx_meta(path)
     hw = tuple(meta["input_hw"])
     if image:
-        import cv2
+        from ..data.sources import require_image
 
-        im = cv2.imread(str(image))
-        if im is None:
-            raise YoloportError(f"--check: cannot read image {image}")
+        im = require_image(image, "--check image")
     else:
         im = np.random.default_rng(seed).integers(0, 256, (hw[0], hw[1], 3), dtype=np.uint8)
     x, _ = preprocess(im, hw, auto=False)
