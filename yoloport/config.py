@@ -164,7 +164,7 @@ def read_registry(path) -> dict[str, RegistryEntry]:
             hw = (int(size[1]), int(size[0]))  # registry stores W H like the command line
         out[str(key)] = RegistryEntry(
             key=str(key),
-            weights=expand_path(e.get("weights"), p.parent) if e.get("weights") else None,
+            weights=str(e["weights"]) if e.get("weights") else None,  # expanded when looked up
             cfg=e.get("cfg") or e.get("model"),
             img_size=hw,
             names=e.get("names"),
@@ -184,7 +184,10 @@ def lookup_model_key(key: str, registry=None, required: bool = True) -> Registry
             continue
         entries = read_registry(path)
         if key in entries:
-            return entries[key]
+            entry = entries[key]
+            if entry.weights:
+                entry.weights = expand_path(entry.weights, path.parent)
+            return entry
         seen.extend(entries)
     if required:
         raise YoloportError(f"unknown model key {key!r}; known keys: {', '.join(sorted(set(seen))) or 'none'}")
