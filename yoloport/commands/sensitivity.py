@@ -6,9 +6,10 @@
 The ranking (always) quantizes each convolution alone in a PyTorch fake-quantization model and
 measures the Detect head's output error against float over ``--eval-n`` calibration images
 (backend-neutral; see :mod:`yoloport.analysis.sensitivity`). With ``--data`` (a labelled data YAML),
-the backend's artifact is rebuilt with the worst K layers kept in float, K = 0, 1, 2, 4, ... up to
-``--max-float``, until the mAP@0.5:0.95 drop against the torch fp32 reference is at most
-``--max-drop`` points. Prints the tables and writes ``DIR/sensitivity.json``.
+the backend's artifact is rebuilt with layers kept in float until the mAP@0.5:0.95 drop against the
+torch fp32 reference is at most ``--max-drop`` points: ``--strategy greedy`` (default) walks the
+ranking and keeps a layer only when the measured mAP rises with it; ``prefix`` keeps the worst
+K = 0, 1, 2, 4, ... up to ``--max-float``. Prints the tables and writes ``DIR/sensitivity.json``.
 
 Exit status: 0 done (also when the drop target was not met: the JSON says ``met: false``), 2 user
 error (bad path, unknown backend, missing package, ...).
@@ -45,6 +46,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="labelled data YAML: run the mixed-precision search on it")
     p.add_argument("--max-drop", type=float, default=None, help="mAP@0.5:0.95 drop allowed, in points (default 0.5)")
     p.add_argument("--max-float", type=int, default=None, help="most layers kept in float (default 16)")
+    p.add_argument("--strategy", choices=("greedy", "prefix"), default=None,
+                   help="greedy (default): walk the ranking and keep a layer in float only if the measured mAP rises; "
+                        "prefix: the worst K = 0, 1, 2, 4, ... layers")
+    p.add_argument("--max-tries", type=int, default=None, help="greedy: ranked layers tried at most (default 2 * --max-float)")
     p.add_argument("--float-dtype", choices=("float16", "int16"), default=None,
                    help="rknn: what the kept layers become in hybrid quantization (default float16)")
     p.add_argument("--head-fp32", choices=("tail", "convs", "none"), help="the backend's head_fp32 (default: the backend's own)")
@@ -56,7 +61,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 DEFAULTS = {"calib_n": 32, "calib_seed": 0, "eval_n": 8, "top": 10, "max_drop": None, "max_float": 16,
-            "float_dtype": "float16", "batch_size": 8, "per_tensor": False, "ort_debug": False}
+            "float_dtype": "float16", "batch_size": 8, "per_tensor": False, "ort_debug": False, "strategy": "greedy",
+            "max_tries": None}
 
 
 def check_args(s: argparse.Namespace) -> None:
@@ -68,6 +74,8 @@ def check_args(s: argparse.Namespace) -> None:
             raise YoloportError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(s, name)}")
     if int(s.max_float) < 0:
         raise YoloportError(f"--max-float must be >= 0, got {s.max_float}")
+    if s.max_tries is not None and int(s.max_tries) < 0:
+        raise YoloportError(f"--max-tries must be >= 0, got {s.max_tries}")
     if s.max_drop is not None and not s.data:
         raise YoloportError("--max-drop needs --data (a labelled data YAML to measure the mAP drop on)")
     if s.max_drop is not None and not s.max_drop >= 0:
@@ -132,7 +140,8 @@ def run(args: argparse.Namespace) -> int:
     if s.per_tensor:
         per_channel = False
     report = sens.layer_sensitivity(model, calib, n_images=s.eval_n, per_channel=per_channel,
-                                    act_scheme=s.act_scheme or scheme, progress=progress)
+                                    act_scheme=s.act_scheme or scheme,
+                                    quant_outputs=sens.backend_quantizes_outputs(backend), progress=progress)
     if s.ort_debug:
         print("onnxruntime QDQ debug: building the fully int8 model ...", flush=True)
         ort_q = qconfig if backend == "onnxruntime" else {}
@@ -157,12 +166,14 @@ def run(args: argparse.Namespace) -> int:
         result["ranking"]["nodes"] = nodes
     if s.data:
         max_drop = 0.5 if s.max_drop is None else float(s.max_drop)
-        print(f"\nmixed precision on {backend}: keep the worst K layers in float until the mAP@0.5:0.95 drop <= {max_drop} points",
+        how = ("keep ranked layers in float while the measured mAP rises" if s.strategy == "greedy"
+               else "keep the worst K layers in float")
+        print(f"\nmixed precision on {backend} ({s.strategy}): {how}, until the mAP@0.5:0.95 drop <= {max_drop} points",
               flush=True)
         mixed = sens.search_mixed_precision(
             backend, model, report.names(), calib, s.data, hw, out / "mixed", max_drop=max_drop, max_float=int(s.max_float),
             qconfig=qconfig, float_dtype=s.float_dtype, batch_size=int(s.batch_size), threads=s.threads,
-            log=lambda m: print(f"  {m}", flush=True))
+            log=lambda m: print(f"  {m}", flush=True), strategy=s.strategy, max_tries=s.max_tries)
         print(sens.format_mixed(mixed))
         result["mixed_precision"] = mixed
     result["seconds"] = round(time.perf_counter() - t0, 2)
