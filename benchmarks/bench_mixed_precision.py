@@ -191,13 +191,15 @@ def main(argv=None) -> int:
             t0 = time.perf_counter()
             try:
                 act, per_channel = backend_scheme(backend, q)
-                report = ranking(args.act_scheme or act, per_channel, backend_quantizes_outputs(backend))
-                res = search_mixed_precision(backend, model, report.names(), calib, data, hw,
+                rank_args = (args.act_scheme or act, per_channel, backend_quantizes_outputs(backend))
+                res = search_mixed_precision(backend, model, lambda: ranking(*rank_args).names(), calib, data, hw,
                                              out / name / tag.replace(":", "-"), max_drop=args.max_drop,
                                              max_float=args.max_float, qconfig=q, ref_map=ref, threads=args.threads, steps=args.steps,
                                              strategy=args.strategy, max_tries=args.max_tries,
                                              log=lambda m: print(f"  {m}", flush=True))
-                res.update(target=tag, ranking=f"{report.act_scheme}, per-{'channel' if report.per_channel else 'tensor'} weights", seconds=round(time.perf_counter() - t0, 1))
+                res.update(target=tag, seconds=round(time.perf_counter() - t0, 1),
+                           ranking=f"{rank_args[0]}, per-{'channel' if rank_args[1] else 'tensor'} weights"
+                                   f"{', Detect outputs rounded' if rank_args[2] else ''}")
             except Exception as e:  # noqa: BLE001 - one backend failing must not lose the others' numbers
                 import traceback
 

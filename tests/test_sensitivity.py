@@ -252,6 +252,11 @@ def test_greedy_drops_a_layer_that_does_not_help():
     assert not res["met"] and len(res["steps"]) == 3 and res["final"]["layers"] == ["a"]
     with pytest.raises(YoloportError, match="max-tries"):
         sens.greedy_precision_loop(["a"], evaluate, ref_map=0.4, max_tries=-1)
+    # a lazy ranking is computed only when the all-int8 build misses the target
+    asked = []
+    ranking = lambda: asked.append(1) or list("abcd")  # noqa: E731
+    assert sens.greedy_precision_loop(ranking, evaluate, ref_map=0.392, max_drop=0.5)["met"] and not asked
+    assert sens.greedy_precision_loop(ranking, evaluate, ref_map=0.40, max_drop=0.5)["met"] and asked == [1]
 
 
 def test_detection_features_weigh_objects_and_small_boxes():

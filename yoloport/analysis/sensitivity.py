@@ -706,6 +706,7 @@ def mixed_precision_loop(candidates: Sequence[str], evaluate: Callable[[list[str
     target, else the step with the smallest drop (fewest layers on ties).
     """
     _check_max_drop(max_drop)
+    candidates = candidates() if callable(candidates) else candidates
     cap = min(int(max_float), len(candidates))
     ks = k_schedule(max_float, len(candidates)) if steps is None else sorted({min(max(int(k), 0), cap) for k in steps})
     done: list[MixedStep] = []
@@ -733,6 +734,8 @@ def greedy_precision_loop(candidates: Sequence[str], evaluate: Callable[[list[st
     partly cancel), and on COCO128-sized sets one 1x1 convolution can move mAP50-95 by half a point
     either way, so a layer that measures no gain is dropped instead of carried. Same arguments and
     result as :func:`mixed_precision_loop`; each step also says whether its last layer was ``kept``.
+    ``candidates`` may be a callable returning them, called only when the all-int8 build misses the
+    target (a ranking is not computed for a backend that needs none).
     """
     _check_max_drop(max_drop)
     tries = 2 * int(max_float) if max_tries is None else int(max_tries)
@@ -740,7 +743,9 @@ def greedy_precision_loop(candidates: Sequence[str], evaluate: Callable[[list[st
         raise YoloportError(f"--max-tries must be >= 0, got {max_tries}")
     best = _measure([], evaluate, ref_map, log)
     done = [best]
-    for cand in list(candidates)[:tries]:
+    if best.drop > max_drop and callable(candidates):
+        candidates = candidates()
+    for cand in ([] if callable(candidates) else list(candidates))[:tries]:
         if best.drop <= max_drop or best.k >= int(max_float):
             break
         trial = _measure(best.layers + [cand], evaluate, ref_map, log)
@@ -762,7 +767,8 @@ def search_mixed_precision(backend: str, model, ranking: Sequence[str], calibrat
                            max_tries: int | None = None) -> dict:
     """Sensitivity-guided mixed precision on ``backend`` (see the module docstring).
 
-    ``ranking``: layer names worst first (:meth:`SensitivityReport.names`); ``data``: a data YAML
+    ``ranking``: layer names worst first (:meth:`SensitivityReport.names`), or a callable returning
+    them (called only if the all-int8 build misses the target); ``data``: a data YAML
     validated with :func:`yoloport.analysis.port.validate_runner` at the fixed ``img_hw``;
     ``ref_map``: the torch fp32 mAP50-95 on ``data`` (measured when None). ``strategy``:
     ``greedy`` (:func:`greedy_precision_loop`, ``max_tries``) or ``prefix``
@@ -786,13 +792,16 @@ def search_mixed_precision(backend: str, model, ranking: Sequence[str], calibrat
         if log:
             log(f"torch fp32 reference mAP50-95 {ref_map:.4f}")
     skip = backend_float_anyway(backend, model, qconfig)
-    candidates = [n for n in ranking if n not in skip]
+
+    def candidates():
+        return [n for n in (ranking() if callable(ranking) else ranking) if n not in skip]
+
     onnx_path = onnx_names = onnx_inputs = None
     if backend != "mlu-sim":
         opset = getattr(get_backend(backend), "EXPORT_OPSET", None) or DEFAULT_OPSET
         onnx_path, _ = export_onnx(model, out_dir / "model.fp32.onnx", img_size_hw=tuple(img_hw), mode="raw", opset=opset,
                                    overwrite=True)
-        onnx_names = onnx_conv_names(onnx_path, candidates)
+        onnx_names = onnx_conv_names(onnx_path, [n for n, _ in _named_convs(model) if n not in skip])
         onnx_inputs = onnx_conv_inputs(onnx_path, list(onnx_names.values()))
     base_q = dict(qconfig or {})
     counter = itertools.count()
@@ -815,7 +824,8 @@ def search_mixed_precision(backend: str, model, ranking: Sequence[str], calibrat
         return float(res["mAP50_95"]), art, extra
 
     if strategy == "greedy":
-        result = greedy_precision_loop(candidates, evaluate, ref_map, max_drop, max_float, max_tries, log)
+        result = greedy_precision_loop(candidates if callable(ranking) else candidates(), evaluate, ref_map, max_drop,
+                                       max_float, max_tries, log)
     else:
         result = mixed_precision_loop(candidates, evaluate, ref_map, max_drop, max_float, log, steps)
     result.update(backend=backend, float_dtype=float_dtype if backend == "rknn" else "float32",
