@@ -141,7 +141,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    from yoloport.analysis.port import validate_runner
+    from yoloport.engine.val import validate_runner
     from yoloport.analysis.sensitivity import (backend_quantizes_outputs, backend_scheme, format_ranking,
                                                layer_sensitivity, search_mixed_precision)
     from yoloport.backends.torch_backend import TorchRunner

@@ -172,3 +172,36 @@ def test_coco_json_errors(tmp_path):
                                  "annotations": [], "categories": [{"id": 1, "name": "a"}]}))
     with pytest.raises(YoloportError, match="none of the"):
         validate(colour_infer(), yaml_path, img_size=320, coco_json=other, progress=False)
+
+
+def test_val_command_and_api_agree_on_torch_and_onnxruntime(tmp_path, capsys):
+    """``yoloport val`` and ``yoloport.val`` go through one runner-to-validate path: the embedded
+    model on a synthetic set gives the same mAP from both, on torch and on an ONNX Runtime fp32
+    artifact at a fixed rectangular 160x128 (the artifact's input shape)."""
+    import yoloport
+    from yoloport.cli import main
+    from yoloport.data.synth import make_synthetic_dataset
+
+    data = make_synthetic_dataset(tmp_path / "synth", {"val": 6}, (200, 150), seed=5, split="val", workers=1)
+    model = yoloport.load("default")
+    api_torch = yoloport.val(model, str(data), img_size=(160, 128), batch_size=2, progress=False)
+    assert api_torch["n_images"] == 6 and api_torch["mAP50_95"] > 0.2  # the shapes model sees its own shapes
+    rc = main(["val", "--data", str(data), "--img-size", "160", "128", "--batch-size", "2",
+               "--project", str(tmp_path / "runs"), "--name", "torch"])
+    assert rc == 0
+    cli_torch = json.loads((tmp_path / "runs" / "torch" / "val.json").read_text())
+    assert cli_torch["mAP50_95"] == pytest.approx(api_torch["mAP50_95"], abs=1e-9)
+    pytest.importorskip("onnxruntime")
+    rc = main(["quantize", "--model-key", "default", "--backend", "onnxruntime", "--precision", "fp32", "--img-size", "160", "128",
+               "--out", str(tmp_path / "ort")])
+    assert rc == 0
+    art = tmp_path / "ort" / "model.onnxruntime.fp32.onnx"
+    rc = main(["val", "--data", str(data), "--backend", "onnxruntime", "--artifact", str(art),
+               "--project", str(tmp_path / "runs"), "--name", "ort"])
+    assert rc == 0
+    cli_ort = json.loads((tmp_path / "runs" / "ort" / "val.json").read_text())
+    api_ort = yoloport.val(model, str(data), backend="onnxruntime", artifact=art, progress=False)
+    assert cli_ort["mAP50_95"] == pytest.approx(api_ort["mAP50_95"], abs=1e-9)
+    assert cli_ort["backend"] == "onnxruntime" and cli_ort["n_images"] == 6
+    # fp32 ONNX Runtime at the same fixed shape: the torch numbers within float noise
+    assert api_ort["mAP50_95"] == pytest.approx(api_torch["mAP50_95"], abs=0.01)

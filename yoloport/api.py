@@ -94,17 +94,16 @@ def load(path_or_key, registry=None) -> Model:
 def val(model, data, img_size=640, batch_size: int = 8, conf: float = 0.001, iou: float = 0.6, backend: str = "torch",
         artifact=None, **kwargs) -> dict:
     """Validate on a data YAML; returns a dict with ``precision``, ``recall``, ``mAP50``, ``mAP50_95``
-    (and per-class rows, timings, counts)."""
-    from .engine.val import validate
-    from .ops.postprocess import decode_outputs
+    (and per-class rows, timings, counts). ``img_size``: one number gives Ultralytics' rect batches
+    at that longest side; ``(W, H)`` letterboxes every image to that fixed shape, as ``yoloport val
+    --img-size W H`` does; an artifact with a fixed input shape always uses its own."""
+    from .engine.val import validate_runner
 
     m = model if isinstance(model, Model) else load(model)
     runner = m.runner(backend, artifact, output="raw")  # fused-NMS heads give raw outputs for validation
-    size = img_size if isinstance(img_size, int) else max(parse_img_size(img_size, runner.stride, warn=None))
-
-    def infer(images):
-        return decode_outputs(runner(images), runner.head)
-
-    fixed = tuple(runner.input_hw) if runner.input_hw else None
-    return validate(infer, data, img_size=size, batch_size=batch_size if not runner.batch else runner.batch,
-                    conf_thres=conf, iou_thres=iou, fixed_shape_hw=fixed, names=m.names, stride=runner.stride, **kwargs)
+    pair = not isinstance(img_size, int) and len(list(img_size)) == 2
+    hw = parse_img_size(img_size, runner.stride, warn=None)
+    fixed = tuple(runner.input_hw) if runner.input_hw else (hw if pair else None)
+    kwargs.setdefault("progress", True)
+    return validate_runner(runner, data, fixed, batch_size, names=m.names, img_size=max(hw), conf_thres=conf,
+                           iou_thres=iou, **kwargs)

@@ -10,6 +10,7 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..engine.val import validate_runner  # module attribute: tests replace it
 from ..errors import YoloportError
 
 DEFAULT_TARGETS = "onnxruntime,openvino,rknn:rk3588,mlu-sim"
@@ -124,20 +125,6 @@ def val_metrics(results: dict) -> dict:
     out["per_class"] = results.get("per_class")
     out["speed_ms"] = results.get("speed_ms") or results.get("times_ms")
     return out
-
-
-def validate_runner(runner, data, img_hw, batch_size: int = 8, names=None) -> dict:
-    """Validate any Runner on ``data`` at the fixed input ``img_hw`` (the shape every target uses)."""
-    from ..engine.val import validate
-    from ..ops.postprocess import decode_outputs
-
-    head = runner.head
-
-    def infer(images):
-        return decode_outputs(runner(images), head)
-
-    return validate(infer, data, img_size=max(img_hw), batch_size=runner.batch or batch_size, fixed_shape_hw=tuple(img_hw),
-                    stride=runner.stride, names=names, progress=False)
 
 
 def run_target(t: Target, model, ctx: dict, progress: Progress) -> dict:

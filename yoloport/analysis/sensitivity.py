@@ -57,7 +57,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..errors import YoloportError
-from .port import validate_runner  # module attribute: tests replace it to make the search deterministic
+from ..engine.val import validate_runner  # module attribute: tests replace it to make the search deterministic
 
 METHOD_NOTE = (
     "ranking: each convolution quantized alone (input {act} per tensor, weight symmetric int8 per "
@@ -769,7 +769,7 @@ def search_mixed_precision(backend: str, model, ranking: Sequence[str], calibrat
 
     ``ranking``: layer names worst first (:meth:`SensitivityReport.names`), or a callable returning
     them (called only if the all-int8 build misses the target); ``data``: a data YAML
-    validated with :func:`yoloport.analysis.port.validate_runner` at the fixed ``img_hw``;
+    validated with :func:`yoloport.engine.val.validate_runner` at the fixed ``img_hw``;
     ``ref_map``: the torch fp32 mAP50-95 on ``data`` (measured when None). ``strategy``:
     ``greedy`` (:func:`greedy_precision_loop`, ``max_tries``) or ``prefix``
     (:func:`mixed_precision_loop`, ``steps``). Each step's artifact is built in

@@ -56,8 +56,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine.val import format_val_table, validate
-    from ..ops.postprocess import decode_outputs
+    from ..engine.val import format_val_table, validate_runner
 
     s = resolve_settings(args, DEFAULTS)
     model = load_model_from_settings(s)
@@ -74,16 +73,12 @@ def run(args: argparse.Namespace) -> int:
         data, note = synthetic_val_set(model, save_dir / "data", hw, 48)
         print(f"no --data given: validating on a {note}")
 
-    def infer(images):
-        return decode_outputs(runner(images), runner.head)
-
-    batch = runner.batch or s.batch_size
-    if batch < 1:
-        raise YoloportError(f"--batch-size must be at least 1, got {batch}")
-    results = validate(
-        infer, data, img_size=longest, batch_size=batch, conf_thres=s.conf_thres, iou_thres=s.iou_thres,
-        max_det=s.max_det, rect=not s.no_rect, fixed_shape_hw=fixed, split=s.split, stride=runner.stride,
-        coco_json=s.coco_json, names=list(model.names), strict=bool(s.strict_labels),
+    if (runner.batch or s.batch_size) < 1:
+        raise YoloportError(f"--batch-size must be at least 1, got {s.batch_size}")
+    results = validate_runner(
+        runner, data, fixed, s.batch_size, names=list(model.names), img_size=longest, progress=True,
+        conf_thres=s.conf_thres, iou_thres=s.iou_thres, max_det=s.max_det, rect=not s.no_rect, split=s.split,
+        coco_json=s.coco_json, strict=bool(s.strict_labels),
         save_json=(save_dir / "predictions.json") if s.save_json else None,
     )
     results["backend"] = runner.backend

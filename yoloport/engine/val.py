@@ -226,6 +226,27 @@ def validate(
     return res
 
 
+def validate_runner(runner, data, img_hw=None, batch_size: int = 8, names=None, img_size: int | None = None,
+                    progress: bool = False, **kwargs) -> dict:
+    """:func:`validate` on any Runner (torch or a compiled artifact): its head outputs decoded on the
+    host (:func:`~yoloport.ops.postprocess.decode_outputs`), batched by the artifact's own batch when
+    it has one. ``img_hw``: letterbox every image to this fixed ``(h, w)`` (the shape a compiled
+    artifact takes); without it, Ultralytics-style batches at ``img_size``. Other keywords go to
+    :func:`validate`."""
+    from ..ops.postprocess import decode_outputs
+
+    head = runner.head
+
+    def infer(images):
+        return decode_outputs(runner(images), head)
+
+    if img_size is None:
+        img_size = max(img_hw) if img_hw else 640
+    return validate(infer, data, img_size=img_size, batch_size=runner.batch or batch_size,
+                    fixed_shape_hw=tuple(img_hw) if img_hw else None, stride=runner.stride, names=names, progress=progress,
+                    **kwargs)
+
+
 def _coco_api():
     try:
         from faster_coco_eval import COCO, COCOeval_faster
