@@ -863,12 +863,21 @@ def format_ranking(report: SensitivityReport, top: int | None = None, nodes: dic
 
 def format_mixed(result: dict) -> str:
     """The mixed-precision steps as a text table plus the outcome line."""
-    lines = [f"{'K':>3}  {'mAP50-95':>8}  {'drop':>6}  float layers"]
-    for s in result["steps"]:
+    greedy = result.get("strategy") == "greedy"
+    tried = [s["layers"][-1] if s["layers"] else "- (all int8)" for s in result["steps"]]  # greedy: the layer tried
+    w = max(len(t) for t in tried + ["tried"])
+    lines = [f"{'K':>3}  {'mAP50-95':>8}  {'drop':>6}  " + (f"{'tried':<{w}}  kept" if greedy else "float layers")]
+    for s, t in zip(result["steps"], tried):
+        if greedy:
+            kept = {True: "yes", False: "no"}.get(s.get("kept"), "")
+            lines.append(f"{s['k']:>3}  {s['mAP50_95']:>8.4f}  {s['drop']:>+6.2f}  {t:<{w}}  {kept}".rstrip())
+            continue
         shown = ", ".join(s["layers"][:4]) + (f", ... (+{len(s['layers']) - 4})" if len(s["layers"]) > 4 else "")
         lines.append(f"{s['k']:>3}  {s['mAP50_95']:>8.4f}  {s['drop']:>+6.2f}  {shown or '-'}")
     f = result["final"]
     verdict = "met" if result["met"] else "NOT met"
     lines.append(f"target drop <= {result['max_drop']} points {verdict}: K={f['k']}, mAP50-95 {f['mAP50_95']:.4f} "
                  f"(fp32 {result['reference_mAP50_95']:.4f}, drop {f['drop']:.2f}), artifact {f['artifact']}")
+    if f["layers"]:
+        lines.append(f"kept in float: {', '.join(f['layers'])}")
     return "\n".join(lines)
