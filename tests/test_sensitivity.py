@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -336,6 +337,31 @@ def test_cli_ranking_only(tiny_ckpt, calib_dir, tmp_path, capsys):
     # the folder is not empty now: refused without --overwrite
     rc = main(["sensitivity", "--weights", str(tiny_ckpt), "--calib", str(calib_dir), "--img-size", "64", "64", "--out", str(out)])
     assert rc == 2
+
+
+def test_cli_mixed_precision_search_end_to_end(tiny_ckpt, calib_dir, tmp_path, capsys):
+    """Ranking, then the greedy search on real mlu-sim builds validated on a labelled synthetic set;
+    ``--max-drop 0`` is not met here, so it tries ``--max-tries`` layers and says so."""
+    from yoloport.data.synth import make_synthetic_dataset
+
+    data = make_synthetic_dataset(tmp_path / "synth", {"val": 4}, (128, 96), seed=2, split="val", workers=1)
+    out = tmp_path / "s"
+    rc = main(["sensitivity", "--weights", str(tiny_ckpt), "--backend", "mlu-sim", "--calib", str(calib_dir),
+               "--calib-n", "2", "--eval-n", "1", "--img-size", "128", "96", "--data", str(data), "--max-drop", "0",
+               "--max-tries", "2", "--out", str(out)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "(greedy)" in text and "tried" in text
+    doc = json.loads((out / "sensitivity.json").read_text())
+    mp = doc["mixed_precision"]
+    assert mp["strategy"] == "greedy" and mp["backend"] == "mlu-sim"
+    ranked = [r["name"] for r in doc["ranking"]["layers"]]
+    steps = mp["steps"]
+    assert steps[0]["k"] == 0 and steps[0]["kept"] is None
+    assert not mp["met"], steps  # measured: every build here is below fp32
+    assert len(steps) == 3 and steps[1]["layers"][-1] == ranked[0]
+    assert all(isinstance(s["kept"], bool) for s in steps[1:])
+    assert all(Path(s["artifact"]).is_file() for s in steps)
 
 
 @pytest.mark.parametrize("extra, message", [
