@@ -119,3 +119,23 @@ def test_cli_bench_bad_input_one_line(argv, msg, tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err.strip()
     assert rc != 0 and len(err.splitlines()) == 1 and msg in err
     assert not (tmp_path / "runs").exists()
+
+
+def test_torch_runner_threads_do_not_leak():
+    """TorchRunner(threads=1) runs with one thread and leaves torch's process-wide setting as it was."""
+    import numpy as np
+    import torch
+
+    from yoloport.backends.torch_backend import TorchRunner
+    from yoloport.models import load_model
+
+    before = torch.get_num_threads()
+    seen = []
+    model = load_model("default").float()
+    runner = TorchRunner(model, threads=1)
+    hook = model.model[0].register_forward_pre_hook(lambda *_: seen.append(torch.get_num_threads()))
+    try:
+        runner(np.zeros((1, 3, 64, 64), np.float32))
+    finally:
+        hook.remove()
+    assert seen == [1] and torch.get_num_threads() == before

@@ -11,7 +11,8 @@ from .base import Runner
 class TorchRunner(Runner):
     """Runs a ``DetectionModel`` in eval mode and returns its three head convolution outputs
     ``[B, na*no, H, W]`` (the ``raw`` layout), so the host post-processing is shared with every
-    other backend."""
+    other backend. ``threads``: torch's intra-op threads while this runner runs (torch's setting is
+    process-wide, so it is set for each call and put back after, not left changed for others)."""
 
     backend = "torch"
 
@@ -21,13 +22,19 @@ class TorchRunner(Runner):
         self.stride = int(model.stride.max())
         self.input_hw = None
         self.batch = None
-        if threads:
-            torch.set_num_threads(threads)
+        self.threads = int(threads) if threads else None
 
     @torch.inference_mode()
     def __call__(self, images: np.ndarray) -> list[np.ndarray]:
         x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
-        _, raw = self.model(x)
+        before = torch.get_num_threads()
+        if self.threads and self.threads != before:
+            torch.set_num_threads(self.threads)
+        try:
+            _, raw = self.model(x)
+        finally:
+            if torch.get_num_threads() != before:
+                torch.set_num_threads(before)
         outs = []
         for r in raw:  # [B, na, H, W, no] -> [B, na*no, H, W]
             b, na, h, w, no = r.shape
