@@ -139,3 +139,16 @@ def test_int8_real_weights_agree_with_fp32(v5n_model, tmp_path):
     assert parts["decoded.xywh"]["sqnr_db"] > 25 and parts["decoded.obj"]["sqnr_db"] > 15
     s = rep["summary"]
     assert s["ref_detections"] > 5 and s["match_rate"] >= 0.7 and s["mean_iou"] > 0.9 and s["mean_abs_conf_delta"] < 0.08
+
+
+def test_batched_build_asks_nncf_for_batches_not_images(tiny_model, calib, tmp_path):
+    """At batch 2, 4 calibration images are 2 NNCF items: the subset is 2 (no 'subset larger than
+    the dataset' warning), and a subset_size in images is turned into batches."""
+    from yoloport.backends.base import read_sidecar
+
+    art = build_artifact("openvino", tiny_model, tmp_path / "b2", HW, calib, {}, batch=2)
+    assert read_sidecar(art)["qconfig"]["subset_batches"] == 2
+    art = build_artifact("openvino", tiny_model, tmp_path / "b2s", HW, calib, {"subset_size": 3}, batch=2)
+    assert read_sidecar(art)["qconfig"]["subset_batches"] == 2  # 3 images -> 2 batches of 2
+    art = build_artifact("openvino", tiny_model, tmp_path / "b1", HW, calib, {"subset_size": 3})
+    assert read_sidecar(art)["qconfig"]["subset_batches"] == 3

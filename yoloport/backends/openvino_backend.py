@@ -277,7 +277,9 @@ def quantize_ir(ov_model, calibration, head: HeadSpec, input_hw, batch: int, qco
     if batch > 1:
         data = [b for b in data if b.shape[0] == batch] or [np.concatenate([data[0]] * batch, 0)[:batch]]
     calib_ds = nncf.Dataset(data, transform)
-    subset = int(cfg["subset_size"] or len(calibration))
+    # NNCF counts dataset items; ours are batches of ``batch`` images, subset_size is in images
+    n_items = len(data) if batch > 1 else len(calibration)
+    subset = max(1, min(n_items, -(-int(cfg["subset_size"] or len(calibration)) // max(batch, 1))))
     kwargs = dict(preset=preset, subset_size=subset, fast_bias_correction=bool(cfg["fast_bias_correction"]), ignored_scope=scope)
     t0 = time.perf_counter()
     try:
@@ -296,7 +298,7 @@ def quantize_ir(ov_model, calibration, head: HeadSpec, input_hw, batch: int, qco
         raise
     except Exception as e:
         raise YoloportError(f"NNCF int8 quantization failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
-    cfg.update(ignored_ops=names, ignored_types=types, quantize_seconds=round(time.perf_counter() - t0, 3), nncf_version=nncf.__version__)
+    cfg.update(subset_batches=subset, ignored_ops=names, ignored_types=types, quantize_seconds=round(time.perf_counter() - t0, 3), nncf_version=nncf.__version__)
     return q, cfg
 
 
