@@ -105,8 +105,12 @@ def test_onnx_conv_names_map_every_layer(tiny, report, tmp_path):
     names = sens.onnx_conv_names(path, report.names())
     assert len(names) == len(report.layers)
     assert names["model.0.conv"] == "/model.0/conv/Conv" and names["model.24.m.1"] == "/model.24/m.1/Conv"
-    inputs = sens.onnx_conv_inputs(path, [names["model.0.conv"], names["model.1.conv"]])
-    assert inputs == {"/model.0/conv/Conv": "", "/model.1/conv/Conv": "/model.0/act/Mul_output_0"}
+    tensors = sens.onnx_conv_tensors(path, [names["model.0.conv"], names["model.1.conv"], names["model.24.m.0"]])
+    assert tensors["/model.0/conv/Conv"] == ("", "/model.0/conv/Conv_output_0")
+    assert tensors["/model.1/conv/Conv"] == ("/model.0/act/Mul_output_0", "/model.1/conv/Conv_output_0")
+    import onnx
+
+    assert tensors["/model.24/m.0/Conv"][1] in {o.name for o in onnx.load(str(path)).graph.output}
     with pytest.raises(YoloportError, match="cannot map"):
         sens.onnx_conv_names(path, report.names()[:3] + ["model.99.conv"])
 
@@ -116,9 +120,9 @@ def test_float_layers_qconfig_per_backend():
     assert sens.float_layers_qconfig("ort", ["model.1.conv"], nodes) == {"exclude": ["/model.1/conv/Conv"]}
     assert sens.float_layers_qconfig("openvino", ["model.1.conv"], nodes) == {"exclude": ["/model.1/conv/Conv*"]}
     assert sens.float_layers_qconfig("rknn", ["model.1.conv"], nodes, "int16") == {"hybrid": {"/model.1/conv": "int16"}}
-    inputs = {"/model.1/conv/Conv": "/model.0/act/Mul_output_0"}
-    assert sens.float_layers_qconfig("rknn", ["model.1.conv"], nodes, "float16", inputs) == {
-        "hybrid": {"/model.1/conv": "float16", "/model.0/act/Mul_output_0": "float16"}}
+    tensors = {"/model.1/conv/Conv": ("/model.0/act/Mul_output_0", "/model.1/conv/Conv_output_0")}
+    assert sens.float_layers_qconfig("rknn", ["model.1.conv"], nodes, "float16", tensors) == {
+        "hybrid": {"/model.1/conv/Conv_output_0": "float16", "/model.0/act/Mul_output_0": "float16"}}
     assert sens.float_layers_qconfig("mlu-sim", ["model.1.conv"]) == {"exclude": ["model.1.conv"]}
     assert sens.float_layers_qconfig("onnxruntime", [], nodes) == {}
     with pytest.raises(YoloportError, match="float dtype"):
@@ -160,9 +164,13 @@ def test_ort_keeping_worst_layers_float_improves_sqnr(tiny, calib, report, tmp_p
 
 
 @pytest.mark.slow
-def test_rknn_hybrid_keeping_worst_layers_float_improves_sqnr(tiny, calib, report, tmp_path):
-    """RKNN hybrid quantization with the worst 4 layers' input and output tensors in float16
-    (measured: 27.63 -> 28.04 dB; the output tensors alone gave 27.36)."""
+def test_rknn_hybrid_float_layers_reach_the_build(tiny, calib, report, tmp_path):
+    """RKNN hybrid quantization with layers' input and output tensors in float16 changes the build:
+    with every convolution in float16 (the Detect ones' outputs are graph outputs, named so) the
+    output SQNR rises above all-int8: measured 35.35 -> 39.01 dB; every non-head convolution alone
+    gave 37.50, the int8 head outputs weigh most.
+    (A few layers alone need not help: on this model the worst 4 in float16 measured 35.35 ->
+    34.30 dB, the same "float islands" effect seen on onnxruntime; that is why the search measures.)"""
     pytest.importorskip("rknn.api")
     from yoloport.analysis.compare import sqnr
     from yoloport.backends.registry import build_artifact, load_runner
@@ -172,19 +180,19 @@ def test_rknn_hybrid_keeping_worst_layers_float_improves_sqnr(tiny, calib, repor
     x = np.concatenate(calib.arrays(), 0)
     ref = np.concatenate([o.ravel() for o in TorchRunner(tiny)(x)])
     onnx_path, _ = export_onnx(tiny, tmp_path / "model.fp32.onnx", HW, "raw")
-    ranked = [n for n in report.names() if not n.startswith("model.24.")][:4]
-    nodes = sens.onnx_conv_names(onnx_path, ranked)
-    inputs = sens.onnx_conv_inputs(onnx_path, list(nodes.values()))
+    layers = report.names()
+    nodes = sens.onnx_conv_names(onnx_path, layers)
+    tensors = sens.onnx_conv_tensors(onnx_path, list(nodes.values()))
     got = []
-    for k in (0, 4):
-        q = {"precision": "int8", **sens.float_layers_qconfig("rknn", ranked[:k], nodes, "float16", inputs)}
+    for k in (0, len(layers)):
+        q = {"precision": "int8", **sens.float_layers_qconfig("rknn", layers[:k], nodes, "float16", tensors)}
         art = build_artifact("rknn", tiny, tmp_path / f"k{k}", HW, calib, q, onnx_path=onnx_path)
         runner = load_runner("rknn", art, tiny)
         try:
             got.append(sqnr(ref, np.concatenate([o.ravel() for o in runner(x)])))
         finally:
             runner.close()
-    assert got[1] > got[0], got
+    assert got[1] > got[0] + 3, got
 
 
 # ----------------------------------------------------------------------------- mixed-precision loop

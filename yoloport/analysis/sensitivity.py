@@ -220,27 +220,29 @@ def onnx_conv_names(onnx_model, layer_names: Sequence[str]) -> dict[str, str]:
     )
 
 
-def onnx_conv_inputs(onnx_model, nodes: Sequence[str]) -> dict[str, str]:
-    """``{Conv node name: its data input tensor}``; a graph input (the image) maps to ``""``."""
+def onnx_conv_tensors(onnx_model, nodes: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """``{Conv node name: (data input tensor, output tensor)}``; a graph input (the image) as input
+    is ``""``. A Detect convolution's output is a graph output (``raw0`` ...), not ``<scope>/...``."""
     import onnx
 
     m = onnx.load(str(onnx_model), load_external_data=False) if isinstance(onnx_model, (str, Path)) else onnx_model
     graph_inputs = {i.name for i in m.graph.input}
     want = set(nodes)
-    return {n.name: ("" if n.input[0] in graph_inputs else n.input[0]) for n in m.graph.node if n.name in want}
+    return {n.name: ("" if n.input[0] in graph_inputs else n.input[0], n.output[0]) for n in m.graph.node if n.name in want}
 
 
 def float_layers_qconfig(backend: str, layers: Sequence[str], onnx_names: dict[str, str] | None = None,
-                         float_dtype: str = "float16", onnx_inputs: dict[str, str] | None = None) -> dict:
+                         float_dtype: str = "float16", onnx_tensors: dict[str, tuple[str, str]] | None = None) -> dict:
     """The qconfig entries that keep ``layers`` (torch module paths) out of int8 on ``backend``.
 
     onnxruntime: ``exclude`` = ONNX Conv node names (``nodes_to_exclude``: float weights; the input
     tensor keeps the QDQ its producer gives it); openvino: ``exclude`` = ``<node>*`` globs (the IR's
     ``<node>/WithoutBiases`` convolution and its bias ``Add``) for NNCF's ignored scope (no weight or
-    input quantizer); rknn: ``hybrid`` = the conv's scope ``/model.1/conv`` (its output tensor) and,
-    from ``onnx_inputs`` (:func:`onnx_conv_inputs`), its input tensor, in ``float16`` or ``int16`` -
-    measured on a tiny model, the output alone did not help, output + input did; mlu-sim: ``exclude`` =
-    the module names. ``K = 0`` gives ``{}``.
+    input quantizer); rknn: ``hybrid`` = the conv's output and input tensors from ``onnx_tensors``
+    (:func:`onnx_conv_tensors`; without it the conv's scope ``/model.1/conv``, which misses a Detect
+    convolution whose output is a graph output), in ``float16`` or ``int16`` - measured on a tiny
+    model, the output alone did not help, output + input did; mlu-sim: ``exclude`` = the module
+    names. ``K = 0`` gives ``{}``.
     """
     from ..backends.registry import canonical_name
 
@@ -262,10 +264,10 @@ def float_layers_qconfig(backend: str, layers: Sequence[str], onnx_names: dict[s
     if backend == "rknn":
         hybrid = {}
         for n in nodes:
-            hybrid[n.rsplit("/", 1)[0]] = float_dtype
-            t = (onnx_inputs or {}).get(n)
-            if t:
-                hybrid[t] = float_dtype
+            t_in, t_out = (onnx_tensors or {}).get(n, ("", n.rsplit("/", 1)[0]))
+            hybrid[t_out] = float_dtype
+            if t_in:
+                hybrid[t_in] = float_dtype
         return {"hybrid": hybrid}
     raise YoloportError(f"mixed precision is not available for the {backend} backend")
 
@@ -796,18 +798,18 @@ def search_mixed_precision(backend: str, model, ranking: Sequence[str], calibrat
     def candidates():
         return [n for n in (ranking() if callable(ranking) else ranking) if n not in skip]
 
-    onnx_path = onnx_names = onnx_inputs = None
+    onnx_path = onnx_names = onnx_tensors = None
     if backend != "mlu-sim":
         opset = getattr(get_backend(backend), "EXPORT_OPSET", None) or DEFAULT_OPSET
         onnx_path, _ = export_onnx(model, out_dir / "model.fp32.onnx", img_size_hw=tuple(img_hw), mode="raw", opset=opset,
                                    overwrite=True)
         onnx_names = onnx_conv_names(onnx_path, [n for n, _ in _named_convs(model) if n not in skip])
-        onnx_inputs = onnx_conv_inputs(onnx_path, list(onnx_names.values()))
+        onnx_tensors = onnx_conv_tensors(onnx_path, list(onnx_names.values()))
     base_q = dict(qconfig or {})
     counter = itertools.count()
 
     def evaluate(layers):
-        extra = float_layers_qconfig(backend, layers, onnx_names, float_dtype, onnx_inputs)
+        extra = float_layers_qconfig(backend, layers, onnx_names, float_dtype, onnx_tensors)
         q = {**base_q, "precision": "int8"}
         for key, val in extra.items():  # merge with the user's own exclude / hybrid entries
             if isinstance(val, dict):
