@@ -1,20 +1,23 @@
-"""Sensitivity-guided mixed precision: fp32 vs full int8 vs int8 with the worst K layers in float.
+"""int8 accuracy on every backend, then sensitivity-guided mixed precision: one table.
 
-    python benchmarks/bench_mixed_precision.py                                  # yolov5n-v6.1, COCO128, 640
-    python benchmarks/bench_mixed_precision.py --backends onnxruntime:tail,mlu-sim --weights yolov5s-v5.0.pt
+    python benchmarks/bench_mixed_precision.py --weights yolov5s-v5.0.pt yolov5n-v6.1.pt   # COCO128, 640
+    python benchmarks/bench_mixed_precision.py --weights yolov5n-v6.1.pt --img-size 736 416
+    python benchmarks/bench_mixed_precision.py --backends onnxruntime:tail,mlu-sim:per_channel=true
 
-For each model: the layer ranking (:func:`yoloport.analysis.sensitivity.layer_sensitivity`, each
-convolution alone fake-quantized in PyTorch, error on ``--eval-n`` calibration images) is computed once
-per activation scheme the backends use (asymmetric uint8 for onnxruntime/OpenVINO/RKNN, symmetric
-int8 for mlu-sim), then for
-each backend the mixed-precision search (:func:`~yoloport.analysis.sensitivity.search_mixed_precision`)
-builds the backend's int8 artifact with the worst K = 0, 1, 2, 4, ... layers kept in float and
-validates each on COCO128 (fixed 640x640 letterbox) until the mAP@0.5:0.95 drop against torch fp32
-is at most ``--max-drop`` points. K = 0 is the full int8 model. A backend spec may name a
-``head_fp32`` after a colon (``onnxruntime:tail`` quantizes the Detect convolutions too, which
+For each model and target: the all-int8 build (K = 0) is validated on COCO128 at a fixed letterbox
+and its mAP@0.5:0.95 drop against torch fp32 is compared with the issue's int8 target (onnxruntime
+and OpenVINO 1.0 point, RKNN and mlu-sim 2.0); if the drop is above ``--max-drop`` (0.5), the layer
+ranking (:func:`yoloport.analysis.sensitivity.layer_sensitivity`, each convolution alone
+fake-quantized in PyTorch, error on ``--eval-n`` calibration images, in the target's scheme) is
+computed and the mixed-precision search (:func:`~yoloport.analysis.sensitivity.search_mixed_precision`,
+``--strategy greedy`` by default: keep a ranked layer in float only if the measured mAP rises)
+rebuilds and validates the target until the drop is at most ``--max-drop``. A target is
+``backend[:qconfig]``: after the colon ``+``-separated ``key=value`` qconfig items, a bare word
+being ``head_fp32`` (``onnxruntime:tail`` quantizes the Detect convolutions too, which
 onnxruntime's default ``convs`` keeps in float). Calibration: ``--calib-n`` images of the data
 YAML's train split (COCO128: the same 128 images as val, so this measures quantization error, not
-generalisation). Prints a table per model and writes JSON (``--json``). Numbers, not asserts.
+generalisation; the search also picks its layers on the set it reports). Prints one table (all
+models) and writes JSON (``--json``). Numbers, not asserts.
 """
 from __future__ import annotations
 
