@@ -106,8 +106,9 @@ def test_onnx_conv_names_map_every_layer(tiny, report, tmp_path):
     assert len(names) == len(report.layers)
     assert names["model.0.conv"] == "/model.0/conv/Conv" and names["model.24.m.1"] == "/model.24/m.1/Conv"
     tensors = sens.onnx_conv_tensors(path, [names["model.0.conv"], names["model.1.conv"], names["model.24.m.0"]])
-    assert tensors["/model.0/conv/Conv"] == ("", "/model.0/conv/Conv_output_0")
-    assert tensors["/model.1/conv/Conv"] == ("/model.0/act/Mul_output_0", "/model.1/conv/Conv_output_0")
+    assert tensors["/model.0/conv/Conv"] == ("", "/model.0/conv/Conv_output_0", ("/model.0/act/Sigmoid", "/model.0/act/Mul"))
+    assert tensors["/model.1/conv/Conv"][:2] == ("/model.0/act/Mul_output_0", "/model.1/conv/Conv_output_0")
+    assert tensors["/model.24/m.0/Conv"].activation == ()
     import onnx
 
     assert tensors["/model.24/m.0/Conv"][1] in {o.name for o in onnx.load(str(path)).graph.output}
@@ -118,10 +119,13 @@ def test_onnx_conv_names_map_every_layer(tiny, report, tmp_path):
 def test_float_layers_qconfig_per_backend():
     nodes = {"model.1.conv": "/model.1/conv/Conv"}
     assert sens.float_layers_qconfig("ort", ["model.1.conv"], nodes) == {"exclude": ["/model.1/conv/Conv"]}
+    io = {"/model.1/conv/Conv": sens.ConvIO("/model.0/act/Mul_output_0", "/model.1/conv/Conv_output_0",
+                                           ("/model.1/act/Sigmoid", "/model.1/act/Mul"))}
+    assert sens.float_layers_qconfig("ort", ["model.1.conv"], nodes, onnx_tensors=io) == {
+        "exclude": ["/model.1/conv/Conv", "/model.1/act/Sigmoid", "/model.1/act/Mul"]}
     assert sens.float_layers_qconfig("openvino", ["model.1.conv"], nodes) == {"exclude": ["/model.1/conv/Conv*"]}
     assert sens.float_layers_qconfig("rknn", ["model.1.conv"], nodes, "int16") == {"hybrid": {"/model.1/conv": "int16"}}
-    tensors = {"/model.1/conv/Conv": ("/model.0/act/Mul_output_0", "/model.1/conv/Conv_output_0")}
-    assert sens.float_layers_qconfig("rknn", ["model.1.conv"], nodes, "float16", tensors) == {
+    assert sens.float_layers_qconfig("rknn", ["model.1.conv"], nodes, "float16", io) == {
         "hybrid": {"/model.1/conv/Conv_output_0": "float16", "/model.0/act/Mul_output_0": "float16"}}
     assert sens.float_layers_qconfig("mlu-sim", ["model.1.conv"]) == {"exclude": ["model.1.conv"]}
     assert sens.float_layers_qconfig("onnxruntime", [], nodes) == {}
@@ -151,9 +155,10 @@ def test_ort_keeping_worst_layers_float_improves_sqnr(tiny, calib, report, tmp_p
     onnx_path, _ = export_onnx(tiny, tmp_path / "model.fp32.onnx", HW, "raw", opset=13)
     ranked = report.names()
     nodes = sens.onnx_conv_names(onnx_path, ranked)
+    io = sens.onnx_conv_tensors(onnx_path, list(nodes.values()))
 
     def out_sqnr(layers, tag):
-        q = {"precision": "int8", "head_fp32": "none", **sens.float_layers_qconfig("onnxruntime", layers, nodes)}
+        q = {"precision": "int8", "head_fp32": "none", **sens.float_layers_qconfig("onnxruntime", layers, nodes, onnx_tensors=io)}
         art = build_artifact("onnxruntime", tiny, tmp_path / tag, HW, calib, q, onnx_path=onnx_path)
         return sqnr(ref, np.concatenate([o.ravel() for o in load_runner("onnxruntime", art, tiny)(x)]))
 
