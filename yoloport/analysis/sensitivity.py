@@ -31,17 +31,19 @@ torch fp32 reference on the same data). Two strategies: ``greedy`` (the default,
 measured mAP rises with it, until the drop is at most ``max_drop`` points; ``prefix``
 (:func:`mixed_precision_loop`) keeps the worst ``K`` for ``K`` = 0, 1, 2, 4, 8, ... and stops at the
 first ``K`` that meets the target. Greedy exists because single-layer errors do not add up: on
-onnxruntime, keeping ``model.1.conv``'s weights in float *lowered* the output SQNR of the otherwise
-int8 yolov5n (21.3 -> 19.8 dB, and 20.6 dB with graph optimisations off, so not a kernel effect:
-rounding errors of different layers partly cancel), and on COCO128 one more float layer moved the
-prefix search from 0.62 to 1.57 points. How each backend keeps a
-layer in float (:func:`float_layers_qconfig`): onnxruntime ``nodes_to_exclude`` (ONNX Conv node
-names), OpenVINO NNCF ``IgnoredScope`` (the IR keeps the ONNX names: ``<node>/WithoutBiases`` and the
+onnxruntime, keeping only ``model.1.conv``'s weights in float *lowered* the output SQNR of the
+otherwise int8 yolov5n (21.3 -> 19.8 dB; 20.6 dB with graph optimisations off, so not a kernel
+effect; every activation's QDQ scale was identical in both graphs), and on COCO128 one more float
+layer moved the prefix search from 0.62 to 1.57 points. The cause is not understood; the search
+measures instead of trusting the ranking. How each backend keeps a
+layer in float (:func:`float_layers_qconfig`): onnxruntime ``nodes_to_exclude`` (the ONNX Conv
+node and its activation nodes), OpenVINO NNCF ``IgnoredScope`` (the IR keeps the ONNX names: ``<node>/WithoutBiases`` and the
 bias ``Add`` ``<node>``), RKNN hybrid quantization (the conv's input and output tensors in ``float16``
 or ``int16``), mlu-sim ``exclude`` (torch module names). Layers a backend keeps in float anyway (the
-Detect convolutions with ``head_fp32='convs'``, onnxruntime's default) are skipped. Note that
-onnxruntime's ``nodes_to_exclude`` keeps only the convolution's weights in float: its input tensor
-still passes through the QuantizeLinear/DequantizeLinear pair its producer gives it.
+Detect convolutions with ``head_fp32='convs'``, onnxruntime's default) are skipped. Note that on
+onnxruntime the layer's input still passes through the QuantizeLinear/DequantizeLinear pair its
+producer gives it (a quantized op consumes it too), as does its activation's output when the next
+op is quantized.
 """
 from __future__ import annotations
 
