@@ -58,6 +58,7 @@ from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
+from ..deploy.onnx_graph import tensor_consumers
 from ..errors import YoloportError
 from ..engine.val import validate_runner  # module attribute: tests replace it to make the search deterministic
 
@@ -241,10 +242,7 @@ def onnx_conv_tensors(onnx_model, nodes: Sequence[str]) -> dict[str, ConvIO]:
 
     m = onnx.load(str(onnx_model), load_external_data=False) if isinstance(onnx_model, (str, Path)) else onnx_model
     graph_inputs = {i.name for i in m.graph.input}
-    consumers: dict[str, list] = {}
-    for n in m.graph.node:
-        for t in n.input:
-            consumers.setdefault(t, []).append(n)
+    consumers = tensor_consumers(m.graph)
     want = set(nodes)
     out = {}
     for n in m.graph.node:
@@ -483,26 +481,16 @@ class _SensConv:
 def _wrap_for_sensitivity(model, scheme: str, per_channel: bool, quant_outputs: bool = False):
     """A BN-folded copy of ``model`` and one :class:`_SensConv` per convolution, in forward order
     (``quant_outputs``: the Detect convolutions quantize their outputs too)."""
-    import torch
     from torch import nn
 
+    from ..backends.mlu_sim import forward_order
     from ..deploy.surgery import fuse_conv_bn
 
     m = fuse_conv_bn(copy.deepcopy(model).float().eval())
-    convs = [(n, c) for n, c in m.named_modules() if isinstance(c, nn.Conv2d)]
-    if not convs:
+    names = {id(c): n for n, c in m.named_modules() if isinstance(c, nn.Conv2d)}
+    if not names:
         raise YoloportError("sensitivity: the model has no convolution")
-    seen: list = []
-    hooks = [c.register_forward_pre_hook(lambda mod, _i: seen.append(mod)) for _, c in convs]
-    try:
-        s = int(max(getattr(m, "stride", torch.tensor([32.0])).tolist()))
-        with torch.no_grad():
-            m(torch.zeros(1, 3, s * 2, s * 2))
-    finally:
-        for h in hooks:
-            h.remove()
-    order = {id(c): i for i, c in enumerate(seen)}
-    convs.sort(key=lambda nc: order.get(id(nc[1]), len(seen)))
+    convs = [(names[id(c)], c) for c in forward_order(m, [c for c in m.modules() if id(c) in names])]
     head = f"model.{detect_index(m)}.m."
     wrapped = [_SensConv(n, c, scheme, per_channel, first=(i == 0), quant_output=quant_outputs and n.startswith(head))
                for i, (n, c) in enumerate(convs)]
@@ -706,13 +694,13 @@ def drop_points(ref_map: float, value: float) -> float:
 STRATEGIES = ("greedy", "prefix")
 
 
-def _measure(layers: list[str], evaluate, ref_map: float, log, note: str = "") -> MixedStep:
+def _measure(layers: list[str], evaluate, ref_map: float, log) -> MixedStep:
     t0 = time.perf_counter()
     value, artifact, cfg = evaluate(list(layers))
     step = MixedStep(len(layers), list(layers), float(value), drop_points(ref_map, value), str(artifact) if artifact else None,
                      round(time.perf_counter() - t0, 2), dict(cfg or {}))
     if log:
-        log(f"K={step.k:<3d} mAP50-95 {step.mAP50_95:.4f}  drop {step.drop:+.2f} points  ({step.seconds:.0f} s){note}")
+        log(f"K={step.k:<3d} mAP50-95 {step.mAP50_95:.4f}  drop {step.drop:+.2f} points  ({step.seconds:.0f} s)")
     return step
 
 
@@ -726,6 +714,11 @@ def _loop_result(ref_map, max_drop, max_float, met, done: list[MixedStep], final
         "steps": [asdict(s) for s in done],
         "final": asdict(final),
     }
+
+
+def _resolve(candidates) -> list[str]:
+    """The candidate layers, calling ``candidates`` first when it is a callable (a lazy ranking)."""
+    return list(candidates() if callable(candidates) else candidates)
 
 
 def _check_max_drop(max_drop) -> None:
@@ -745,7 +738,7 @@ def mixed_precision_loop(candidates: Sequence[str], evaluate: Callable[[list[str
     target, else the step with the smallest drop (fewest layers on ties).
     """
     _check_max_drop(max_drop)
-    candidates = candidates() if callable(candidates) else candidates
+    candidates = _resolve(candidates)
     cap = min(int(max_float), len(candidates))
     ks = k_schedule(max_float, len(candidates)) if steps is None else sorted({min(max(int(k), 0), cap) for k in steps})
     done: list[MixedStep] = []
@@ -782,9 +775,7 @@ def greedy_precision_loop(candidates: Sequence[str], evaluate: Callable[[list[st
         raise YoloportError(f"--max-tries must be >= 0, got {max_tries}")
     best = _measure([], evaluate, ref_map, log)
     done = [best]
-    if best.drop > max_drop and callable(candidates):
-        candidates = candidates()
-    for cand in ([] if callable(candidates) else list(candidates))[:tries]:
+    for cand in (_resolve(candidates)[:tries] if best.drop > max_drop else []):
         if best.drop <= max_drop or best.k >= int(max_float):
             break
         trial = _measure(best.layers + [cand], evaluate, ref_map, log)
@@ -863,8 +854,7 @@ def search_mixed_precision(backend: str, model, ranking: Sequence[str], calibrat
         return float(res["mAP50_95"]), art, extra
 
     if strategy == "greedy":
-        result = greedy_precision_loop(candidates if callable(ranking) else candidates(), evaluate, ref_map, max_drop,
-                                       max_float, max_tries, log)
+        result = greedy_precision_loop(candidates, evaluate, ref_map, max_drop, max_float, max_tries, log)
     else:
         result = mixed_precision_loop(candidates, evaluate, ref_map, max_drop, max_float, log, steps)
     result.update(backend=backend, float_dtype=float_dtype if backend == "rknn" else "float32",

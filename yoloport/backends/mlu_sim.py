@@ -198,15 +198,16 @@ def wrap_convs(model, fuse_bn: bool = True) -> tuple[nn.Module, list[QConv]]:
                 qconvs.append(q)
     if not qconvs:
         raise YoloportError("mlu-sim: the model has no convolution to quantize")
-    order = _forward_order(m, qconvs)
+    order = forward_order(m, qconvs)
     order[0].first = True
     return m.eval(), order
 
 
-def _forward_order(model, qconvs: list[QConv]) -> list[QConv]:
-    """``qconvs`` sorted by when they run on a tiny input (the first one takes the image)."""
-    seen: list[QConv] = []
-    hooks = [q.register_forward_pre_hook(lambda mod, _inp: seen.append(mod)) for q in qconvs]
+def forward_order(model, modules: list) -> list:
+    """``modules`` (of ``model``) sorted by when they run on a tiny input, the ones that never run
+    last in their given order (the first convolution takes the image)."""
+    seen: list = []
+    hooks = [q.register_forward_pre_hook(lambda mod, _inp: seen.append(mod)) for q in modules]
     try:
         s = int(max(getattr(model, "stride", torch.tensor([32.0])).tolist()))
         with torch.no_grad():
@@ -214,8 +215,8 @@ def _forward_order(model, qconvs: list[QConv]) -> list[QConv]:
     finally:
         for h in hooks:
             h.remove()
-    rest = [q for q in qconvs if q not in seen]
-    return seen + rest
+    seen = list(dict.fromkeys(seen))  # a module called twice is listed once
+    return seen + [q for q in modules if q not in seen]
 
 
 def set_mode(qconvs: list[QConv], mode: str) -> None:

@@ -25,6 +25,7 @@ import onnx
 import onnxruntime as ort
 from onnxruntime import quantization as ortq
 
+from ..deploy.onnx_graph import tensor_consumers
 from ..errors import YoloportError
 from ..ops.postprocess import HeadSpec
 from .base import Runner, read_sidecar, write_sidecar
@@ -124,10 +125,7 @@ def name_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def _conv_downstream(model: onnx.ModelProto) -> dict[str, bool]:
     """node name -> whether some Conv consumes (directly or through other nodes) its outputs."""
-    consumers: dict[str, list] = {}
-    for n in model.graph.node:
-        for t in n.input:
-            consumers.setdefault(t, []).append(n)
+    consumers = tensor_consumers(model.graph)
     down: dict[str, bool] = {}
     for n in reversed(model.graph.node):  # ONNX nodes are topologically sorted
         down[n.name] = any(c.op_type == "Conv" or down.get(c.name, False) for t in n.output for c in consumers.get(t, []))

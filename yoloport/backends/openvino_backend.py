@@ -278,8 +278,7 @@ def quantize_ir(ov_model, calibration, head: HeadSpec, input_hw, batch: int, qco
         data = [b for b in data if b.shape[0] == batch] or [np.concatenate([data[0]] * batch, 0)[:batch]]
     calib_ds = nncf.Dataset(data, transform)
     # NNCF counts dataset items; ours are batches of ``batch`` images, subset_size is in images
-    n_items = len(data) if batch > 1 else len(calibration)
-    subset = max(1, min(n_items, -(-int(cfg["subset_size"] or len(calibration)) // max(batch, 1))))
+    subset = max(1, min(len(data), -(-int(cfg["subset_size"] or len(calibration)) // max(batch, 1))))
     kwargs = dict(preset=preset, subset_size=subset, fast_bias_correction=bool(cfg["fast_bias_correction"]), ignored_scope=scope)
     t0 = time.perf_counter()
     try:

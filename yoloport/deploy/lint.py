@@ -34,6 +34,7 @@ from onnx import numpy_helper
 
 from ..errors import YoloportError
 from . import op_support
+from .onnx_graph import tensor_consumers
 from .op_support import INT8_TARGETS, TARGETS
 
 SEVERITIES: tuple[str, ...] = ("error", "warning", "info")
@@ -172,10 +173,7 @@ class _Graph:
             id(n): n.name or f"{n.op_type}#{i}" for i, n in enumerate(self.nodes)
         }
         self.producer: dict[str, onnx.NodeProto] = {o: n for n in self.nodes for o in n.output if o}
-        self.consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
-        for n in self.nodes:
-            for name in set(i for i in n.input if i):
-                self.consumers[name].append(n)
+        self.consumers: dict[str, list[onnx.NodeProto]] = tensor_consumers(graph)
         self.initializers: dict[str, onnx.TensorProto] = {t.name: t for t in graph.initializer}
         self.constant_nodes: dict[str, onnx.NodeProto] = {
             n.output[0]: n for n in self.nodes if n.op_type == "Constant" and n.output
