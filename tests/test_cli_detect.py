@@ -83,3 +83,92 @@ def test_bad_input_is_one_clear_line(argv, needle, tmp_path, tiny_ckpt, capsys):
     assert rc != 0
     assert needle in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+# --- output safety: nothing the user had is overwritten (issue 13, item 1) -------------------------
+
+def _snapshot(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _detect(tiny_ckpt, src, *extra):
+    return main(["detect", "--weights", str(tiny_ckpt), "--source", str(src), "--img-size", "96", *extra])
+
+
+@pytest.mark.parametrize("extra", [[], ["--exist-ok"], ["--overwrite"], ["--exist-ok", "--overwrite"]])
+def test_detect_never_writes_into_the_source_folder(tmp_path, tiny_ckpt, capsys, extra):
+    src = _images(tmp_path / "photos", 2)
+    before = _snapshot(src)
+    rc = _detect(tiny_ckpt, src, "--save-dir", str(src), *extra)
+    err = capsys.readouterr().err
+    assert rc != 0 and "source images" in err and "Traceback" not in err
+    assert _snapshot(src) == before  # no image replaced, no labels/ or detections.json added
+
+
+def test_detect_source_file_beside_save_dir_is_refused(tmp_path, tiny_ckpt, capsys):
+    src = _images(tmp_path / "photos", 1)
+    before = _snapshot(src)
+    assert _detect(tiny_ckpt, src / "im0.jpg", "--save-dir", str(src), "--exist-ok") != 0
+    assert _snapshot(src) == before
+
+
+def test_detect_existing_save_dir_needs_exist_ok_and_keeps_files(tmp_path, tiny_ckpt, capsys):
+    src = _images(tmp_path / "imgs", 2)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "labels").mkdir()
+    (out / "im0.jpg").write_bytes(b"user's own file")
+    (out / "labels" / "im1.txt").write_text("user's labels")
+    (out / "detections.json").write_text("{}")
+    before = _snapshot(out)
+    assert _detect(tiny_ckpt, src, "--save-dir", str(out)) != 0
+    assert "--exist-ok" in capsys.readouterr().err
+    assert _detect(tiny_ckpt, src, "--save-dir", str(out), "--exist-ok") != 0  # clashes without --overwrite
+    err = capsys.readouterr().err
+    assert "already exist" in err and "--overwrite" in err
+    assert _snapshot(out) == before
+    assert _detect(tiny_ckpt, src, "--save-dir", str(out), "--overwrite") == 0
+    assert (out / "im0.jpg").read_bytes() != b"user's own file"
+    assert (out / "labels" / "im1.txt").read_text() != "user's labels"
+
+
+def test_detect_exist_ok_without_clash_adds_files_and_keeps_others(tmp_path, tiny_ckpt):
+    src = _images(tmp_path / "imgs", 1)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    assert _detect(tiny_ckpt, src, "--save-dir", str(out), "--exist-ok") == 0
+    assert (out / "notes.txt").read_text() == "keep me" and (out / "im0.jpg").exists()
+
+
+def test_detect_same_name_in_two_folders_keeps_both_outputs(tmp_path, tiny_ckpt):
+    a, b = _images(tmp_path / "src" / "a", 1), _images(tmp_path / "src" / "b", 1)
+    out = tmp_path / "out"
+    assert _detect(tiny_ckpt, str(tmp_path / "src" / "*" / "*.jpg"), "--save-dir", str(out)) == 0
+    assert (out / "im0.jpg").exists() and (out / "im0_2.jpg").exists()
+    assert (out / "labels" / "im0.txt").exists() and (out / "labels" / "im0_2.txt").exists()
+    doc = json.loads((out / "detections.json").read_text())
+    assert len(doc["images"]) == 2
+    assert a != b
+
+
+def test_save_dir_that_is_a_file_is_one_line(tmp_path, tiny_ckpt, capsys):
+    src = _images(tmp_path / "imgs", 1)
+    f = tmp_path / "afile"
+    f.write_text("mine")
+    assert _detect(tiny_ckpt, src, "--save-dir", str(f)) != 0
+    err = capsys.readouterr().err
+    assert "is an existing file" in err and "Traceback" not in err
+    assert f.read_text() == "mine"
+
+
+def test_run_folders_are_claimed_atomically(tmp_path):
+    """Many concurrent claims of one run name: every claimant gets its own folder."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from yoloport.io.paths import claim_run_dir
+
+    with ThreadPoolExecutor(8) as ex:
+        dirs = list(ex.map(lambda _: claim_run_dir(tmp_path / "runs" / "exp"), range(16)))
+    assert len(set(dirs)) == 16
+    assert sorted(d.name for d in dirs) == sorted(["exp"] + [f"exp{i}" for i in range(2, 17)])

@@ -14,7 +14,13 @@ import numpy as np
 
 from ..config import add_common_arguments, resolve_settings
 from ..errors import YoloportError
-from ..io.paths import increment_path, write_text_atomic
+from ..io.paths import (
+    claim_run_dir,
+    refuse_existing_outputs,
+    refuse_output_over_inputs,
+    unique_stems,
+    write_text_atomic,
+)
 from ..ops.boxes import xyxy2xywhn
 from ._model_args import add_backend_arguments, img_size_from_settings, load_model_from_settings, make_runner
 
@@ -30,6 +36,7 @@ DEFAULTS = {
     "project": "runs/detect",
     "name": "exp",
     "exist_ok": False,
+    "overwrite": False,
     "nosave": False,
     "save_txt": True,
     "backend": "torch",
@@ -48,7 +55,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--save-dir", "--save_dir", dest="save_dir", help="output folder (default: runs/detect/expN)")
     p.add_argument("--project", help="parent of the run folder (runs/detect)")
     p.add_argument("--name", help="run folder name (exp)")
-    p.add_argument("--exist-ok", dest="exist_ok", action="store_true", default=None, help="reuse an existing run folder")
+    p.add_argument("--exist-ok", dest="exist_ok", action="store_true", default=None,
+                   help="write into an existing run folder (files already there are kept: a clash is an error)")
+    p.add_argument("--overwrite", action="store_true", default=None,
+                   help="with an existing folder, replace files of the same name (never the source images)")
     p.add_argument("--nosave", action="store_true", default=None, help="do not save annotated images")
     add_backend_arguments(p)
 
@@ -65,10 +75,7 @@ def run(args: argparse.Namespace) -> int:
     files = resolve_source(source)
     runner = make_runner(s, model)
     img_hw = img_size_from_settings(s, model, runner.stride)
-    save_dir = Path(s.save_dir) if s.save_dir else increment_path(Path(s.project) / s.name, exist_ok=bool(s.exist_ok))
-    if s.save_dir:
-        save_dir = increment_path(save_dir, exist_ok=True) if not save_dir.exists() else save_dir
-    (save_dir / "labels").mkdir(parents=True, exist_ok=True)
+    save_dir, out_stem = _claim_outputs(s, files)
 
     skipped: list[str] = []
     results, writers = [], {}
@@ -77,13 +84,14 @@ def run(args: argparse.Namespace) -> int:
         for fr, det in _zip_frames(iter_frames(files, skipped), runner, img_hw, s):
             results.append(det.to_dict())
             n_det += len(det)
-            _write_labels(save_dir / "labels" / f"{fr.stem}.txt", det)
+            stem = out_stem[fr.path] if fr.frame is None else f"{out_stem[fr.path]}_{fr.frame}"
+            _write_labels(save_dir / "labels" / f"{stem}.txt", det)
             if not s.nosave:
                 im = draw_detections(fr.image, det.xyxy, det.conf, det.cls, det.names)
                 if fr.frame is None:
-                    cv2.imwrite(str(save_dir / fr.path.name), im)
+                    cv2.imwrite(str(save_dir / f"{stem}{fr.path.suffix}"), im)
                 else:
-                    _video_writer(writers, save_dir / f"{fr.path.stem}.mp4", fr, im).write(im)
+                    _video_writer(writers, save_dir / f"{out_stem[fr.path]}.mp4", fr, im).write(im)
             summary = ", ".join(f"{n} {det.names[c] if c < len(det.names) else c}" for c, n in _counts(det.cls)) or "no detections"
             where = f"{fr.path.name}" + (f" frame {fr.frame}" if fr.frame is not None else "")
             print(f"{where} ({det.input_hw[1]}x{det.input_hw[0]}): {summary}, {det.times_ms['inference']:.1f} ms")
@@ -112,6 +120,32 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"results saved to {save_dir}")
     return 0
+
+
+def _claim_outputs(s, files: list[Path]) -> tuple[Path, dict]:
+    """The run folder (claimed for this run) and each input's output stem; refuses, before anything
+    is written, a folder that holds the inputs and files this run would replace (unless --overwrite)."""
+    from ..data.sources import VIDEO_SUFFIXES
+
+    overwrite = bool(s.overwrite)
+    exist_ok = bool(s.exist_ok) or overwrite
+    target = Path(s.save_dir) if s.save_dir else Path(s.project) / s.name
+    what = "--save-dir" if s.save_dir else "run folder"
+    refuse_output_over_inputs(target, files, what)
+    out_stem = unique_stems(files)
+    planned = [target / "detections.json"]
+    for f, stem in out_stem.items():
+        if f.suffix.lower() in VIDEO_SUFFIXES:
+            planned.append(target / f"{stem}.mp4")
+            planned += sorted((target / "labels").glob(f"{stem}_[0-9]*.txt"))
+        else:
+            planned += [target / f"{stem}{f.suffix}", target / "labels" / f"{stem}.txt"]
+    if target.is_dir() and exist_ok:
+        refuse_existing_outputs(planned, overwrite)
+    save_dir = claim_run_dir(target, exist_ok=exist_ok, increment=not s.save_dir, what=what)
+    refuse_output_over_inputs(save_dir, files, what)
+    (save_dir / "labels").mkdir(exist_ok=True)
+    return save_dir, out_stem
 
 
 def _zip_frames(frames, runner, img_hw, s):

@@ -1,22 +1,115 @@
-"""Output locations that never overwrite what a user already has."""
+"""Output locations that never overwrite what a user already has.
+
+The policy every command follows (``claim_run_dir``): a run writes into a *new* folder that it
+creates itself (``runs/detect/exp``, ``exp2``, ... as Ultralytics does), claimed with an exclusive
+``mkdir`` so two concurrent runs can never share one. An existing folder is used only when the user
+says so (``exist_ok``), and even then no file that is already there is replaced unless the user
+also says ``overwrite`` (``refuse_existing_outputs``). A command never writes into the folder it
+reads its inputs from (``refuse_output_over_inputs``).
+"""
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
+from ..errors import YoloportError
+
 
 def increment_path(path, exist_ok: bool = False, mkdir: bool = True) -> Path:
-    """``runs/detect/exp`` -> ``runs/detect/exp2`` (3, ...) when it exists, unless ``exist_ok``."""
+    """``runs/detect/exp`` -> ``runs/detect/exp2`` (3, ...) when it exists, unless ``exist_ok``.
+
+    With ``mkdir`` the folder is claimed atomically (see :func:`claim_run_dir`)."""
     path = Path(path)
+    if mkdir:
+        return claim_run_dir(path, exist_ok=exist_ok, increment=True)
     if path.exists() and not exist_ok:
-        stem = re.sub(r"\d+$", "", path.name) or path.name
-        n = 2
+        stem, n = _numbered_stem(path)
         while (path.parent / f"{stem}{n}").exists():
             n += 1
         path = path.parent / f"{stem}{n}"
-    if mkdir:
-        path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def _numbered_stem(path: Path) -> tuple[str, int]:
+    stem = re.sub(r"\d+$", "", path.name) or path.name
+    return stem, 2
+
+
+def claim_run_dir(path, *, exist_ok: bool = False, increment: bool = True, what: str = "output folder") -> Path:
+    """Create and return a run folder that this run owns.
+
+    - ``path`` does not exist: it is created (its parents too) and returned.
+    - it exists and ``exist_ok``: returned as it is (the caller then refuses to replace files in it
+      that it did not create, see :func:`refuse_existing_outputs`).
+    - it exists, ``increment``: the next free ``<stem>N`` is claimed instead (``exp`` -> ``exp2``).
+    - it exists, no ``increment``: a YoloportError naming ``--exist-ok``.
+
+    The claim is an exclusive ``mkdir``: of two runs racing for one name, exactly one gets it and the
+    other moves on to the next number (or fails, without ``increment``).
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise YoloportError(f"{what} {path} is an existing file, not a folder")
+    if exist_ok and path.is_dir():
+        return path
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise YoloportError(f"cannot create {what} {path}: a parent of it is a file") from None
+    candidate = path
+    stem, n = _numbered_stem(path)
+    while True:
+        try:
+            os.mkdir(candidate)
+            return candidate
+        except FileExistsError:
+            if exist_ok and candidate.is_dir():
+                return candidate
+            if not increment:
+                raise YoloportError(
+                    f"{what} {path} already exists; pass --exist-ok to write into it "
+                    "(existing files there are kept unless --overwrite), or choose a new folder"
+                ) from None
+            candidate = path.parent / f"{stem}{n}"
+            n += 1
+        except OSError as e:
+            raise YoloportError(f"cannot create {what} {candidate}: {e.strerror or e}") from None
+
+
+def refuse_output_over_inputs(out_dir: Path, inputs, what: str = "--save-dir") -> None:
+    """A YoloportError when ``out_dir`` is the folder of any input file (results written there would
+    land beside, or over, the user's own files)."""
+    out = Path(out_dir).resolve()
+    for f in inputs:
+        if Path(f).resolve().parent == out:
+            raise YoloportError(
+                f"{what} {out_dir} is the folder the inputs are read from ({Path(f).name} is there); "
+                "results are never written beside the source images: choose another folder"
+            )
+
+
+def refuse_existing_outputs(paths, overwrite: bool) -> None:
+    """Unless ``overwrite``, a YoloportError naming the first few of ``paths`` that already exist."""
+    if overwrite:
+        return
+    existing = [p for p in paths if Path(p).exists()]
+    if existing:
+        shown = ", ".join(str(p) for p in existing[:3]) + (f" and {len(existing) - 3} more" if len(existing) > 3 else "")
+        raise YoloportError(f"{len(existing)} output file(s) already exist: {shown}; pass --overwrite to replace them")
+
+
+def unique_stems(paths) -> dict:
+    """``{path: output stem}`` with a ``_2``, ``_3`` suffix where two inputs share a stem (a glob over
+    several folders), so no output of this run replaces another output of the same run."""
+    seen: dict[str, int] = {}
+    out = {}
+    for p in paths:
+        stem = Path(p).stem
+        k = seen.get(stem, 0) + 1
+        seen[stem] = k
+        out[Path(p)] = stem if k == 1 else f"{stem}_{k}"
+    return out
 
 
 def write_text_atomic(path, text: str) -> Path:
@@ -29,8 +122,6 @@ def write_text_atomic(path, text: str) -> Path:
 def json_output_path(json_arg, project, name, filename: str) -> Path:
     """Where a command writes its JSON: ``--json FILE`` when given (a folder is refused), else
     ``<project>/<name>N/<filename>`` in a new run folder."""
-    from ..errors import YoloportError
-
     if json_arg:
         p = Path(json_arg)
         if p.is_dir():
