@@ -7,9 +7,9 @@
 For each model and target: the all-int8 build (K = 0) is validated on COCO128 at a fixed letterbox
 and its mAP@0.5:0.95 drop against torch fp32 is compared with the issue's int8 target (onnxruntime
 and OpenVINO 1.0 point, RKNN and mlu-sim 2.0); if the drop is above ``--max-drop`` (0.5), the layer
-ranking (:func:`yoloport.analysis.sensitivity.layer_sensitivity`, each convolution alone
+ranking (:func:`yoloport.quant.ranking.layer_sensitivity`, each convolution alone
 fake-quantized in PyTorch, error on ``--eval-n`` calibration images, in the target's scheme) is
-computed and the mixed-precision search (:func:`~yoloport.analysis.sensitivity.search_mixed_precision`,
+computed and the mixed-precision search (:func:`~yoloport.analysis.mixed_precision.search_mixed_precision`,
 ``--strategy greedy`` by default: keep a ranked layer in float only if the measured mAP rises)
 rebuilds and validates the target until the drop is at most ``--max-drop``. A target is
 ``backend[:qconfig]``: after the colon ``+``-separated ``key=value`` qconfig items, a bare word
@@ -145,8 +145,8 @@ def main(argv=None) -> int:
     import torch
 
     from yoloport.engine.val import validate_runner
-    from yoloport.analysis.sensitivity import (backend_quantizes_outputs, backend_scheme, format_ranking,
-                                               layer_sensitivity, search_mixed_precision)
+    from yoloport.analysis.mixed_precision import ranking_scheme, search_mixed_precision
+    from yoloport.quant.ranking import format_ranking, layer_sensitivity
     from yoloport.backends.torch_backend import TorchRunner
     from yoloport.data.calibration import load_calibration
     from yoloport.models import load_model
@@ -193,8 +193,8 @@ def main(argv=None) -> int:
             print(f"{name} {tag}: mixed-precision search", flush=True)
             t0 = time.perf_counter()
             try:
-                act, per_channel = backend_scheme(backend, q)
-                rank_args = (args.act_scheme or act, per_channel, backend_quantizes_outputs(backend))
+                act, per_channel, quant_outputs = ranking_scheme(backend, q)
+                rank_args = (args.act_scheme or act, per_channel, quant_outputs)
                 res = search_mixed_precision(backend, model, lambda: ranking(*rank_args).names(), calib, data, hw,
                                              out / name / tag.replace(":", "-"), max_drop=args.max_drop,
                                              max_float=args.max_float, qconfig=q, ref_map=ref, threads=args.threads, steps=args.steps,

@@ -18,7 +18,7 @@ import torch
 
 pytest.importorskip("rknn.api")
 
-from yoloport.backends import rknn_backend as rb  # noqa: E402
+from yoloport.backends import rknn as rb  # noqa: E402
 from yoloport.backends.torch_backend import TorchRunner  # noqa: E402
 from yoloport.data.calibration import load_calibration  # noqa: E402
 from yoloport.deploy.export import export_onnx  # noqa: E402
@@ -91,20 +91,6 @@ def test_qconfig_names():
         "out0": "float16",
         "/model.23/cv3/act/Mul_output_0": "int16",
     }
-
-
-def test_parse_error_analysis():
-    text = """layer_name     simulator_error
-                      entire              single
-[Input] images                                     1.00000 | 0.00000   1.00000 | 0.00000
-[Conv] /model.0/conv/Conv_output_0                 0.99999 | 0.43788   0.99990 | 0.43788
-[exSwish] /model.0/act/Mul_output_0                0.99500 | 0.48718   0.99800 | 0.42194
-"""
-    rows = rb.parse_error_analysis(text)
-    assert [r.name for r in rows] == ["images", "/model.0/conv/Conv_output_0", "/model.0/act/Mul_output_0"]
-    assert rows[2].op == "exSwish" and rows[2].entire_cos == pytest.approx(0.995) and rows[2].single_euc == pytest.approx(0.42194)
-    assert rb.worst_layers(rows, 1)[0].name == "/model.0/act/Mul_output_0"
-    assert "Mul_output_0" in rb.format_layer_table(rows, 2)
 
 
 def test_end2end_head_refused(tiny, tmp_path):
@@ -206,16 +192,6 @@ def test_int8_hybrid_layers(tiny, batch, calib, tmp_path):
     assert len(out) == 3 and all(o.dtype == np.float32 for o in out)
     with pytest.raises(YoloportError, match="matches no tensor"):
         _build(tiny, tmp_path / "bad", "raw", calib, hybrid=["/model.99/nothing"])
-
-
-def test_accuracy_analysis_rows(tiny, calib, tmp_path):
-    art = _build(tiny, tmp_path, "raw", calib)
-    rows = rb.accuracy_analysis(art, calib.paths[:1], tmp_path / "analysis")
-    names = [r.name for r in rows]
-    assert "images" in names and any(n.startswith("/model.0/") for n in names)
-    assert all(-1.0 <= r.single_cos <= 1.0001 for r in rows)
-    worst = rb.worst_layers(rows, 5)
-    assert len(worst) == 5 and worst[0].single_cos <= rows[0].single_cos
 
 
 # ----------------------------------------------------------------------------- fixture weights

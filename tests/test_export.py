@@ -21,7 +21,7 @@ cv2 = pytest.importorskip("cv2")
 from yoloport.cli import main  # noqa: E402
 from yoloport.data.letterbox import preprocess  # noqa: E402
 from yoloport.deploy.export import build_onnx, export_model, export_onnx  # noqa: E402
-from yoloport.deploy.heads import EXPORT_MODES, decode_raw_torch  # noqa: E402
+from yoloport.nn.heads import EXPORT_MODES, decode_raw_torch  # noqa: E402
 from yoloport.deploy.onnx_meta import head_spec_from_onnx, read_onnx_meta, sidecar_path  # noqa: E402
 from yoloport.errors import YoloportError  # noqa: E402
 from yoloport.fixtures import fixtures_dir  # noqa: E402
@@ -317,7 +317,7 @@ def test_torch_decode_matches_numpy(tiny):
 
 
 def test_torch_nms_matches_numpy():
-    from yoloport.deploy.nms_op import torch_non_max_suppression
+    from yoloport.nn.nms_op import torch_non_max_suppression
     from yoloport.ops.nms import non_max_suppression
 
     rng = np.random.default_rng(1)

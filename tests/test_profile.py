@@ -58,24 +58,24 @@ def _labels(table):
 
 def test_onnxruntime_table_sums_and_focus_row(onnx_pair, images):
     focus, conv = onnx_pair
-    t = prof.profile_onnxruntime(focus, images, runs=2, threads=1, warmup=1)
+    t = prof.profile_artifact("onnxruntime", focus, images, runs=2, threads=1, warmup=1)
     _check_sums(t)
     assert "Conv" in _labels(t)
     assert any(label.endswith("(Focus)") for label in _labels(t))  # ORT fuses the slices: SpaceToDepth + Gather
-    raw = prof.profile_onnxruntime(focus, images, runs=1, threads=1, warmup=1, opt_level="none")
+    raw = prof.profile_artifact("onnxruntime", focus, images, runs=1, threads=1, warmup=1, opt_level="none")
     _check_sums(raw)
     assert raw.row("Slice (Focus)").count == 6  # the graph as exported: Focus' strided slices
-    after = prof.profile_onnxruntime(conv, images, runs=1, threads=1, warmup=1, opt_level="none")
+    after = prof.profile_artifact("onnxruntime", conv, images, runs=1, threads=1, warmup=1, opt_level="none")
     assert not any("Focus" in label or label == "Slice" for label in _labels(after))
 
 
 def test_openvino_table_sums_and_focus_row(onnx_pair, images):
     pytest.importorskip("openvino")
     focus, conv = onnx_pair
-    t = prof.profile_openvino(focus, images, runs=2, threads=1, warmup=1)
+    t = prof.profile_artifact("openvino", focus, images, runs=2, threads=1, warmup=1)
     _check_sums(t)
     assert "Conv" in _labels(t) and "Slice (Focus)" in _labels(t)
-    after = prof.profile_openvino(conv, images, runs=1, threads=1, warmup=1)
+    after = prof.profile_artifact("openvino", conv, images, runs=1, threads=1, warmup=1)
     _check_sums(after)
     assert not any("Focus" in label for label in _labels(after))
 
@@ -95,7 +95,7 @@ def test_int8_qdq_artifact_profiles(tmp_path, v5_model, images):
     cal = load_calibration(tmp_path, 2, HW)
     for model, focus in ((v5_model, True), (focus_to_conv(v5_model), False)):
         art = build_artifact("onnxruntime", model, tmp_path / str(focus), HW, calibration=cal)
-        t = prof.profile_onnxruntime(art, images, runs=1, threads=1, warmup=1)
+        t = prof.profile_artifact("onnxruntime", art, images, runs=1, threads=1, warmup=1)
         _check_sums(t)
         assert any("Quantize" in label or label.startswith("QLinear") for label in _labels(t))
         assert any("(Focus)" in label for label in _labels(t)) == focus
@@ -114,12 +114,14 @@ def test_parse_ort_trace_splits_runs_and_drops_warmup():
         {"cat": "Session", "name": "model_run", "ts": 400, "dur": 80},
         node("a", "Slice", 401, 6), node("b", "Conv", 410, 50),
     ]
-    runs, walls = prof.parse_ort_trace(events, skip_runs=1)
+    from yoloport.backends import onnxruntime_backend as ob
+
+    runs, walls = ob.parse_ort_trace(events, skip_runs=1)
     assert walls == [100.0, 80.0]
     assert [[r[0] for r in run] for run in runs] == [["a", "b"], ["a", "b"]]
     mean = prof.mean_node_times(runs)
     assert mean == [("a", "Slice", "CPU", 5.0), ("b", "Conv", "CPU", 40.0)]
-    nodes = prof.ort_nodes(mean)
+    nodes = prof.mark_focus_stem([prof.NodeTime(*n) for n in ob.ort_nodes(mean)])
     assert nodes[0].label == "Slice (Focus)" and nodes[1].label == "Conv"
 
 
@@ -130,31 +132,37 @@ def test_focus_marking_stops_at_first_conv():
     assert marked == ["QuantizeLinear", "Slice (Focus)", "Concat (Focus)", "Conv", "Slice", "Concat"]
     layout_only = [prof.NodeTime(n, t, t, 1.0) for n, t in [("g", "Gather"), ("t", "Transpose"), ("conv", "QLinearConv")]]
     assert not any(n.focus for n in prof.mark_focus_stem(layout_only))  # no slicing: not a Focus stem
-    ov = prof.ov_nodes([("r", "Reorder", "ref", 2.0), ("x", "Convolution", "jit", 3.0), ("y", "Interpolate", "jit", 1.0)])
+    from yoloport.backends import openvino_backend as vb
+
+    ov = prof.mark_focus_stem([prof.NodeTime(*n) for n in vb.ov_nodes(
+        [("r", "Reorder", "ref", 2.0), ("x", "Convolution", "jit", 3.0), ("y", "Interpolate", "jit", 1.0)])])
+    assert not any(n.focus for n in ov)
     assert [n.label for n in ov] == ["Reorder (layout)", "Conv", "Resize"]
 
 
 def test_rknn_needs_a_board_and_parses_eval_perf_text():
     with pytest.raises(YoloportError, match="board"):
-        prof.profile_rknn("model.rknn")
+        prof.profile_artifact("rknn", "model.rknn")
     text = """
 ID   OpType       DataType Target InputShape    OutputShape   Cycles(DDR/NPU/Total) Time(us) MacUsage(%) WorkLoad(0/1/2) RW(KB) FullName
 1    InputOperator UINT8   CPU    \\            (1,3,640,640) 0/0/0                 7        \\           0.0%/0.0%/0.0%  0      InputOperator:images
 2    ConvSigmoid  UINT8    NPU    (1,3,640,640) (1,16,320,320) 0/0/0                1034     14.23       100.0%/0.0%/0.0% 1407 Conv:/model.0/conv/Conv
 Total Operator Elapsed Per Frame Time(us): 1041
 """
-    rows = prof.parse_rknn_perf(text)
+    from yoloport.backends import rknn as rb
+
+    rows = rb.parse_rknn_perf(text)
     assert rows == [("InputOperator:images", "InputOperator", "CPU", 7.0), ("Conv:/model.0/conv/Conv", "ConvSigmoid", "NPU", 1034.0)]
 
 
 def test_bad_inputs_are_user_errors(onnx_pair, images):
     focus, _ = onnx_pair
     with pytest.raises(YoloportError, match="shape"):
-        prof.profile_onnxruntime(focus, np.zeros((1, 3, 64, 64), np.float32), runs=1)
+        prof.profile_artifact("onnxruntime", focus, np.zeros((1, 3, 64, 64), np.float32), runs=1)
     with pytest.raises(YoloportError, match="opt-level"):
-        prof.profile_onnxruntime(focus, images, runs=1, opt_level="max")
+        prof.profile_artifact("onnxruntime", focus, images, runs=1, opt_level="max")
     with pytest.raises(YoloportError, match="runs"):
-        prof.profile_onnxruntime(focus, images, runs=0)
+        prof.profile_artifact("onnxruntime", focus, images, runs=0)
 
 
 # ----------------------------------------------------------------------------- CLI

@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from yoloport.analysis import sensitivity as sens
+from yoloport.analysis import mixed_precision as mp
+from yoloport.deploy import onnx_graph
+from yoloport.quant import ranking
 from yoloport.cli import main
 from yoloport.data.calibration import load_calibration
 from yoloport.errors import YoloportError
@@ -47,7 +49,7 @@ def calib(calib_dir):
 
 @pytest.fixture(scope="module")
 def report(tiny, calib):
-    return sens.layer_sensitivity(tiny, calib, n_images=3)
+    return ranking.layer_sensitivity(tiny, calib, n_images=3)
 
 
 # ----------------------------------------------------------------------------- ranking
@@ -67,21 +69,21 @@ def test_ranking_covers_every_conv_with_finite_numbers(tiny, report):
 
 
 def test_ranking_is_deterministic(tiny, calib, report):
-    again = sens.layer_sensitivity(tiny, calib, n_images=3)
+    again = ranking.layer_sensitivity(tiny, calib, n_images=3)
     assert again.names() == report.names()
     assert [r.sqnr_db for r in again.ranked()] == [r.sqnr_db for r in report.ranked()]
 
 
 def test_rank_ties_keep_forward_order():
-    rows = [sens.LayerSensitivity(f"l{i}", "Conv", i, 30.0, 0.99) for i in (2, 0, 1)]
-    assert [r.name for r in sens.rank_layers(rows)] == ["l0", "l1", "l2"]
+    rows = [ranking.LayerSensitivity(f"l{i}", "Conv", i, 30.0, 0.99) for i in (2, 0, 1)]
+    assert [r.name for r in ranking.rank_layers(rows)] == ["l0", "l1", "l2"]
 
 
 def test_report_json_round_trip(report):
     d = json.loads(json.dumps(report.to_dict()))
     assert len(d["layers"]) == len(report.layers) and d["layers"][0]["rank"] == 1
     assert "alone" in d["method"]
-    table = sens.format_ranking(report, top=5)
+    table = ranking.format_ranking(report, top=5)
     assert len(table.splitlines()) == 5 + 2
 
 
@@ -95,17 +97,17 @@ def test_report_json_round_trip(report):
     ("/model.9/cv2/conv/Conv", "model.9.cv2.conv"),
 ])
 def test_onnx_name_to_module(node, module):
-    assert sens.onnx_name_to_module(node) == module
+    assert onnx_graph.onnx_name_to_module(node) == module
 
 
 def test_onnx_conv_names_map_every_layer(tiny, report, tmp_path):
     from yoloport.deploy.export import export_onnx
 
     path, _ = export_onnx(tiny, tmp_path / "m.onnx", HW, "raw")
-    names = sens.onnx_conv_names(path, report.names())
+    names = onnx_graph.onnx_conv_names(path, report.names())
     assert len(names) == len(report.layers)
     assert names["model.0.conv"] == "/model.0/conv/Conv" and names["model.24.m.1"] == "/model.24/m.1/Conv"
-    tensors = sens.onnx_conv_tensors(path, [names["model.0.conv"], names["model.1.conv"], names["model.24.m.0"]])
+    tensors = onnx_graph.onnx_conv_tensors(path, [names["model.0.conv"], names["model.1.conv"], names["model.24.m.0"]])
     assert tensors["/model.0/conv/Conv"] == ("", "/model.0/conv/Conv_output_0", ("/model.0/act/Sigmoid", "/model.0/act/Mul"))
     assert tensors["/model.1/conv/Conv"][:2] == ("/model.0/act/Mul_output_0", "/model.1/conv/Conv_output_0")
     assert tensors["/model.24/m.0/Conv"].activation == ()
@@ -113,30 +115,36 @@ def test_onnx_conv_names_map_every_layer(tiny, report, tmp_path):
 
     assert tensors["/model.24/m.0/Conv"][1] in {o.name for o in onnx.load(str(path)).graph.output}
     with pytest.raises(YoloportError, match="cannot map"):
-        sens.onnx_conv_names(path, report.names()[:3] + ["model.99.conv"])
+        onnx_graph.onnx_conv_names(path, report.names()[:3] + ["model.99.conv"])
 
 
-def test_float_layers_qconfig_per_backend():
+def test_float_scope_layers_per_backend():
+    """Each backend translates a FloatScope's layers into its own mechanism."""
+    from yoloport.backends import mlu_sim, onnxruntime_backend, openvino_backend
+    from yoloport.backends.rknn.hybrid import float_layer_hybrid
+    from yoloport.quant.float_scope import FloatScope
+
     nodes = {"model.1.conv": "/model.1/conv/Conv"}
-    assert sens.float_layers_qconfig("ort", ["model.1.conv"], nodes) == {"exclude": ["/model.1/conv/Conv"]}
-    io = {"/model.1/conv/Conv": sens.ConvIO("/model.0/act/Mul_output_0", "/model.1/conv/Conv_output_0",
-                                           ("/model.1/act/Sigmoid", "/model.1/act/Mul"))}
-    assert sens.float_layers_qconfig("ort", ["model.1.conv"], nodes, onnx_tensors=io) == {
-        "exclude": ["/model.1/conv/Conv", "/model.1/act/Sigmoid", "/model.1/act/Mul"]}
-    assert sens.float_layers_qconfig("openvino", ["model.1.conv"], nodes) == {"exclude": ["/model.1/conv/Conv*"]}
-    assert sens.float_layers_qconfig("rknn", ["model.1.conv"], nodes, "int16") == {"hybrid": {"/model.1/conv": "int16"}}
-    assert sens.float_layers_qconfig("rknn", ["model.1.conv"], nodes, "float16", io) == {
-        "hybrid": {"/model.1/conv/Conv_output_0": "float16", "/model.0/act/Mul_output_0": "float16"}}
-    assert sens.float_layers_qconfig("mlu-sim", ["model.1.conv"]) == {"exclude": ["model.1.conv"]}
-    assert sens.float_layers_qconfig("onnxruntime", [], nodes) == {}
+    assert onnxruntime_backend.float_layer_nodes(["model.1.conv"], nodes) == ["/model.1/conv/Conv"]
+    io = {"/model.1/conv/Conv": onnx_graph.ConvIO("/model.0/act/Mul_output_0", "/model.1/conv/Conv_output_0",
+                                                 ("/model.1/act/Sigmoid", "/model.1/act/Mul"))}
+    assert onnxruntime_backend.float_layer_nodes(["model.1.conv"], nodes, io) == [
+        "/model.1/conv/Conv", "/model.1/act/Sigmoid", "/model.1/act/Mul"]
+    assert openvino_backend.float_layer_patterns(["model.1.conv"], nodes) == ["/model.1/conv/Conv*"]
+    assert float_layer_hybrid(["model.1.conv"], nodes, dtype="int16") == {"/model.1/conv": "int16"}
+    assert float_layer_hybrid(["model.1.conv"], nodes, io, "float16") == {
+        "/model.1/conv/Conv_output_0": "float16", "/model.0/act/Mul_output_0": "float16"}
+    scope = {"float_scope": FloatScope(layers=("model.1.conv",))}
+    assert mlu_sim.resolve_qconfig(scope)["exclude"] == ["model.1.conv"]
+    assert onnxruntime_backend.float_layer_nodes([], nodes) == []
     with pytest.raises(YoloportError, match="float dtype"):
-        sens.float_layers_qconfig("rknn", ["model.1.conv"], nodes, "bfloat8")
+        FloatScope(layers=("model.1.conv",), dtype="bfloat8")
 
 
 def test_backend_float_anyway(tiny):
-    assert sens.backend_float_anyway("onnxruntime", tiny, {}) == {"model.24.m.0", "model.24.m.1", "model.24.m.2"}
-    assert sens.backend_float_anyway("onnxruntime", tiny, {"head_fp32": "none"}) == set()
-    assert sens.backend_float_anyway("mlu-sim", tiny, {}) == set()
+    assert mp.backend_float_anyway("onnxruntime", tiny, {}) == {"model.24.m.0", "model.24.m.1", "model.24.m.2"}
+    assert mp.backend_float_anyway("onnxruntime", tiny, {"head_fp32": "none"}) == set()
+    assert mp.backend_float_anyway("mlu-sim", tiny, {}) == set()
 
 
 # ----------------------------------------------------------------------------- exclusion helps (ORT)
@@ -146,20 +154,18 @@ def test_ort_keeping_worst_layers_float_improves_sqnr(tiny, calib, report, tmp_p
     """The worst-ranked layers in float raise the int8 output SQNR; the least sensitive ones do not."""
     pytest.importorskip("onnxruntime")
     from yoloport.analysis.compare import sqnr
-    from yoloport.backends.registry import build_artifact, load_runner
+    from yoloport.backends.registry import build, export_for, load_runner
     from yoloport.backends.torch_backend import TorchRunner
-    from yoloport.deploy.export import export_onnx
+    from yoloport.quant.float_scope import FloatScope
 
     x = np.concatenate(calib.arrays(), 0)
     ref = np.concatenate([o.ravel() for o in TorchRunner(tiny)(x)])
-    onnx_path, _ = export_onnx(tiny, tmp_path / "model.fp32.onnx", HW, "raw", opset=13)
+    export = export_for("onnxruntime", tiny, tmp_path / "model.fp32.onnx", HW, "raw")
     ranked = report.names()
-    nodes = sens.onnx_conv_names(onnx_path, ranked)
-    io = sens.onnx_conv_tensors(onnx_path, list(nodes.values()))
 
     def out_sqnr(layers, tag):
-        q = {"precision": "int8", "head_fp32": "none", **sens.float_layers_qconfig("onnxruntime", layers, nodes, onnx_tensors=io)}
-        art = build_artifact("onnxruntime", tiny, tmp_path / tag, HW, calib, q, onnx_path=onnx_path)
+        q = {"precision": "int8", "head_fp32": "none", "float_scope": FloatScope(layers=tuple(layers))}
+        art = build("onnxruntime", tiny, export, tmp_path / tag, calib, q)
         return sqnr(ref, np.concatenate([o.ravel() for o in load_runner("onnxruntime", art, tiny)(x)]))
 
     s0 = out_sqnr([], "k0")
@@ -178,20 +184,18 @@ def test_rknn_hybrid_float_layers_reach_the_build(tiny, calib, report, tmp_path)
     34.30 dB, the same "float islands" effect seen on onnxruntime; that is why the search measures.)"""
     pytest.importorskip("rknn.api")
     from yoloport.analysis.compare import sqnr
-    from yoloport.backends.registry import build_artifact, load_runner
+    from yoloport.backends.registry import build, export_for, load_runner
     from yoloport.backends.torch_backend import TorchRunner
-    from yoloport.deploy.export import export_onnx
+    from yoloport.quant.float_scope import FloatScope
 
     x = np.concatenate(calib.arrays(), 0)
     ref = np.concatenate([o.ravel() for o in TorchRunner(tiny)(x)])
-    onnx_path, _ = export_onnx(tiny, tmp_path / "model.fp32.onnx", HW, "raw")
+    export = export_for("rknn", tiny, tmp_path / "model.fp32.onnx", HW, "raw")
     layers = report.names()
-    nodes = sens.onnx_conv_names(onnx_path, layers)
-    tensors = sens.onnx_conv_tensors(onnx_path, list(nodes.values()))
     got = []
     for k in (0, len(layers)):
-        q = {"precision": "int8", **sens.float_layers_qconfig("rknn", layers[:k], nodes, "float16", tensors)}
-        art = build_artifact("rknn", tiny, tmp_path / f"k{k}", HW, calib, q, onnx_path=onnx_path)
+        q = {"precision": "int8", "float_scope": FloatScope(layers=tuple(layers[:k]), dtype="float16")}
+        art = build("rknn", tiny, export, tmp_path / f"k{k}", calib, q)
         runner = load_runner("rknn", art, tiny)
         try:
             got.append(sqnr(ref, np.concatenate([o.ravel() for o in runner(x)])))
@@ -204,12 +208,12 @@ def test_rknn_hybrid_float_layers_reach_the_build(tiny, calib, report, tmp_path)
 
 
 def test_k_schedule():
-    assert sens.k_schedule(16, 60) == [0, 1, 2, 4, 8, 16]
-    assert sens.k_schedule(10, 60) == [0, 1, 2, 4, 8, 10]
-    assert sens.k_schedule(16, 5) == [0, 1, 2, 4, 5]
-    assert sens.k_schedule(0, 5) == [0]
+    assert mp.k_schedule(16, 60) == [0, 1, 2, 4, 8, 16]
+    assert mp.k_schedule(10, 60) == [0, 1, 2, 4, 8, 10]
+    assert mp.k_schedule(16, 5) == [0, 1, 2, 4, 5]
+    assert mp.k_schedule(0, 5) == [0]
     with pytest.raises(YoloportError):
-        sens.k_schedule(-1, 5)
+        mp.k_schedule(-1, 5)
 
 
 def test_loop_stops_when_target_met():
@@ -219,7 +223,7 @@ def test_loop_stops_when_target_met():
         calls.append(len(layers))
         return 0.40 - 0.01 * max(0, 4 - len(layers)) / 2, f"art{len(layers)}", {"exclude": layers}
 
-    res = sens.mixed_precision_loop([f"l{i}" for i in range(20)], evaluate, ref_map=0.40, max_drop=0.5, max_float=16)
+    res = mp.mixed_precision_loop([f"l{i}" for i in range(20)], evaluate, ref_map=0.40, max_drop=0.5, max_float=16)
     # drops: K0 2.0, K1 1.5, K2 1.0, K4 0.0 -> stops at K=4
     assert calls == [0, 1, 2, 4]
     assert res["met"] and res["final"]["k"] == 4 and res["final"]["artifact"] == "art4"
@@ -229,22 +233,22 @@ def test_loop_stops_when_target_met():
 
 def test_loop_explicit_steps_and_backend_schemes():
     seen = []
-    res = sens.mixed_precision_loop(list("abcdef"), lambda layers: (seen.append(len(layers)) or 0.1, None, {}),
+    res = mp.mixed_precision_loop(list("abcdef"), lambda layers: (seen.append(len(layers)) or 0.1, None, {}),
                                     ref_map=0.4, max_drop=0.5, max_float=4, steps=[2, 1, 9])
     assert seen == [1, 2, 4] and not res["met"]
-    assert sens.backend_scheme("mlu-sim") == ("symmetric", False)
-    assert sens.backend_scheme("onnxruntime") == ("asymmetric", True)
-    assert sens.backend_scheme("rknn", {"quantized_method": "layer"}) == ("asymmetric", False)
-    assert sens.backend_scheme(None) == ("asymmetric", True)
+    assert mp.ranking_scheme("mlu-sim")[:2] == ("symmetric", False)
+    assert mp.ranking_scheme("onnxruntime")[:2] == ("asymmetric", True)
+    assert mp.ranking_scheme("rknn", {"quantized_method": "layer"})[:2] == ("asymmetric", False)
+    assert mp.ranking_scheme(None)[:2] == ("asymmetric", True)
 
 
 def test_loop_gives_up_at_max_float_with_best_step():
-    res = sens.mixed_precision_loop(["a", "b", "c"], lambda layers: (0.30 + 0.001 * len(layers), None, {}),
+    res = mp.mixed_precision_loop(["a", "b", "c"], lambda layers: (0.30 + 0.001 * len(layers), None, {}),
                                     ref_map=0.40, max_drop=0.5, max_float=2)
     assert not res["met"] and [s["k"] for s in res["steps"]] == [0, 1, 2]
     assert res["final"]["k"] == 2
     with pytest.raises(YoloportError, match="max-drop"):
-        sens.mixed_precision_loop(["a"], lambda layers: (0.3, None, {}), ref_map=0.4, max_drop=-1)
+        mp.mixed_precision_loop(["a"], lambda layers: (0.3, None, {}), ref_map=0.4, max_drop=-1)
 
 
 def test_greedy_drops_a_layer_that_does_not_help():
@@ -256,21 +260,21 @@ def test_greedy_drops_a_layer_that_does_not_help():
         calls.append(list(layers))
         return 0.39 + sum(gain[x] for x in layers), None, {}
 
-    res = sens.greedy_precision_loop(list("abcd"), evaluate, ref_map=0.40, max_drop=0.5, max_float=4)
+    res = mp.greedy_precision_loop(list("abcd"), evaluate, ref_map=0.40, max_drop=0.5, max_float=4)
     assert calls == [[], ["a"], ["a", "b"], ["a", "c"]]
     assert res["met"] and res["strategy"] == "greedy"
     assert res["final"]["layers"] == ["a", "c"] and res["final"]["drop"] == pytest.approx(0.2)
     assert [s["kept"] for s in res["steps"]] == [None, True, False, True]
     # not met: stops after max_tries candidates, final is the best measured
-    res = sens.greedy_precision_loop(list("abcd"), evaluate, ref_map=0.45, max_drop=0.5, max_float=4, max_tries=2)
+    res = mp.greedy_precision_loop(list("abcd"), evaluate, ref_map=0.45, max_drop=0.5, max_float=4, max_tries=2)
     assert not res["met"] and len(res["steps"]) == 3 and res["final"]["layers"] == ["a"]
     with pytest.raises(YoloportError, match="max-tries"):
-        sens.greedy_precision_loop(["a"], evaluate, ref_map=0.4, max_tries=-1)
+        mp.greedy_precision_loop(["a"], evaluate, ref_map=0.4, max_tries=-1)
     # a lazy ranking is computed only when the all-int8 build misses the target
     asked = []
     ranking = lambda: asked.append(1) or list("abcd")  # noqa: E731
-    assert sens.greedy_precision_loop(ranking, evaluate, ref_map=0.392, max_drop=0.5)["met"] and not asked
-    assert sens.greedy_precision_loop(ranking, evaluate, ref_map=0.40, max_drop=0.5)["met"] and asked == [1]
+    assert mp.greedy_precision_loop(ranking, evaluate, ref_map=0.392, max_drop=0.5)["met"] and not asked
+    assert mp.greedy_precision_loop(ranking, evaluate, ref_map=0.40, max_drop=0.5)["met"] and asked == [1]
 
 
 def test_detection_features_weigh_objects_and_small_boxes():
@@ -283,7 +287,7 @@ def test_detection_features_weigh_objects_and_small_boxes():
     def err(anchor, dx):
         test = ref.copy()
         test[0, anchor, 0] += dx
-        r, t = sens._detection_features(ref, test)
+        r, t = ranking._detection_features(ref, test)
         return float(np.sum((r - t) ** 2))
 
     assert err(2, 5.0) == 0.0  # background: does not count
@@ -293,7 +297,7 @@ def test_detection_features_weigh_objects_and_small_boxes():
 
 def test_output_quantization_only_changes_the_detect_rows(tiny, calib, report):
     """onnxruntime/RKNN round the head's outputs: the Detect convs get worse, nothing else moves."""
-    with_out = sens.layer_sensitivity(tiny, calib, n_images=3, quant_outputs=True)
+    with_out = ranking.layer_sensitivity(tiny, calib, n_images=3, quant_outputs=True)
     assert with_out.quant_outputs and not report.quant_outputs
     plain = {r.name: r.sqnr_db for r in report.layers}
     for r in with_out.layers:
@@ -301,8 +305,8 @@ def test_output_quantization_only_changes_the_detect_rows(tiny, calib, report):
             assert r.sqnr_db < plain[r.name]
         else:
             assert r.sqnr_db == plain[r.name], r.name
-    assert sens.backend_quantizes_outputs("onnxruntime") and sens.backend_quantizes_outputs("rknn")
-    assert not sens.backend_quantizes_outputs("openvino") and not sens.backend_quantizes_outputs("mlu-sim")
+    assert mp.ranking_scheme("onnxruntime")[2] and mp.ranking_scheme("rknn")[2]
+    assert not mp.ranking_scheme("openvino")[2] and not mp.ranking_scheme("mlu-sim")[2]
 
 
 def test_search_on_mlu_sim_with_fake_validator(tiny, calib, report, tmp_path, monkeypatch):
@@ -314,8 +318,8 @@ def test_search_on_mlu_sim_with_fake_validator(tiny, calib, report, tmp_path, mo
         seen.append(kept)
         return {"mAP50_95": 0.50 - 0.006 * max(0, 2 - kept)}
 
-    monkeypatch.setattr(sens, "validate_runner", fake_validate)
-    res = sens.search_mixed_precision("mlu-sim", tiny, report.names(), calib, "unused.yaml", HW, tmp_path / "mp",
+    monkeypatch.setattr(mp, "validate_runner", fake_validate)
+    res = mp.search_mixed_precision("mlu-sim", tiny, report.names(), calib, "unused.yaml", HW, tmp_path / "mp",
                                       max_drop=0.5, max_float=8, ref_map=0.50)
     assert seen == [0, 1, 2] and res["met"] and res["final"]["k"] == 2
     assert res["final"]["layers"] == report.names()[:2]
@@ -323,7 +327,7 @@ def test_search_on_mlu_sim_with_fake_validator(tiny, calib, report, tmp_path, mo
 
     side = read_sidecar(res["final"]["artifact"])
     assert set(side["mlu_sim"]["float_convs"]) == set(report.names()[:2])
-    assert "K=2" in sens.format_mixed(res) and "met" in sens.format_mixed(res)
+    assert "K=2" in mp.format_mixed(res) and "met" in mp.format_mixed(res)
 
 
 # ----------------------------------------------------------------------------- CLI

@@ -7,7 +7,7 @@ Public API (the CLI does the same things)::
     results = model.predict("bus.jpg", img_size=(640, 640), conf=0.25, iou=0.45)
     metrics = yoloport.val(model, "coco128.yaml", img_size=640)
 """
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = ["load", "val", "__version__"]
 

@@ -37,10 +37,6 @@ class Model:
 
     def runner(self, backend: str = "torch", artifact=None, threads: int | None = None, **options):
         """The :class:`~yoloport.backends.base.Runner` for ``backend`` (``artifact`` for non-torch ones)."""
-        if backend == "torch":
-            from .backends.torch_backend import TorchRunner
-
-            return TorchRunner(self.net, threads=threads)
         from .backends.registry import load_runner
 
         return load_runner(backend, artifact=artifact, model=self.net, threads=threads, **options)

@@ -45,7 +45,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         prog="yoloport",
         description="YOLOv5 from training to validated int8 deployment on edge NPUs and CPU runtimes.",
     )
-    from . import __version__
+    from ._version import __version__
 
     parser.add_argument("--version", action="version", version=f"yoloport {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

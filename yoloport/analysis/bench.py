@@ -155,19 +155,20 @@ def runner_for_batch(backend: str, model, img_hw, batch: int, work_dir, threads:
     """A runner whose graph takes ``batch`` images: ``torch`` wraps ``model``; other backends export
     ``model`` at that batch and build the backend's artifact in ``work_dir/b<batch>`` (int8 when
     ``calibration`` is given) through :func:`yoloport.backends.registry.build_artifact`."""
-    from ..backends.registry import build_artifact, canonical_name, load_runner
+    from ..backends.registry import build_artifact, canonical_name, get_spec, load_runner
 
     key = canonical_name(backend)
-    if key == "torch":
-        from ..backends.torch_backend import TorchRunner
-
-        return TorchRunner(model, threads=threads)
+    if not get_spec(key).has_artifact:
+        return load_runner(key, model=model, threads=threads)
     out = Path(work_dir) / f"{key}-{img_hw[1]}x{img_hw[0]}-b{int(batch)}"
     art = build_artifact(key, model, out, tuple(img_hw), calibration=calibration, qconfig=qconfig, mode=mode, batch=int(batch))
     return load_runner(key, artifact=art, model=model, threads=threads)
 
 
 # ----------------------------------------------------------------------------- report
+
+
+RUNTIME_PACKAGES = ("torch", "onnxruntime", "openvino")  # Python packages whose versions a result records
 
 
 def machine_info() -> dict:
@@ -178,7 +179,7 @@ def machine_info() -> dict:
         info["affinity_cpus"] = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         pass
-    for mod in ("torch", "onnxruntime", "openvino"):
+    for mod in RUNTIME_PACKAGES:
         try:
             info[f"{mod}_version"] = __import__(mod).__version__
         except ImportError:

@@ -4,7 +4,6 @@ going when one target fails (the failure is recorded and named in the exit statu
 """
 from __future__ import annotations
 
-import re
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -14,26 +13,7 @@ from ..engine.val import validate_runner  # module attribute: tests replace it
 from ..errors import YoloportError
 
 DEFAULT_TARGETS = "onnxruntime,openvino,rknn:rk3588,mlu-sim"
-RKNN_PLATFORMS = ("rk3588", "rk3576", "rk3568", "rk3566", "rk3562", "rv1106", "rv1103")
 PRECISIONS = ("int8", "fp32", "fp16", "bf16")
-LINT_TARGET = {"onnxruntime": "onnxruntime", "openvino": "openvino", "rknn": "rknn", "mlu-sim": "mlu"}
-# What each target quantizes by default in a port: the Detect convolutions (whose raw outputs mix
-# box and class logits in one tensor) stay in float, as ONNX Runtime's backend already does by default;
-# measured on the embedded model, RKNN int8 lost 11.7 mAP@0.5:0.95 points with them in int8 and 0.3
-# with them in float16 (hybrid), mlu-sim 3.6 (per-tensor) and 0.1 (per-channel, head convs float).
-# ``--full-int8`` drops these defaults.
-PORT_QCONFIG = {
-    "onnxruntime": {"head_fp32": "convs"},
-    "openvino": {"head_fp32": "tail"},
-    "rknn": {"head_fp32": "convs"},
-    "mlu-sim": {"per_channel": True, "head_fp32": "convs"},
-}
-SIMULATED_NOTE = {
-    "rknn": "RKNN results come from rknn-toolkit2's x86 simulator (no board connected): accuracy is the "
-    "simulator's, and its timings say nothing about the NPU, so RKNN is not benchmarked here.",
-    "mlu-sim": "mlu-sim is a SIMULATION of Cambricon's MLU int8 scheme with fake quantization in PyTorch "
-    "(no Cambricon toolkit can be installed here): its mAP predicts a real MLU build; it is not benchmarked.",
-}
 
 
 @dataclass
@@ -45,40 +25,53 @@ class Target:
     options: dict = field(default_factory=dict)
 
     @property
+    def spec(self):
+        from ..backends.registry import get_spec
+
+        return get_spec(self.backend)
+
+    @property
     def name(self) -> str:
         plat = self.options.get("platform")
         return "-".join(x for x in (self.backend, plat, self.precision) if x)
 
     @property
     def lint_target(self) -> str:
-        return LINT_TARGET[self.backend]
+        return self.spec.lint_target
 
     @property
     def benchmarkable(self) -> bool:
-        return self.backend in ("onnxruntime", "openvino")
+        return self.spec.benchmarkable
+
+    @property
+    def profiled(self) -> bool:
+        """Whether the port profiles this target's layer types on this machine (a profiler that needs a
+        board, RKNN's, is left to ``yoloport profile``)."""
+        return self.spec.profiler and self.spec.benchmarkable
 
 
 def parse_targets(spec: str, full_int8: bool = False) -> list[Target]:
-    """``"onnxruntime,openvino:fp32,rknn:rk3588,mlu-sim"`` -> targets (int8 unless a precision is named)."""
-    from ..backends.registry import canonical_name
+    """``"onnxruntime,openvino:fp32,rknn:rk3588,mlu-sim"`` -> targets (int8 unless a precision is named).
+
+    Each target starts from its backend's ``port_qconfig`` (unless ``full_int8``: the Detect convolutions
+    quantized too; backend options such as the RKNN platform are kept)."""
+    from ..backends.registry import canonical_name, require_artifact_backend
 
     targets = []
     for item in [x.strip() for x in str(spec).split(",") if x.strip()]:
         parts = [p.strip().lower() for p in item.split(":")]
         backend = canonical_name(parts[0])
-        if backend == "torch":
-            raise YoloportError("torch is the fp32 reference every port compares against; it is not a target")
-        t = Target(backend, options={} if full_int8 else dict(PORT_QCONFIG.get(backend, {})))
+        bspec = require_artifact_backend(backend, "port (it is what every target is compared against)")
+        t = Target(backend, options={**bspec.target_defaults, **({} if full_int8 else bspec.port_qconfig)})
         for p in parts[1:]:
+            opt = bspec.target_option(p) if bspec.target_option else None
             if p in PRECISIONS:
                 t.precision = p
-            elif backend == "rknn" and re.fullmatch(r"r[kv]\d+\w*", p):
-                t.options["platform"] = p
+            elif opt is not None:
+                t.options.update(opt)
             else:
                 raise YoloportError(f"target {item!r}: {p!r} is neither a precision ({', '.join(PRECISIONS)}) "
-                                    f"nor {'an RKNN platform' if backend == 'rknn' else 'an option of ' + backend}")
-        if backend == "rknn":
-            t.options.setdefault("platform", "rk3588")
+                                    f"nor an option of {backend}")
         targets.append(t)
     if not targets:
         raise YoloportError(f"no targets in {spec!r}; for example --targets {DEFAULT_TARGETS}")
@@ -127,83 +120,98 @@ def val_metrics(results: dict) -> dict:
     return out
 
 
-def run_target(t: Target, model, ctx: dict, progress: Progress) -> dict:
+@dataclass
+class PortContext:
+    """What every target of one port shares: where it writes, the input size, the data and the
+    calibration set, the gate, the speed settings, and the fp32 reference (filled by
+    :func:`run_reference`)."""
+
+    run_dir: Path
+    img_hw: tuple[int, int]
+    data: str
+    calibration: object  # CalibrationSet
+    max_drop: float
+    bench_batches: list[int]
+    warmup: int
+    repeat: int
+    threads: int | None
+    sample_images: list[str]
+    profile: bool = True
+    profile_runs: int = 5
+    reference: dict = field(default_factory=dict)
+    ref_runner: object | None = None
+
+
+def run_target(t: Target, model, ctx: PortContext, progress: Progress) -> dict:
     """Export -> lint -> build -> validate -> compare -> profile -> bench for one target."""
     from ..analysis.compare import compare_runners
-    from ..backends.registry import artifact_size, build_artifact, get_backend, load_runner
-    from ..deploy.export import DEFAULT_OPSET, export_model
+    from ..backends.registry import artifact_size, build, export_for, load_runner
     from ..deploy.lint import lint_model
 
-    out = ctx["run_dir"] / t.name
+    out = ctx.run_dir / t.name
     out.mkdir(parents=True, exist_ok=True)
-    img_hw = ctx["img_hw"]
+    img_hw = ctx.img_hw
     rec: dict = {"name": t.name, "backend": t.backend, "precision": t.precision, "options": t.options,
                  "lint_target": t.lint_target}
-    if t.backend in SIMULATED_NOTE:
-        rec["note"] = SIMULATED_NOTE[t.backend]
+    if t.spec.simulated_note:
+        rec["note"] = t.spec.simulated_note
     with progress.stage(f"{t.name}: export + lint ({t.lint_target})"):
-        opset = getattr(get_backend(t.backend), "EXPORT_OPSET", None) or DEFAULT_OPSET
-        exp = export_model(model, out / "model.fp32.onnx", img_hw, mode="raw", batch=1, opset=opset, overwrite=True)
+        exp = export_for(t.backend, model, out / "model.fp32.onnx", img_hw, mode="raw", batch=1)
         rep = lint_model(str(exp.path), t.lint_target)
         rec["onnx"] = str(exp.path)
         rec["lint"] = {"errors": len(rep.errors), "warnings": len(rep.warnings), "findings": rep.to_dict().get("findings", [])}
     with progress.stage(f"{t.name}: build artifact"):
         t0 = time.perf_counter()
         qconfig = {"precision": t.precision, **t.options}
-        calib = ctx["calibration"] if t.precision == "int8" else None
-        art = build_artifact(t.backend, model, out, img_hw, calibration=calib, qconfig=qconfig, mode="raw", onnx_path=exp.path)
+        calib = ctx.calibration if t.precision == "int8" else None
+        art = build(t.backend, model, exp, out, calibration=calib, qconfig=qconfig)
         rec["build_s"] = round(time.perf_counter() - t0, 2)
         rec["artifact"] = str(art)
         rec["qconfig"] = qconfig
         rec["size_mb"] = round(artifact_size(art) / 1e6, 3)
     # raw outputs for every target (mlu-sim's fused NMS would apply detection thresholds to validation)
-    runner = load_runner(t.backend, artifact=art, model=model, threads=ctx.get("threads"), output="raw")
+    runner = load_runner(t.backend, artifact=art, model=model, threads=ctx.threads, output="raw")
     try:
         with progress.stage(f"{t.name}: validate"):
-            rec["val"] = val_metrics(validate_runner(runner, ctx["data"], img_hw, names=list(model.names)))
-            ref = ctx["reference"]["val"]["mAP50_95"]
+            rec["val"] = val_metrics(validate_runner(runner, ctx.data, img_hw, names=list(model.names)))
+            ref = ctx.reference["val"]["mAP50_95"]
             rec["drop"] = round((ref - rec["val"]["mAP50_95"]) * 100, 3)
-            rec["passed"] = rec["drop"] <= ctx["max_drop"]
+            rec["passed"] = rec["drop"] <= ctx.max_drop
         with progress.stage(f"{t.name}: compare with fp32"):
-            cmp_ = compare_runners(ctx["ref_runner"], runner, ctx["sample_images"], img_hw, conf_thres=0.25, iou_thres=0.45)
+            cmp_ = compare_runners(ctx.ref_runner, runner, ctx.sample_images, img_hw, conf_thres=0.25, iou_thres=0.45)
             rec["compare"] = {"outputs": [{"name": o.get("output"), "cosine": o.get("cosine"), "sqnr_db": o.get("sqnr_db")}
                                           for o in cmp_["outputs"]], "summary": cmp_["summary"]}
-        if t.backend in ("onnxruntime", "openvino") and ctx.get("profile", True):
+        if t.profiled and ctx.profile:
             with progress.stage(f"{t.name}: profile layer types"):
-                rec["profile"] = profile_target(t, art, img_hw, ctx)
-        if t.benchmarkable and ctx.get("bench_batches"):
-            with progress.stage(f"{t.name}: benchmark batch {' '.join(map(str, ctx['bench_batches']))}"):
+                rec["profile"] = profile_target(t, art, ctx)
+        if t.benchmarkable and ctx.bench_batches:
+            with progress.stage(f"{t.name}: benchmark batch {' '.join(map(str, ctx.bench_batches))}"):
                 rec["bench"] = bench_target(t, model, runner, ctx)
     finally:
         runner.close()
     return rec
 
 
-def profile_target(t: Target, artifact, img_hw, ctx) -> dict:
-    from ..analysis.profile import profile_onnxruntime, profile_openvino, synthetic_images
+def profile_target(t: Target, artifact, ctx: PortContext) -> dict:
+    from ..analysis.profile import profile_artifact, synthetic_images
 
-    images = synthetic_images(1, img_hw)
-    runs = ctx.get("profile_runs", 5)
-    if t.backend == "onnxruntime":
-        table = profile_onnxruntime(artifact, images, runs=runs, threads=ctx.get("threads"))
-    else:
-        table = profile_openvino(artifact, images, runs=runs, threads=ctx.get("threads"))
-    return table.to_dict()
+    images = synthetic_images(1, ctx.img_hw)
+    return profile_artifact(t.backend, artifact, images, runs=ctx.profile_runs, threads=ctx.threads).to_dict()
 
 
-def bench_target(t: Target, model, runner, ctx) -> list[dict]:
+def bench_target(t: Target, model, runner, ctx: PortContext) -> list[dict]:
     from ..analysis.bench import bench_runner, runner_for_batch
 
     rows = []
-    for b in ctx["bench_batches"]:
+    for b in ctx.bench_batches:
         if b == 1:
             r = runner
-            res = bench_runner(r, 1, ctx["img_hw"], warmup=ctx["warmup"], repeat=ctx["repeat"])
+            res = bench_runner(r, 1, ctx.img_hw, warmup=ctx.warmup, repeat=ctx.repeat)
         else:
-            r = runner_for_batch(t.backend, model, ctx["img_hw"], b, ctx["run_dir"] / t.name / "bench",
-                                 threads=ctx.get("threads"), calibration=ctx["calibration"] if t.precision == "int8" else None,
+            r = runner_for_batch(t.backend, model, ctx.img_hw, b, ctx.run_dir / t.name / "bench",
+                                 threads=ctx.threads, calibration=ctx.calibration if t.precision == "int8" else None,
                                  qconfig={"precision": t.precision, **t.options})
-            res = bench_runner(r, b, ctx["img_hw"], warmup=ctx["warmup"], repeat=max(3, ctx["repeat"] // b))
+            res = bench_runner(r, b, ctx.img_hw, warmup=ctx.warmup, repeat=max(3, ctx.repeat // b))
             r.close()
         rows.append(bench_row(res))
     return rows
@@ -215,20 +223,21 @@ def bench_row(res: dict) -> dict:
             "throughput_ips": res.get("throughput_ips")}
 
 
-def run_reference(model, ctx, progress: Progress) -> dict:
+def run_reference(model, ctx: PortContext, progress: Progress) -> dict:
+    """Validate (and benchmark) the torch fp32 reference; sets ``ctx.ref_runner``."""
     from ..analysis.bench import bench_runner
-    from ..backends.torch_backend import TorchRunner
+    from ..backends.registry import REFERENCE, load_runner
 
-    runner = TorchRunner(model, threads=ctx.get("threads"))
-    ctx["ref_runner"] = runner
-    rec = {"name": "torch-fp32", "backend": "torch", "precision": "fp32"}
-    with progress.stage("torch fp32 reference: validate"):
-        rec["val"] = val_metrics(validate_runner(runner, ctx["data"], ctx["img_hw"], names=list(model.names)))
+    runner = load_runner(REFERENCE, model=model, threads=ctx.threads)
+    ctx.ref_runner = runner
+    rec = {"name": f"{REFERENCE}-fp32", "backend": REFERENCE, "precision": "fp32"}
+    with progress.stage(f"{REFERENCE} fp32 reference: validate"):
+        rec["val"] = val_metrics(validate_runner(runner, ctx.data, ctx.img_hw, names=list(model.names)))
         rec["drop"] = 0.0
-    if ctx.get("bench_batches"):
-        with progress.stage("torch fp32 reference: benchmark"):
-            rec["bench"] = [bench_row(bench_runner(runner, b, ctx["img_hw"], warmup=ctx["warmup"],
-                                                   repeat=max(3, ctx["repeat"] // b))) for b in ctx["bench_batches"]]
+    if ctx.bench_batches:
+        with progress.stage(f"{REFERENCE} fp32 reference: benchmark"):
+            rec["bench"] = [bench_row(bench_runner(runner, b, ctx.img_hw, warmup=ctx.warmup,
+                                                   repeat=max(3, ctx.repeat // b))) for b in ctx.bench_batches]
     return rec
 
 
@@ -241,19 +250,16 @@ def run_port(model, data, targets: list[Target], run_dir: Path, img_hw, calib_so
     from ..data.dataset import list_images, load_data_yaml
 
     n_stages = 2 + (1 if bench_batches else 0) + sum(
-        3 + 1 + (1 if t.backend in ("onnxruntime", "openvino") and profile else 0) + (1 if t.benchmarkable and bench_batches else 0)
-        for t in targets)
+        3 + 1 + (1 if t.profiled and profile else 0) + (1 if t.benchmarkable and bench_batches else 0) for t in targets)
     progress = Progress(n_stages, quiet)
     cfg = load_data_yaml(data)
     with progress.stage("calibration set"):
         calib = load_calibration(calib_source, n=calib_n, img_size_hw=img_hw, stride=int(model.stride.max()),
                                  warn=lambda m: print(f"warning: {m}"))
     val_images = list_images(cfg.val or cfg.train)
-    ctx = {
-        "run_dir": run_dir, "img_hw": tuple(img_hw), "data": data, "calibration": calib, "max_drop": max_drop,
-        "bench_batches": list(bench_batches or []), "warmup": warmup, "repeat": repeat, "threads": threads,
-        "sample_images": [str(p) for p in val_images[:n_compare]], "profile": profile,
-    }
+    ctx = PortContext(run_dir=run_dir, img_hw=tuple(img_hw), data=data, calibration=calib, max_drop=max_drop,
+                      bench_batches=list(bench_batches or []), warmup=warmup, repeat=repeat, threads=threads,
+                      sample_images=[str(p) for p in val_images[:n_compare]], profile=profile)
     info = model.info(tuple(img_hw))
     report = {
         "model": {"name": _model_name(model), "parameters": info["parameters"], "gflops": info["gflops"],
@@ -264,10 +270,9 @@ def run_port(model, data, targets: list[Target], run_dir: Path, img_hw, calib_so
         "img_hw": list(img_hw),
         "max_drop": max_drop,
         "targets": [],
-        "notes": [SIMULATED_NOTE[t.backend] for t in targets if t.backend in SIMULATED_NOTE],
+        "notes": list(dict.fromkeys(t.spec.simulated_note for t in targets if t.spec.simulated_note)),
     }
-    report["notes"] = list(dict.fromkeys(report["notes"]))
-    ctx["reference"] = report["reference"] = run_reference(model, ctx, progress)
+    ctx.reference = report["reference"] = run_reference(model, ctx, progress)
     failed = []
     for t in targets:
         try:

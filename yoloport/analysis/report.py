@@ -170,23 +170,21 @@ def _plots(report: dict) -> dict[str, str]:
         ax.legend(fontsize=8)
         ax.tick_params(axis="x", rotation=20, labelsize=8)
         save(fig, "map")
-        sp = [(r["target"], r["speedup"]) for r in rows if r["speedup"]]
-        if sp:
+        for key, field_, color, ylabel, title, baseline in (
+            ("speedup", "speedup", "#2a9d5c", "x fp32 (batch 1)", "Speed-up over the fp32 reference", 1.0),
+            ("size", "size_mb", "#c77d2e", "MB", "Artifact size", None),
+        ):
+            bars = [(r["target"], r[field_]) for r in rows if r[field_]]
+            if not bars:
+                continue
             fig, ax = plt.subplots(figsize=(7, 3.2))
-            ax.bar([s[0] for s in sp], [s[1] for s in sp], color="#2a9d5c")
-            ax.axhline(1.0, color="grey", lw=1, ls="--")
-            ax.set_ylabel("x fp32 (batch 1)")
-            ax.set_title("Speed-up over the fp32 reference")
+            ax.bar([b[0] for b in bars], [b[1] for b in bars], color=color)
+            if baseline is not None:
+                ax.axhline(baseline, color="grey", lw=1, ls="--")
+            ax.set_ylabel(ylabel)
+            ax.set_title(title)
             ax.tick_params(axis="x", rotation=20, labelsize=8)
-            save(fig, "speedup")
-        sz = [(r["target"], r["size_mb"]) for r in rows if r["size_mb"]]
-        if sz:
-            fig, ax = plt.subplots(figsize=(7, 3.0))
-            ax.bar([s[0] for s in sz], [s[1] for s in sz], color="#c77d2e")
-            ax.set_ylabel("MB")
-            ax.set_title("Artifact size")
-            ax.tick_params(axis="x", rotation=20, labelsize=8)
-            save(fig, "size")
+            save(fig, key)
     prof = [(t["name"], profile_rows(t)) for t in report.get("targets", []) if profile_rows(t)]
     if prof:
         types = []

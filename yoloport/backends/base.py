@@ -51,6 +51,7 @@ class Runner(ABC):
 # has a JSON sidecar next to it: ``<artifact>.json``. It records what is needed to run and to trust it.
 
 import hashlib  # noqa: E402
+from typing import NamedTuple  # noqa: E402
 import json  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -66,7 +67,7 @@ def sidecar_path(artifact) -> Path:
 def write_sidecar(artifact, info: dict) -> Path:
     """Write ``<artifact>.json`` atomically. ``info`` should hold at least ``backend``, ``head``
     (HeadSpec dict), ``input_hw``, ``batch``, ``model_fingerprint``, ``calibration`` and ``qconfig``."""
-    from .. import __version__
+    from .._version import __version__
 
     doc = {"yoloport_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), **info}
     from ..io.paths import write_text_atomic
@@ -120,3 +121,50 @@ def _json_default(o):
     if hasattr(o, "to_dict"):
         return o.to_dict()
     raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+# ----------------------------------------------------------------------------- profiling
+
+
+class RuntimeProfile(NamedTuple):
+    """What a backend's ``profile_run`` reads from its runtime's profiler (``yoloport.analysis.profile``
+    builds the per-layer-type table from it).
+
+    ``nodes``: ``(name, layer type, runtime type, mean us per inference, kernel)`` in execution order;
+    ``wall_us``: mean wall time of an inference (None when unknown)."""
+
+    nodes: list
+    runs: int
+    warmup: int
+    wall_us: float | None
+    source: str
+    notes: list
+
+
+def mean_node_times(runs: list[list[tuple]]) -> list[tuple]:
+    """Per-run lists of ``(name, runtime_type, kernel, us)`` in execution order -> one list with the
+    mean time of each node over the runs (a node missing from a run counts 0 there)."""
+    if not runs:
+        return []
+    order: dict[tuple, int] = {}
+    sums: dict[tuple, float] = {}
+    for run in runs:
+        for name, rtype, kernel, us in run:
+            key = (name, rtype, kernel)
+            order.setdefault(key, len(order))
+            sums[key] = sums.get(key, 0.0) + float(us)
+    return [(k[0], k[1], k[2], sums[k] / len(runs)) for k in sorted(order, key=order.get)]
+
+
+def _check_runs(runs: int, warmup: int) -> None:
+    if int(runs) < 1 or int(warmup) < 0:
+        raise YoloportError(f"--runs must be >= 1 and --warmup >= 0 (got {runs}, {warmup})")
+
+
+def _check_images(images: np.ndarray, shape) -> np.ndarray:
+    """float32 contiguous batch whose shape fits the graph input's static dims."""
+    x = np.ascontiguousarray(images, dtype=np.float32)
+    dims = list(shape)
+    if x.ndim != len(dims) or any(isinstance(d, int) and d != s for d, s in zip(dims, x.shape)):
+        raise YoloportError(f"the model takes inputs of shape {dims}, got {list(x.shape)}")
+    return x

@@ -38,7 +38,11 @@ from torch import nn
 
 from ..errors import YoloportError
 from ..ops.postprocess import HeadSpec, postprocess
+from ..quant.error import sqnr_db  # noqa: F401 - part of this module's interface (tests, benchmarks)
+from ..quant.fake_quant import fake_quant, forward_order, weight_scale
+from ..quant.float_scope import scope_from_qconfig
 from .base import Runner, model_fingerprint, read_sidecar, write_sidecar
+from .spec import BackendSpec
 
 NAME = "mlu-sim"
 ARTIFACT_NAME = "model.mlusim.safetensors"
@@ -60,9 +64,27 @@ DEFAULT_QCONFIG = {
     "iou_thres": 0.45,
     "max_det": 300,
     "calib_batch": 1,
-    "exclude": [],  # conv module names/prefixes kept in float
-    "head_fp32": "tail",  # 'convs' also keeps the Detect convolutions in float ('tail' is float anyway)
 }
+
+SPEC = BackendSpec(
+    runs_onnx=False,
+    name=NAME,
+    summary="SIMULATED Cambricon MLU int8 (fake quantization in PyTorch; no Cambricon toolkit involved)",
+    install="pip install torch",
+    precisions=("fp32", "int8"),
+    qconfig_defaults=DEFAULT_QCONFIG,
+    export_opset=None,  # runs the PyTorch model; the ONNX is linted, not used
+    lint_target="mlu",
+    act_scheme="symmetric",
+    per_channel_weights=False,
+    quantizes_outputs=False,
+    default_head_fp32="tail",  # 'convs' also keeps the Detect convolutions in float ('tail' is float anyway)
+    port_qconfig={"per_channel": True, "head_fp32": "convs"},
+    benchmarkable=False,
+    profiler=False,
+    simulated_note="mlu-sim is a SIMULATION of Cambricon's MLU int8 scheme with fake quantization in PyTorch "
+    "(no Cambricon toolkit can be installed here): its mAP predicts a real MLU build; it is not benchmarked.",
+)
 
 
 def resolve_qconfig(qconfig: dict | None) -> dict:
@@ -86,9 +108,9 @@ def resolve_qconfig(qconfig: dict | None) -> dict:
     if not (0 <= q["conf_thres"] <= 1 and 0 <= q["iou_thres"] <= 1 and q["max_det"] > 0):
         raise YoloportError("mlu-sim conf_thres and iou_thres must be in [0, 1] and max_det > 0")
     q["calib_batch"] = max(1, int(q["calib_batch"]))
-    q["exclude"] = [str(e) for e in (q.get("exclude") or [])]
-    if q.get("head_fp32") not in ("tail", "convs", "none"):
-        raise YoloportError(f"mlu-sim head_fp32 {q.get('head_fp32')!r}: choose tail, convs or none")
+    scope = scope_from_qconfig(q, SPEC.head_fp32(q))
+    # mlu-sim runs the PyTorch model: layers and nodes are both module names (or prefixes)
+    q.update(float_scope=scope.to_dict(), head_fp32=scope.head, exclude=list(dict.fromkeys(scope.nodes + scope.layers)))
     return q
 
 
@@ -104,23 +126,6 @@ def _bool(v, name: str) -> bool:
 
 # ----------------------------------------------------------------------------- fake quantization
 
-
-def fake_quant(x: torch.Tensor, scale: torch.Tensor, qmax: int, qmin: int | None = None) -> torch.Tensor:
-    """Symmetric fake quantization: ``clip(round(x / scale), qmin, qmax) * scale`` (``qmin=-qmax``).
-
-    ``scale`` is a scalar or broadcastable (per-channel ``[C, 1, 1, 1]``); zero scales pass zeros.
-    """
-    qmin = -qmax if qmin is None else qmin
-    s = torch.where(scale > 0, scale, torch.ones_like(scale))
-    q = torch.clamp(torch.round(x / s), qmin, qmax) * s
-    return torch.where(scale > 0, q, torch.zeros_like(q))
-
-
-def weight_scale(w: torch.Tensor, qmax: int, per_channel: bool) -> torch.Tensor:
-    """``max |w| / qmax`` over the whole tensor, or per output channel (``[C, 1, 1, 1]``)."""
-    if per_channel:
-        return (w.detach().abs().amax(dim=(1, 2, 3)) / qmax).view(-1, 1, 1, 1).float()
-    return (w.detach().abs().max() / qmax).float()
 
 
 class QConv(nn.Module):
@@ -203,22 +208,6 @@ def wrap_convs(model, fuse_bn: bool = True) -> tuple[nn.Module, list[QConv]]:
     return m.eval(), order
 
 
-def forward_order(model, modules: list) -> list:
-    """``modules`` (of ``model``) sorted by when they run on a tiny input, the ones that never run
-    last in their given order (the first convolution takes the image)."""
-    seen: list = []
-    hooks = [q.register_forward_pre_hook(lambda mod, _inp: seen.append(mod)) for q in modules]
-    try:
-        s = int(max(getattr(model, "stride", torch.tensor([32.0])).tolist()))
-        with torch.no_grad():
-            model(torch.zeros(1, 3, s * 2, s * 2))
-    finally:
-        for h in hooks:
-            h.remove()
-    seen = list(dict.fromkeys(seen))  # a module called twice is listed once
-    return seen + [q for q in modules if q not in seen]
-
-
 def set_mode(qconvs: list[QConv], mode: str) -> None:
     """``float``, ``calibrate`` or ``quant`` for all convs (``quant`` leaves ``keep_float`` ones float)."""
     for q in qconvs:
@@ -288,14 +277,6 @@ def pack_detection_output(dets: list[np.ndarray], max_det: int) -> list[np.ndarr
             rows[i, :k, 2] = d[:, 4]
             rows[i, :k, 3:7] = d[:, :4]
     return [count, rows]
-
-
-def sqnr_db(ref, test) -> float:
-    """Signal-to-quantization-noise ratio ``10 log10(|ref|^2 / |ref - test|^2)`` in dB over arrays."""
-    r = np.concatenate([np.ravel(a).astype(np.float64) for a in ref])
-    t = np.concatenate([np.ravel(a).astype(np.float64) for a in test])
-    noise = float(np.sum((r - t) ** 2))
-    return float("inf") if noise == 0 else float(10 * np.log10(np.sum(r**2) / noise))
 
 
 # ----------------------------------------------------------------------------- runner

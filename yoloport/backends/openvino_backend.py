@@ -21,12 +21,14 @@ from pathlib import Path
 import numpy as np
 import openvino as ov
 
+from ..deploy.onnx_graph import conv_map
 from ..errors import DependencyMissing, YoloportError
 from ..ops.postprocess import HeadSpec
-from .base import Runner, read_sidecar, write_sidecar
+from ..quant.float_scope import scope_from_qconfig
+from .base import Runner, RuntimeProfile, _check_images, _check_runs, mean_node_times, read_sidecar, write_sidecar
 from .registry import artifact_size, call_fixed_batch, check_input, sidecar_info
+from .spec import BackendSpec
 
-EXPORT_OPSET = 13  # per-channel QDQ needs DequantizeLinear with an axis (opset 13)
 NAME = "openvino"
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 RUNTIME_PRECISION = {"fp32": "f32", "int8": "f32", "fp16": "f16", "bf16": "bf16"}
@@ -38,12 +40,28 @@ DEFAULT_QCONFIG = {
     "preset": "mixed",
     "subset_size": None,  # all calibration images
     "fast_bias_correction": True,
-    "head_fp32": "tail",
-    "exclude": [],
     "max_drop": 0.01,
     "validation": None,  # data YAML (or "yaml:split") for accuracy-controlled quantization
     "validation_n": 32,
+    "inference_precision": None,  # runtime INFERENCE_PRECISION_HINT stored in the artifact
 }
+
+SPEC = BackendSpec(
+    name=NAME,
+    summary="OpenVINO CPU plugin: fp32/fp16/bf16 IR, int8 through NNCF (f32 precision hint for accuracy)",
+    install="pip install 'yoloport[deploy]' (openvino, nncf)",
+    precisions=PRECISIONS,
+    qconfig_defaults=DEFAULT_QCONFIG,
+    export_opset=13,  # per-channel QDQ needs DequantizeLinear with an axis (opset 13)
+    lint_target="openvino",
+    act_scheme="asymmetric",
+    per_channel_weights=True,
+    quantizes_outputs=False,  # NNCF quantizes only what enters a convolution
+    default_head_fp32="tail",
+    port_qconfig={"head_fp32": "tail"},
+    benchmarkable=True,
+    profiler=True,
+)
 
 _CORE = None
 
@@ -192,25 +210,31 @@ def _nncf():
 
 
 def resolve_qconfig(qconfig: dict | None) -> dict:
+    """Defaults filled in and values checked; the float scope folded into ``float_scope``."""
     cfg = {**DEFAULT_QCONFIG, **{k: v for k, v in (qconfig or {}).items() if v is not None}}
     cfg["preset"] = str(cfg["preset"]).lower()
     if cfg["preset"] not in PRESETS:
         raise YoloportError(f"openvino: preset must be one of {', '.join(PRESETS)}, got {cfg['preset']!r}")
-    if cfg["head_fp32"] not in ("tail", "convs", "none"):
-        raise YoloportError(f"openvino: head_fp32 must be tail, convs or none, got {cfg['head_fp32']!r}")
-    if isinstance(cfg["exclude"], str):
-        cfg["exclude"] = [s for s in cfg["exclude"].split(",") if s]
+    scope = scope_from_qconfig(cfg, SPEC.head_fp32(cfg))
+    cfg.update(float_scope=scope.to_dict(), head_fp32=scope.head, exclude=list(scope.nodes))
     if not cfg["validation"]:  # accuracy-control settings mean nothing without a validation set
         for k in ("validation", "max_drop", "validation_n"):
             cfg.pop(k, None)
+    if cfg.get("inference_precision") is None:
+        cfg.pop("inference_precision", None)
     return cfg
+
+
+def float_layer_patterns(layers, conv_nodes: dict[str, str]) -> list[str]:
+    """NNCF ignored-scope globs for the convolutions ``layers``: the IR keeps the ONNX names, so
+    ``<node>*`` matches the convolution (``<node>/WithoutBiases``) and its bias ``Add`` (no weight
+    or input quantizer)."""
+    return [conv_nodes[n] + "*" for n in layers]
 
 
 def check_qconfig(qconfig: dict) -> None:
     """Raise a YoloportError for a setting this backend cannot build (before any export)."""
-    precision = str(qconfig.get("precision") or "fp32").lower()
-    if precision not in PRECISIONS:
-        raise YoloportError(f"openvino builds {', '.join(PRECISIONS)} artifacts, not {precision!r}")
+    SPEC.check_precision(qconfig.get("precision") or "fp32")
     resolve_qconfig(qconfig)
 
 
@@ -256,11 +280,13 @@ def map50_95_fn(head: HeadSpec, names, input_hw, batch: int):
     return fn
 
 
-def quantize_ir(ov_model, calibration, head: HeadSpec, input_hw, batch: int, qconfig: dict | None = None):
-    """int8 ``ov.Model`` via NNCF; returns ``(model, settings)``."""
+def quantize_ir(ov_model, calibration, head: HeadSpec, input_hw, batch: int, qconfig: dict | None = None,
+                layer_patterns=()):
+    """int8 ``ov.Model`` via NNCF; returns ``(model, settings)``. ``layer_patterns``: ignored-scope globs of
+    the float scope's layers (:func:`float_layer_patterns`)."""
     nncf = _nncf()
     cfg = resolve_qconfig(qconfig)
-    names, pats, types = resolve_exclude(ov_model, cfg["exclude"])
+    names, pats, types = resolve_exclude(ov_model, list(cfg["exclude"]) + list(layer_patterns))
     if cfg["head_fp32"] in ("tail", "convs"):
         names += [n for n in head_tail_ops(ov_model) if n not in names]
     if cfg["head_fp32"] == "convs":
@@ -307,8 +333,7 @@ def build(model, onnx_path, head: HeadSpec, out_dir, calibration, qconfig: dict)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     precision = str(qconfig.get("precision") or ("int8" if calibration is not None else "fp32")).lower()
-    if precision not in PRECISIONS:
-        raise YoloportError(f"openvino builds {', '.join(PRECISIONS)} artifacts, not {precision!r}")
+    SPEC.check_precision(precision)
     try:
         ov_model = ov.convert_model(str(onnx_path))
     except Exception as e:
@@ -321,7 +346,9 @@ def build(model, onnx_path, head: HeadSpec, out_dir, calibration, qconfig: dict)
     if precision == "int8":
         if calibration is None:
             raise YoloportError("openvino int8 needs calibration images")
-        ov_model, qs = quantize_ir(ov_model, calibration, head, input_hw, batch, qconfig)
+        layers = resolve_qconfig(qconfig)["float_scope"]["layers"]
+        patterns = float_layer_patterns(layers, conv_map(onnx_path, layers)[0]) if layers else []
+        ov_model, qs = quantize_ir(ov_model, calibration, head, input_hw, batch, qconfig, patterns)
         settings.update(qs)
     settings["inference_precision"] = qconfig.get("inference_precision") or RUNTIME_PRECISION[precision]
     artifact = out_dir / f"model.openvino.{precision}.xml"
@@ -339,3 +366,74 @@ def build(model, onnx_path, head: HeadSpec, out_dir, calibration, qconfig: dict)
         ),
     )
     return artifact
+
+
+# ----------------------------------------------------------------------------- profiling
+
+# OpenVINO CPU plugin node types -> layer type (others are kept).
+PROFILE_LAYER_TYPES = {
+    "Convolution": "Conv",
+    "GroupConvolution": "Conv",
+    "Deconvolution": "ConvTranspose",
+    "FullyConnected": "Gemm",
+    "Interpolate": "Resize",
+    "Pooling": "MaxPool",
+    "StridedSlice": "Slice",
+    "Multiply": "Mul",
+    "Subtract": "Sub",
+    "Divide": "Div",
+    "SwishCPU": "SiLU",
+    "Swish": "SiLU",
+    "Convert": "Cast",
+    "FakeQuantize": "FakeQuantize (int8)",
+    "Subgraph": "Subgraph (fused elementwise)",
+    "Reorder": "Reorder (layout)",
+}
+_PROFILE_SKIP_TYPES = {"Parameter", "Result", "Constant", "Input", "Output"}
+
+
+def ov_nodes(infos: list[tuple]) -> list[tuple]:
+    """``(name, node_type, exec_type, us)`` of executed nodes -> ``(name, layer type, node_type, us,
+    exec_type)`` with the OpenVINO layer-type mapping (:data:`PROFILE_LAYER_TYPES`; ``Reorder`` layout
+    nodes never count as a Focus stem)."""
+    return [(name, PROFILE_LAYER_TYPES.get(t, t), t, us, kernel) for name, t, kernel, us in infos]
+
+
+def _ov_executed(profiling_info) -> list[tuple]:
+    """OpenVINO ``ProfilingInfo`` list -> ``(name, node_type, exec_type, us)`` of the nodes that ran."""
+    out = []
+    for p in profiling_info:
+        if str(p.status).split(".")[-1] != "EXECUTED" or p.node_type in _PROFILE_SKIP_TYPES:
+            continue
+        out.append((p.node_name, p.node_type, p.exec_type, p.real_time.total_seconds() * 1e6))
+    return out
+
+
+def profile_run(model_path, images: np.ndarray, runs: int = 10, threads: int | None = None, warmup: int = 3,
+                inference_precision: str = "f32", **_other_backends_options) -> RuntimeProfile:
+    """Per-node times of an ONNX or IR (``.xml``) model on OpenVINO's CPU plugin with ``PERF_COUNT``.
+
+    Compiled with :func:`compile_config` (the runner's settings:
+    explicit ``INFERENCE_PRECISION_HINT``, ``PERFORMANCE_HINT=LATENCY``) plus ``PERF_COUNT``."""
+    _check_runs(runs, warmup)
+    try:
+        model = core().read_model(str(model_path))
+        config = {**compile_config(inference_precision, threads), "PERF_COUNT": True}
+        compiled = core().compile_model(model, "CPU", config)
+    except RuntimeError as e:
+        raise YoloportError(f"openvino cannot load {model_path}: {str(e).splitlines()[0]}") from None
+    request = compiled.create_infer_request()
+    x = _check_images(images, [d.get_length() if d.is_static else None for d in compiled.inputs[0].get_partial_shape()])
+    per_run, walls = [], []
+    for i in range(warmup + runs):
+        t0 = time.perf_counter()
+        request.infer({0: x})
+        dt = (time.perf_counter() - t0) * 1e6
+        if i >= warmup:
+            walls.append(dt)
+            per_run.append(_ov_executed(request.profiling_info))
+    nodes = ov_nodes(mean_node_times(per_run))
+    notes = [f"INFERENCE_PRECISION_HINT {inference_precision}; OpenVINO types mapped to ONNX names where equal "
+             "(Convolution->Conv, Interpolate->Resize, SwishCPU->SiLU); Subgraph = elementwise ops fused by the CPU plugin, "
+             "Reorder = layout conversions it inserted; nodes fused into others (NOT_RUN) are left out"]
+    return RuntimeProfile(nodes, runs, warmup, float(np.mean(walls)), str(model_path), notes)

@@ -1,6 +1,11 @@
 """The backends yoloport can run on, and one way to build and load an artifact for any of them.
 
-Contract every backend module except ``torch`` implements (``yoloport.backends.<module>``)::
+Each backend is one module (or package) that declares ``SPEC`` (:class:`~yoloport.backends.spec.BackendSpec`:
+what it is) and implements the contract below; it is registered here by name, with the spellings
+users type for it and how to install its runtime (known without importing it). Nothing outside
+``yoloport/backends/`` compares backend names: it reads :func:`get_spec`.
+
+Contract every backend module except ``torch`` implements::
 
     build(model, onnx_path, head, out_dir, calibration, qconfig) -> Path
         model:       the float DetectionModel (eval) the ONNX came from: for model_fingerprint(model),
@@ -11,7 +16,8 @@ Contract every backend module except ``torch`` implements (``yoloport.backends.<
         out_dir:     Path (exists) where the artifact goes; anything else the backend writes goes there too.
         calibration: yoloport.data.calibration.CalibrationSet, or None for a float artifact.
                      Quantizers must take their inputs from it (iterate: float32 [1,3,H,W]).
-        qconfig:     dict of settings; common keys below, backend keys passed through untouched.
+        qconfig:     dict of settings, checked by :func:`check_qconfig` (keys: the common ones of
+                     ``spec.COMMON_QCONFIG_KEYS`` and the backend's ``SPEC.qconfig_defaults``).
         returns:     the artifact path. The backend writes its sidecar with
                      ``write_sidecar(artifact, sidecar_info(...) | extras)`` before returning.
 
@@ -21,38 +27,40 @@ Contract every backend module except ``torch`` implements (``yoloport.backends.<
         options:  runtime options (threads=..., streams=..., device=...); unknown ones are ignored.
 
     check_qconfig(qconfig) -> None      (optional)
-        raise YoloportError for a bad setting; build_artifact calls it before exporting.
+        raise YoloportError for a bad value; :func:`check_qconfig` calls it after the key check.
 
-Common ``qconfig`` keys (``yoloport quantize`` fills them): ``precision`` (``int8`` when a
-calibration set is given, else ``fp32``; also ``fp16``/``bf16`` where a backend has them),
-``batch`` (int), ``exclude`` (list of node names or op types to keep in float), ``head_fp32``
-(``tail`` keeps the decode arithmetic after the last Conv in float, ``convs`` also the Detect
-convolutions, ``none``; the default is the backend's: onnxruntime ``convs``, openvino ``tail``). Backend keys: onnxruntime ``act_type, weight_type, per_channel,
-calib_method, percentile, reduce_range, pre_process``; openvino ``preset, subset_size,
-fast_bias_correction, max_drop, validation, inference_precision``; rknn ``platform,
-quantized_dtype, quantized_algorithm, quantized_method, hybrid, ...``; mlu-sim ``use_avg,
-data_scale, firstconv, per_channel, ...``.
+The float scope (layers kept out of int8) is one type every backend translates inside ``build``:
+``qconfig["float_scope"]`` (:class:`yoloport.quant.float_scope.FloatScope`), with the user-facing
+``head_fp32`` and ``exclude`` folded into it.
 """
 from __future__ import annotations
 
 import importlib
 from pathlib import Path
+from typing import NamedTuple
 
 from ..errors import DependencyMissing, YoloportError
 
-BACKENDS = ("torch", "onnxruntime", "openvino", "rknn", "mlu-sim")
 
-# backend -> (candidate module names, how to install its runtime)
-_MODULES = {
-    "torch": (("yoloport.backends.torch_backend",), "pip install torch"),
-    "onnxruntime": (("yoloport.backends.onnxruntime_backend",), "pip install 'yoloport[deploy]' (onnxruntime, onnx)"),
-    "openvino": (("yoloport.backends.openvino_backend",), "pip install 'yoloport[deploy]' (openvino, nncf)"),
-    "rknn": (("yoloport.backends.rknn_backend", "yoloport.backends.rknn"),
-             "install rknn-toolkit2 from Rockchip's wheels (https://github.com/airockchip/rknn-toolkit2)"),
-    "mlu-sim": (("yoloport.backends.mlu_sim", "yoloport.backends.mlu_sim_backend"), "pip install numpy"),
+class Registration(NamedTuple):
+    module: str
+    aliases: tuple[str, ...]
+    install: str
+
+
+REFERENCE = "torch"  # the float reference every port compares against; it has no artifact
+_REGISTERED = {
+    "torch": Registration("yoloport.backends.torch_backend", ("pytorch",), "pip install torch"),
+    "onnxruntime": Registration("yoloport.backends.onnxruntime_backend", ("ort", "onnx"),
+                                "pip install 'yoloport[deploy]' (onnxruntime, onnx)"),
+    "openvino": Registration("yoloport.backends.openvino_backend", ("ov",), "pip install 'yoloport[deploy]' (openvino, nncf)"),
+    "rknn": Registration("yoloport.backends.rknn", (),
+                         "install rknn-toolkit2 from Rockchip's wheels (https://github.com/airockchip/rknn-toolkit2)"),
+    "mlu-sim": Registration("yoloport.backends.mlu_sim", ("mlu", "mlu_sim"), "pip install torch"),
 }
-
-ALIASES = {"ort": "onnxruntime", "onnx": "onnxruntime", "ov": "openvino", "mlu": "mlu-sim", "mlu_sim": "mlu-sim", "pytorch": "torch"}
+BACKENDS = tuple(_REGISTERED)
+ARTIFACT_BACKENDS = tuple(b for b in BACKENDS if b != REFERENCE)
+ALIASES = {a: name for name, r in _REGISTERED.items() for a in r.aliases}
 
 
 def canonical_name(name: str) -> str:
@@ -71,18 +79,43 @@ def get_backend(name: str):
     install it.
     """
     key = canonical_name(name)
-    modules, install = _MODULES[key]
-    for module in modules:
-        try:
-            return importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name == module:
-                continue  # try the next candidate name
-            missing = (e.name or "").split(".")[0]
-            if missing and missing != "yoloport":
-                raise DependencyMissing(missing, f"the {key} backend", install) from None
-            raise
-    raise YoloportError(f"the {key} backend is not available in this yoloport build (no module {' or '.join(modules)})")
+    module, _, install = _REGISTERED[key]
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        missing = (e.name or "").split(".")[0]
+        if missing and missing != "yoloport":
+            raise DependencyMissing(missing, f"the {key} backend", install) from None
+        raise
+
+
+def get_spec(name: str):
+    """The :class:`~yoloport.backends.spec.BackendSpec` of backend ``name``."""
+    return get_backend(name).SPEC
+
+
+def require_artifact_backend(name: str, what: str = "build"):
+    """The spec of ``name``, or a YoloportError when it is the torch reference (nothing to ``what``)."""
+    spec = get_spec(name)
+    if not spec.has_artifact:
+        choices = ", ".join(ARTIFACT_BACKENDS)
+        raise YoloportError(f"{spec.name} is the fp32 reference and runs the model itself (no artifact): nothing to {what} "
+                            f"(choose {choices})")
+    return spec
+
+
+def check_qconfig(backend: str, qconfig: dict) -> dict:
+    """``qconfig`` checked for ``backend`` before any export: unknown keys are refused naming the keys it
+    accepts, the precision must be one it builds, and the backend's own ``check_qconfig`` sees the
+    values. Returns ``qconfig``."""
+    spec = require_artifact_backend(backend)
+    spec.check_qconfig_keys(qconfig)
+    if qconfig.get("precision"):
+        spec.check_precision(qconfig["precision"])
+    mod = get_backend(backend)
+    if hasattr(mod, "check_qconfig"):
+        mod.check_qconfig(qconfig)
+    return qconfig
 
 
 def sidecar_info(backend, model, head, input_hw, batch, calibration=None, qconfig=None, **extra) -> dict:
@@ -113,55 +146,53 @@ def artifact_size(artifact) -> int:
     return size
 
 
-def build_artifact(
-    backend: str,
-    model,
-    out_dir,
-    img_size_hw=(640, 640),
-    calibration=None,
-    qconfig: dict | None = None,
-    mode: str = "raw",
-    batch: int = 1,
-    opset: int | None = None,
-    onnx_path=None,
-    export_options: dict | None = None,
-) -> Path:
-    """Export ``model`` to ONNX (``mode`` head, fixed ``batch x 3 x H x W``) into ``out_dir`` and build
-    ``backend``'s artifact from it; returns the artifact path (its sidecar is next to it).
+def export_for(backend: str, model, path, img_size_hw=(640, 640), mode: str = "raw", batch: int = 1,
+               opset: int | None = None, export_options: dict | None = None):
+    """Export ``model`` once for ``backend``: fixed ``batch x 3 x H x W``, ``mode`` head, the backend's
+    opset unless ``opset`` is given. Returns the :class:`~yoloport.deploy.export.ExportResult` that
+    :func:`build` takes (graph path, head spec, input shape, opset)."""
+    from ..deploy.export import DEFAULT_OPSET, export_model
 
-    ``opset``: default the backend module's ``EXPORT_OPSET`` if it has one, else the exporter's.
-    ``export_options``: more keywords for :func:`yoloport.deploy.export.export_onnx` (``sigmoid``,
-    ``fuse``, ``silu``, ...). ``onnx_path``: use this already exported fp32 ONNX instead (it must match
-    ``mode``/``img_size_hw``).
-    """
+    spec = get_spec(backend)
+    opts = dict(export_options or {})
+    opts.pop("opset", None)
+    return export_model(model, path, tuple(img_size_hw), mode=mode, batch=int(batch),
+                        opset=int(opset or spec.export_opset or DEFAULT_OPSET), overwrite=True, **opts)
+
+
+def prepare_qconfig(backend: str, qconfig: dict | None, calibration=None, batch: int = 1) -> dict:
+    """The qconfig a build uses: ``precision`` (``int8`` with calibration images, else ``fp32``) and
+    ``batch`` filled in, then checked (:func:`check_qconfig`); int8 without calibration is an error."""
+    q = dict(qconfig or {})
+    q.setdefault("precision", "int8" if calibration is not None else "fp32")
+    q.setdefault("batch", int(batch))
+    if q["precision"] == "int8" and calibration is None:
+        raise YoloportError(f"int8 on {canonical_name(backend)} needs calibration images (--calib)")
+    return check_qconfig(backend, q)
+
+
+def build(backend: str, model, export, out_dir, calibration=None, qconfig: dict | None = None) -> Path:
+    """``backend``'s artifact from ``export`` (an ExportResult of :func:`export_for`, used as it is) into
+    ``out_dir``; returns the artifact path (its sidecar is next to it)."""
     key = canonical_name(backend)
-    if key == "torch":
-        raise YoloportError("the torch backend runs the model itself and has no artifact to build")
-    mod = get_backend(key)
+    q = prepare_qconfig(key, qconfig, calibration, export.batch)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    qconfig = dict(qconfig or {})
-    qconfig.setdefault("precision", "int8" if calibration is not None else "fp32")
-    qconfig.setdefault("batch", int(batch))
-    if qconfig["precision"] == "int8" and calibration is None:
-        raise YoloportError(f"int8 on {key} needs calibration images (--calib)")
-    if hasattr(mod, "check_qconfig"):  # fail on a bad setting before the (slow) export
-        mod.check_qconfig(qconfig)
-    if calibration is not None and tuple(calibration.img_size_hw) != tuple(img_size_hw):
-        calibration = calibration.with_size(img_size_hw)
-    from ..ops.postprocess import HeadSpec
+    if calibration is not None and tuple(calibration.img_size_hw) != tuple(export.img_size_hw):
+        calibration = calibration.with_size(export.img_size_hw)
+    return Path(get_backend(key).build(model, Path(export.path), export.head, out_dir, calibration, q))
 
-    if onnx_path is None:
-        from ..deploy.export import export_onnx
 
-        opts = dict(export_options or {})
-        opset = opset or getattr(mod, "EXPORT_OPSET", None)
-        if opset:
-            opts["opset"] = int(opset)
-        onnx_path, head = export_onnx(model, out_dir / "model.fp32.onnx", img_size_hw=tuple(img_size_hw), mode=mode, batch=int(batch), **opts)
-    else:
-        head = HeadSpec.from_model(model, mode, sigmoid_applied=bool((export_options or {}).get("sigmoid", False)))
-    return Path(mod.build(model, Path(onnx_path), head, out_dir, calibration, qconfig))
+def build_artifact(backend: str, model, out_dir, img_size_hw=(640, 640), calibration=None, qconfig: dict | None = None,
+                   mode: str = "raw", batch: int = 1, opset: int | None = None, export_options: dict | None = None,
+                   export=None) -> Path:
+    """Export ``model`` for ``backend`` into ``out_dir/model.fp32.onnx`` (:func:`export_for`) and build the
+    artifact from it (:func:`build`); the qconfig is checked before the (slow) export. ``export``: an
+    ExportResult to build from instead of exporting again."""
+    prepare_qconfig(backend, qconfig, calibration, batch)
+    if export is None:
+        export = export_for(backend, model, Path(out_dir) / "model.fp32.onnx", img_size_hw, mode, batch, opset, export_options)
+    return build(backend, model, export, out_dir, calibration, qconfig)
 
 
 def load_runner(backend: str | None = None, artifact=None, model=None, **options):
@@ -179,12 +210,10 @@ def load_runner(backend: str | None = None, artifact=None, model=None, **options
         if not backend:
             raise YoloportError(f"artifact {artifact}: its sidecar does not name a backend")
     key = canonical_name(backend)
-    if key == "torch":
+    if not get_spec(key).has_artifact:
         if model is None:
-            raise YoloportError("the torch backend needs the model (--weights or --model-key)")
-        from .torch_backend import TorchRunner
-
-        return TorchRunner(model, threads=options.get("threads"))
+            raise YoloportError(f"the {key} backend needs the model (--weights or --model-key)")
+        return get_backend(key).load(None, model=model, threads=options.get("threads"))
     if artifact is None:
         raise YoloportError(f"the {key} backend needs an artifact (build one with 'yoloport quantize --backend {key}')")
     return get_backend(key).load(artifact, model=model, **options)

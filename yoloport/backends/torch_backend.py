@@ -6,6 +6,19 @@ import torch
 
 from ..ops.postprocess import HeadSpec
 from .base import Runner
+from .spec import BackendSpec
+
+SPEC = BackendSpec(
+    runs_onnx=False,
+    name="torch",
+    summary="PyTorch eager, fp32: the float reference every port compares against (no artifact)",
+    install="pip install torch",
+    precisions=("fp32",),
+    has_artifact=False,
+    lint_target=None,
+    benchmarkable=True,
+    profiler=False,
+)
 
 
 class TorchRunner(Runner):
@@ -40,3 +53,8 @@ class TorchRunner(Runner):
             b, na, h, w, no = r.shape
             outs.append(r.permute(0, 1, 4, 2, 3).reshape(b, na * no, h, w).numpy())
         return outs
+
+
+def load(artifact=None, model=None, threads: int | None = None, **options) -> TorchRunner:
+    """The reference runner: ``model`` itself (there is no artifact)."""
+    return TorchRunner(model, threads=threads)

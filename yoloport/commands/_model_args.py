@@ -7,11 +7,10 @@ from ..config import model_source
 from ..data.letterbox import parse_img_size
 from ..errors import YoloportError
 
-BACKEND_NAMES = ("torch", "onnxruntime", "openvino", "rknn", "mlu-sim")
-
-
 def add_backend_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backend", choices=BACKEND_NAMES, default=None, help="where the model runs (default: torch)")
+    from ..backends.registry import BACKENDS, REFERENCE
+
+    p.add_argument("--backend", choices=BACKENDS, default=None, help=f"where the model runs (default: {REFERENCE})")
     p.add_argument("--artifact", help="built artifact for --backend (from 'yoloport quantize'); torch needs none")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for the runtime")
     p.add_argument("--device-id", dest="device_id", default=None,
@@ -37,21 +36,20 @@ def img_size_from_settings(s: argparse.Namespace, model, stride: int) -> tuple[i
 def make_runner(s: argparse.Namespace, model, for_val: bool = False):
     """The Runner for ``--backend``. ``for_val``: heads with fused NMS (mlu-sim's end2end) return their
     raw outputs instead, so validation applies its own thresholds (conf 0.001, multi-label)."""
-    backend = getattr(s, "backend", None) or "torch"
-    if backend == "torch":
+    from ..backends.registry import REFERENCE, get_spec, load_runner
+
+    backend = getattr(s, "backend", None) or REFERENCE
+    spec = get_spec(backend)
+    if not spec.has_artifact:
         if getattr(s, "artifact", None):
-            raise YoloportError("--artifact is for the non-torch backends; torch runs the checkpoint itself")
-        from ..backends.torch_backend import TorchRunner
-
-        return TorchRunner(model, threads=getattr(s, "threads", None))
-    from ..backends.registry import load_runner
-
+            raise YoloportError(f"--artifact is for the exported backends; {spec.name} runs the checkpoint itself")
+        return load_runner(spec.name, model=model, threads=getattr(s, "threads", None))
     options = {"threads": getattr(s, "threads", None)}
     if for_val:
         options["output"] = "raw"
     if getattr(s, "device_id", None):
-        if backend != "rknn":
-            raise YoloportError("--device-id is for the rknn backend (a connected board)")
+        if spec.target_option is None:
+            raise YoloportError(f"--device-id is for a backend with a board to connect (rknn), not {spec.name}")
         from ..backends.base import read_sidecar
 
         options["device_id"] = s.device_id

@@ -57,19 +57,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..analysis import bench as B
-    from ..backends.registry import canonical_name
+    from ..backends.registry import canonical_name, get_spec
 
     s = resolve_settings(args, DEFAULTS)
     backend = canonical_name(s.backend)
+    has_artifact = get_spec(backend).has_artifact
     batches = [int(b) for b in (s.batch if isinstance(s.batch, (list, tuple)) else [s.batch])]
     if any(b < 1 for b in batches) or int(s.repeat) < 1 or int(s.warmup) < 0:
         raise YoloportError(f"--batch and --repeat must be >= 1 and --warmup >= 0 (got {batches}, {s.repeat}, {s.warmup})")
     if s.artifact and s.calib:
         raise YoloportError("--calib builds int8 graphs from --weights; an --artifact is run as built")
-    if backend == "torch" and s.calib:
-        raise YoloportError("--calib needs an exported backend (onnxruntime, openvino, ...), not torch")
-    if backend == "torch" and s.artifact:
-        raise YoloportError("--artifact is for the exported backends; torch runs the checkpoint itself (--weights)")
+    if not has_artifact and s.calib:
+        raise YoloportError(f"--calib needs an exported backend (onnxruntime, openvino, ...), not {backend}")
+    if not has_artifact and s.artifact:
+        raise YoloportError(f"--artifact is for the exported backends; {backend} runs the checkpoint itself (--weights)")
     if s.artifact and not Path(s.artifact).exists():
         raise YoloportError(f"artifact {s.artifact} does not exist")
     out = _json_path(s) if s.json else None
@@ -131,8 +132,10 @@ def _runners(s, backend: str, batches: list[int], tmp: Path, notes: list):
             runner.close()
         return
     model = load_model_from_settings(s)
-    if backend == "torch":
-        runner = make_runner(argparse.Namespace(backend="torch", artifact=None, threads=s.threads), model)
+    from ..backends.registry import get_spec
+
+    if not get_spec(backend).has_artifact:
+        runner = make_runner(argparse.Namespace(backend=backend, artifact=None, threads=s.threads), model)
         hw = _img_hw(s, model)
         for b in batches:
             yield b, runner, hw

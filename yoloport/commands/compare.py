@@ -52,7 +52,9 @@ def run(args: argparse.Namespace) -> int:
     args = resolve_settings(args, {"max_images": 16, "conf_thres": 0.25, "iou_thres": 0.45, "match_iou": 0.5})
     if not args.source:
         raise YoloportError("no images given: pass --source (folder, glob, data YAML or list file)")
-    if not args.artifact and args.backend not in (None, "torch"):
+    from ..backends.registry import REFERENCE, canonical_name
+
+    if not args.artifact and args.backend is not None and canonical_name(args.backend) != REFERENCE:
         raise YoloportError(f"--backend {args.backend} needs --artifact (build one with 'yoloport quantize')")
     if not args.artifact and args.backend is None:
         raise YoloportError("pass --artifact (and optionally --backend)")

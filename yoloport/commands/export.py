@@ -25,7 +25,7 @@ REGISTRY_KEYS = ("mode", "opset", "batch", "target", "sigmoid", "dynamic", "simp
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from ..deploy.export import SILU_MODES
-    from ..deploy.heads import EXPORT_MODES
+    from ..nn.heads import EXPORT_MODES
     from ..deploy.op_support import TARGETS
 
     add_common_arguments(p)

@@ -19,13 +19,12 @@ from pathlib import Path
 from ..config import add_common_arguments, resolve_settings
 from ..errors import YoloportError
 
-PROFILED = ("onnxruntime", "openvino", "rknn")
 DEFAULTS = {"backend": None, "runs": 10, "warmup": 3, "batch": 1, "opt_level": "all", "project": "runs/profile", "name": "exp"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_common_arguments(p)
-    p.add_argument("--backend", help=f"runtime to profile: {', '.join(PROFILED)}")
+    p.add_argument("--backend", help="runtime to profile: onnxruntime, openvino (here), rknn (a connected board)")
     p.add_argument("--artifact", help="built artifact (.onnx for onnxruntime, .xml for openvino, .rknn)")
     p.add_argument("--img-size", "--img_size", dest="img_size", nargs="+", type=int, help="W H (or one number) for --weights")
     p.add_argument("--batch", type=int, help="batch of the exported graph for --weights (1)")
@@ -48,36 +47,37 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..analysis import profile as prof
-    from ..backends.registry import canonical_name
+    from ..backends.registry import ARTIFACT_BACKENDS, canonical_name, get_spec
 
     s = resolve_settings(args, DEFAULTS)
     if not s.backend:
-        raise YoloportError(f"--backend is required: one of {', '.join(PROFILED)}")
+        raise YoloportError("--backend is required: the runtime whose profiler to read (e.g. onnxruntime, openvino)")
     backend = canonical_name(s.backend)
-    if backend not in PROFILED:
-        raise YoloportError(f"profile reads a runtime's own profiler: {', '.join(PROFILED)}; {backend} has none")
+    spec = get_spec(backend)
+    if not spec.profiler:
+        profiled = [b for b in ARTIFACT_BACKENDS if get_spec(b).profiler]
+        raise YoloportError(f"profile reads a runtime's own profiler: {', '.join(profiled)}; {backend} has none")
     if int(s.runs) < 1 or int(s.warmup) < 0 or int(s.batch) < 1:
         raise YoloportError(f"--runs and --batch must be >= 1, --warmup >= 0 (got {s.runs}, {s.batch}, {s.warmup})")
     if s.artifact and s.focus_to_conv:
         raise YoloportError("--focus-to-conv applies to --weights (an artifact is profiled as it was built)")
-    if backend == "rknn":
+    shape = None
+    if not spec.benchmarkable:  # an NPU's own timers: its built artifact, on a connected board
         if not s.artifact:
-            raise YoloportError("rknn profiling needs --artifact (a .rknn built by 'yoloport quantize --backend rknn')")
-        table = prof.profile_rknn(s.artifact, s.target, s.device_id)
+            raise YoloportError(f"{backend} profiling needs --artifact (built by 'yoloport quantize --backend {backend}')")
+        table = prof.profile_artifact(backend, s.artifact, None, target=s.target, device_id=s.device_id)
     else:
         with tempfile.TemporaryDirectory(prefix="yoloport-profile-") as tmp:
             path, shape, precision = _graph(s, backend, Path(tmp))
             images = _images(s.source, shape)
-            if backend == "onnxruntime":
-                table = prof.profile_onnxruntime(path, images, int(s.runs), s.threads, int(s.warmup), str(s.opt_level))
-            else:
-                table = prof.profile_openvino(path, images, int(s.runs), s.threads, int(s.warmup), precision)
+            table = prof.profile_artifact(backend, path, images, int(s.runs), s.threads, int(s.warmup),
+                                          opt_level=str(s.opt_level), inference_precision=precision)
             table.source = str(s.artifact or getattr(s, "weights", None) or getattr(s, "model_key", None) or "default model")
     print(table.format(per_node=bool(s.per_node), style="markdown" if s.markdown else "text", top=s.top))
     out = _json_path(s)
     from ..io.paths import write_text_atomic
 
-    doc = {**table.to_dict(per_node=bool(s.per_node)), "input_shape": list(shape) if backend != "rknn" else None}
+    doc = {**table.to_dict(per_node=bool(s.per_node)), "input_shape": list(shape) if shape else None}
     write_text_atomic(out, json.dumps(doc, indent=1))
     print(f"saved to {out}")
     return 0
@@ -101,8 +101,6 @@ def _graph(s, backend: str, tmp: Path):
         if s.img_size and parse_img_size(s.img_size, warn=None) != hw:
             raise YoloportError(f"{s.artifact} takes {hw[1]}x{hw[0]} (W x H) inputs; drop --img-size or rebuild it")
         batch = int(info.get("batch") or 1)
-        if backend == "onnxruntime" and not str(s.artifact).endswith(".onnx"):
-            raise YoloportError(f"onnxruntime artifacts are .onnx files, got {s.artifact}")
         return Path(s.artifact), (batch, 3, *hw), str(info.get("inference_precision") or "f32")
     from ..deploy.export import export_onnx
     from ._model_args import img_size_from_settings, load_model_from_settings

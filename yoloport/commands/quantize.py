@@ -16,28 +16,24 @@ from pathlib import Path
 
 from ..errors import YoloportError
 
-# flag dest -> qconfig key, for the backend options passed through untouched
-QCONFIG_FLAGS = (
-    # common
-    "precision", "exclude", "head_fp32",
-    # onnxruntime
-    "act_type", "weight_type", "per_channel", "calib_method", "percentile", "reduce_range", "pre_process",
-    # openvino
-    "preset", "subset_size", "fast_bias_correction", "max_drop", "validation", "validation_n", "inference_precision",
-    # rknn
-    "platform", "quantized_dtype", "quantized_algorithm", "quantized_method", "hybrid", "optimization_level",
-    # mlu-sim
-    "use_avg", "data_scale", "firstconv",
-)
+# flags whose values go into the qconfig (filled by add_arguments; each backend's SPEC says which keys it takes)
+QCONFIG_DESTS: set[str] = set()
+
+
+def _qconfig_flag(group, *flags, **kwargs):
+    """Add a flag whose value is a qconfig entry (its dest is the key)."""
+    action = group.add_argument(*flags, **kwargs)
+    QCONFIG_DESTS.add(action.dest)
+    return action
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..backends.registry import BACKENDS
+    from ..backends.registry import ARTIFACT_BACKENDS
     from ..config import add_common_arguments
     from ..ops.postprocess import HEAD_MODES
 
     add_common_arguments(parser)
-    parser.add_argument("--backend", choices=[b for b in BACKENDS if b != "torch"], help="target backend")
+    parser.add_argument("--backend", choices=ARTIFACT_BACKENDS, help="target backend")
     parser.add_argument("--calib", metavar="SRC", help="calibration images: folder, glob, data YAML[:split] or list file (int8)")
     parser.add_argument("--calib-n", type=int, default=None, help="number of calibration images (default 100)")
     parser.add_argument("--calib-seed", type=int, default=None, help="seed for sampling them (default 0)")
@@ -48,46 +44,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help="output folder (default runs/quantize/<backend>)")
     parser.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty --out folder")
     parser.add_argument("--json", metavar="OUT", help="summary JSON path (default OUT/quantize.json)")
-    parser.add_argument("--precision", choices=("int8", "fp32", "fp16", "bf16"), help="default int8 with --calib, else fp32")
-    parser.add_argument("--exclude", nargs="+", metavar="NODE", help="node names, globs or op types kept in float")
-    parser.add_argument("--head-fp32", choices=("tail", "convs", "none"), help="keep the head's decode (tail), also its convs, or nothing in float (default: onnxruntime convs, openvino tail)")
+    _qconfig_flag(parser, "--precision", choices=("int8", "fp32", "fp16", "bf16"), help="default int8 with --calib, else fp32")
+    _qconfig_flag(parser, "--exclude", nargs="+", metavar="NODE", help="node names, globs or op types kept in float")
+    _qconfig_flag(parser, "--head-fp32", choices=("tail", "convs", "none"), help="keep the head's decode (tail), also its convs, or nothing in float (default: onnxruntime convs, openvino tail)")
 
     g = parser.add_argument_group("onnxruntime")
-    g.add_argument("--act-type", choices=("uint8", "int8"), help="activation type (default uint8: U8S8 is the fast path on x86)")
-    g.add_argument("--weight-type", choices=("int8", "uint8"), help="weight type (default int8)")
-    g.add_argument("--per-channel", dest="per_channel", action="store_true", default=None, help="per-channel weights (default; also mlu-sim)")
-    g.add_argument("--per-tensor", dest="per_channel", action="store_false", help="per-tensor weights")
-    g.add_argument("--calib-method", choices=("minmax", "entropy", "percentile"), help="activation range calibration (default minmax)")
-    g.add_argument("--percentile", type=float, help="percentile for --calib-method percentile (default 99.999)")
-    g.add_argument("--reduce-range", action="store_true", default=None, help="7-bit weights (old CPUs without VNNI)")
-    g.add_argument("--no-pre-process", dest="pre_process", action="store_false", default=None, help="skip quant_pre_process")
+    _qconfig_flag(g, "--act-type", choices=("uint8", "int8"), help="activation type (default uint8: U8S8 is the fast path on x86)")
+    _qconfig_flag(g, "--weight-type", choices=("int8", "uint8"), help="weight type (default int8)")
+    _qconfig_flag(g, "--per-channel", dest="per_channel", action="store_true", default=None, help="per-channel weights (default; also mlu-sim)")
+    _qconfig_flag(g, "--per-tensor", dest="per_channel", action="store_false", help="per-tensor weights")
+    _qconfig_flag(g, "--calib-method", choices=("minmax", "entropy", "percentile"), help="activation range calibration (default minmax)")
+    _qconfig_flag(g, "--percentile", type=float, help="percentile for --calib-method percentile (default 99.999)")
+    _qconfig_flag(g, "--reduce-range", action="store_true", default=None, help="7-bit weights (old CPUs without VNNI)")
+    _qconfig_flag(g, "--no-pre-process", dest="pre_process", action="store_false", default=None, help="skip quant_pre_process")
 
     g = parser.add_argument_group("openvino")
-    g.add_argument("--preset", choices=("mixed", "performance"), help="NNCF preset (default mixed)")
-    g.add_argument("--subset-size", type=int, help="NNCF calibration subset size (default: all calibration images)")
-    g.add_argument("--no-fast-bias-correction", dest="fast_bias_correction", action="store_false", default=None)
-    g.add_argument("--max-drop", type=float, help="accuracy control: largest mAP50-95 drop allowed (default 0.01)")
-    g.add_argument("--val-data", dest="validation", metavar="YAML[:SPLIT]", help="accuracy-controlled quantization on this labelled set")
-    g.add_argument("--val-n", dest="validation_n", type=int, help="images of --val-data used (default 32)")
-    g.add_argument("--ov-precision", dest="inference_precision", choices=("f32", "f16", "bf16"), help="runtime INFERENCE_PRECISION_HINT stored in the artifact (default f32 for fp32/int8)")
+    _qconfig_flag(g, "--preset", choices=("mixed", "performance"), help="NNCF preset (default mixed)")
+    _qconfig_flag(g, "--subset-size", type=int, help="NNCF calibration subset size (default: all calibration images)")
+    _qconfig_flag(g, "--no-fast-bias-correction", dest="fast_bias_correction", action="store_false", default=None)
+    _qconfig_flag(g, "--max-drop", type=float, help="accuracy control: largest mAP50-95 drop allowed (default 0.01)")
+    _qconfig_flag(g, "--val-data", dest="validation", metavar="YAML[:SPLIT]", help="accuracy-controlled quantization on this labelled set")
+    _qconfig_flag(g, "--val-n", dest="validation_n", type=int, help="images of --val-data used (default 32)")
+    _qconfig_flag(g, "--ov-precision", dest="inference_precision", choices=("f32", "f16", "bf16"), help="runtime INFERENCE_PRECISION_HINT stored in the artifact (default f32 for fp32/int8)")
 
     g = parser.add_argument_group("rknn")
-    g.add_argument("--platform", help="target platform, e.g. rk3588, rk3566, rv1106")
-    g.add_argument("--quantized-dtype", help="e.g. asymmetric_quantized-8 (w8a8)")
-    g.add_argument("--quantized-algorithm", help="normal, mmse or kl_divergence")
-    g.add_argument("--quantized-method", help="channel or layer")
-    g.add_argument("--hybrid", nargs="*", metavar="NODE", help="hybrid quantization: layers kept in float16")
-    g.add_argument("--optimization-level", type=int, help="rknn optimization level (0-3)")
+    _qconfig_flag(g, "--platform", help="target platform, e.g. rk3588, rk3566, rv1106")
+    _qconfig_flag(g, "--quantized-dtype", help="e.g. asymmetric_quantized-8 (w8a8)")
+    _qconfig_flag(g, "--quantized-algorithm", help="normal, mmse or kl_divergence")
+    _qconfig_flag(g, "--quantized-method", help="channel or layer")
+    _qconfig_flag(g, "--hybrid", nargs="*", metavar="NODE", help="hybrid quantization: layers kept in float16")
+    _qconfig_flag(g, "--optimization-level", type=int, help="rknn optimization level (0-3)")
 
     g = parser.add_argument_group("mlu-sim")
-    g.add_argument("--use-avg", action="store_true", default=None, help="average (not max) of calibration ranges")
-    g.add_argument("--data-scale", type=float, help="scale applied to the calibrated ranges")
-    g.add_argument("--firstconv", action="store_true", default=None, help="first convolution takes uint8 image input")
+    _qconfig_flag(g, "--use-avg", action="store_true", default=None, help="average (not max) of calibration ranges")
+    _qconfig_flag(g, "--data-scale", type=float, help="scale applied to the calibrated ranges")
+    _qconfig_flag(g, "--firstconv", action="store_true", default=None, help="first convolution takes uint8 image input")
 
 
 def qconfig_from_args(args: argparse.Namespace) -> dict:
     """The backend options given on the command line (or the run config), as a qconfig dict."""
-    return {k: getattr(args, k) for k in QCONFIG_FLAGS if getattr(args, k, None) is not None}
+    return {k: getattr(args, k) for k in sorted(QCONFIG_DESTS) if getattr(args, k, None) is not None}
 
 
 def resolve_img_size(args, model) -> tuple[int, int]:
@@ -155,7 +151,7 @@ def format_table(rows) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from ..backends.base import read_sidecar
-    from ..backends.registry import artifact_size, build_artifact, canonical_name
+    from ..backends.registry import artifact_size, build_artifact, canonical_name, check_qconfig, require_artifact_backend
     from ..config import resolve_settings
     from ..data.calibration import load_calibration
 
@@ -163,16 +159,16 @@ def run(args: argparse.Namespace) -> int:
     if not args.backend:
         raise YoloportError("no backend given: pass --backend (onnxruntime, openvino, rknn, mlu-sim)")
     backend = canonical_name(args.backend)
-    if backend == "torch":
-        raise YoloportError("torch runs the model itself: nothing to quantize (choose onnxruntime, openvino, rknn or mlu-sim)")
-    model = load_model_from_args(args)
-    hw = resolve_img_size(args, model)
-    mode = args.mode or registry_export(args).get("mode") or "raw"
+    require_artifact_backend(backend, "quantize")
     qconfig = qconfig_from_args(args)
     precision = qconfig.get("precision") or ("int8" if args.calib else "fp32")
     qconfig["precision"] = precision
     if precision == "int8" and not args.calib:
         raise YoloportError("int8 needs calibration images: pass --calib SRC (or --precision fp32)")
+    check_qconfig(backend, qconfig)  # options this backend does not take are refused before any work
+    model = load_model_from_args(args)
+    hw = resolve_img_size(args, model)
+    mode = args.mode or registry_export(args).get("mode") or "raw"
     out = Path(args.out or f"runs/quantize/{backend}")
     _check_out_dir(out, bool(args.overwrite))
     t0 = time.perf_counter()

@@ -5,7 +5,7 @@
 
 The ranking (always) quantizes each convolution alone in a PyTorch fake-quantization model and
 measures the Detect head's output error against float over ``--eval-n`` calibration images
-(backend-neutral; see :mod:`yoloport.analysis.sensitivity`). With ``--data`` (a labelled data YAML),
+(backend-neutral; see :mod:`yoloport.quant.ranking`). With ``--data`` (a labelled data YAML),
 the backend's artifact is rebuilt with layers kept in float until the mAP@0.5:0.95 drop against the
 torch fp32 reference is at most ``--max-drop`` points: ``--strategy greedy`` (default) walks the
 ranking and keeps a layer only when the measured mAP rises with it; ``prefix`` keeps the worst
@@ -94,8 +94,10 @@ def _check_out_dir(out: Path, overwrite: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..analysis import sensitivity as sens
-    from ..backends.registry import canonical_name
+    from ..analysis import mixed_precision as mp
+    from ..backends.registry import canonical_name, check_qconfig, export_for, get_spec, require_artifact_backend
+    from ..deploy.onnx_graph import onnx_conv_names
+    from ..quant import ranking
     from ..config import resolve_settings
     from ..data.calibration import load_calibration
     from .quantize import load_model_from_args, resolve_img_size
@@ -103,8 +105,8 @@ def run(args: argparse.Namespace) -> int:
     s = resolve_settings(args, DEFAULTS)
     check_args(s)
     backend = canonical_name(s.backend) if s.backend else None
-    if backend == "torch":
-        raise YoloportError("torch is the fp32 reference; choose onnxruntime, openvino, rknn or mlu-sim")
+    if backend:
+        require_artifact_backend(backend, "rank or search (it is the fp32 reference)")
     out = Path(s.out or f"runs/sensitivity/{backend or 'ranking'}")
     _check_out_dir(out, bool(s.overwrite))
     model = load_model_from_args(s)
@@ -117,15 +119,11 @@ def run(args: argparse.Namespace) -> int:
             raise YoloportError(f"--data {s.data} has {cfg.nc} classes, the model {len(model.names)}")
     qconfig = {k: v for k, v in {"head_fp32": s.head_fp32, "platform": s.platform}.items() if v}
     if backend:  # a bad backend setting fails now, not after the ranking
-        from ..backends.registry import get_backend
-
-        mod = get_backend(backend)
-        if hasattr(mod, "check_qconfig"):
-            mod.check_qconfig({"precision": "int8", **qconfig})
+        check_qconfig(backend, {"precision": "int8", **qconfig})
     t0 = time.perf_counter()
     calib = load_calibration(s.calib, n=s.calib_n, img_size_hw=hw, stride=int(model.stride.max()), seed=s.calib_seed,
                              warn=lambda m: print(f"warning: {m}"))
-    print(f"ranking {sum(1 for _ in sens._named_convs(model))} convolutions ({len(calib)} calibration images, "
+    print(f"ranking {sum(1 for _ in ranking.named_convs(model))} convolutions ({len(calib)} calibration images, "
           f"error on {min(s.eval_n, len(calib))}, {hw[1]}x{hw[0]}) ...", flush=True)
     if s.threads:
         import torch
@@ -136,25 +134,24 @@ def run(args: argparse.Namespace) -> int:
         if done == total or done % max(total // 4, 1) == 0:
             print(f"  {done}/{total} measurements ({time.perf_counter() - t0:.0f} s)", flush=True)
 
-    scheme, per_channel = sens.backend_scheme(backend, qconfig)
+    scheme, per_channel, quant_outputs = mp.ranking_scheme(backend, qconfig)
     if s.per_tensor:
         per_channel = False
-    report = sens.layer_sensitivity(model, calib, n_images=s.eval_n, per_channel=per_channel,
-                                    act_scheme=s.act_scheme or scheme,
-                                    quant_outputs=sens.backend_quantizes_outputs(backend), progress=progress)
+    report = ranking.layer_sensitivity(model, calib, n_images=s.eval_n, per_channel=per_channel,
+                                       act_scheme=s.act_scheme or scheme, quant_outputs=quant_outputs, progress=progress)
+    export = None  # one fp32 ONNX for the node names, the ORT debug step and every search step
+    if backend and get_spec(backend).runs_onnx:
+        export = export_for(backend, model, Path(out).resolve() / "model.fp32.onnx", hw)
     if s.ort_debug:
-        print("onnxruntime QDQ debug: building the fully int8 model ...", flush=True)
-        ort_q = qconfig if backend == "onnxruntime" else {}
-        sens.attach_ort_debug(report, model, calib, out / "ort_debug", hw, ort_q, n_images=s.eval_n)
-    nodes = None
-    if backend and backend != "mlu-sim":
-        from ..deploy.export import export_onnx
+        from ..backends.onnxruntime_debug import attach_ort_debug
 
-        out.mkdir(parents=True, exist_ok=True)
-        onnx_path, _ = export_onnx(model, out / "model.fp32.onnx", img_size_hw=hw, mode="raw", overwrite=True)
-        nodes = sens.onnx_conv_names(onnx_path, [r.name for r in report.layers])
-    print(sens.format_ranking(report, s.top, nodes))
+        print("onnxruntime QDQ debug: building the fully int8 model ...", flush=True)
+        attach_ort_debug(report, model, calib, out / "ort_debug", hw, qconfig, n_images=s.eval_n, export=export,
+                         for_backend=backend)
+    nodes = onnx_conv_names(export.path, [r.name for r in report.layers]) if export else None
+    print(ranking.format_ranking(report, s.top, nodes))
     print(report.method)
+    mixed = None
     result = {
         "model": str((getattr(model, "source", None) or {}).get("path", "") or getattr(model, "model_key", "")),
         "backend": backend,
@@ -170,11 +167,12 @@ def run(args: argparse.Namespace) -> int:
                else "keep the worst K layers in float")
         print(f"\nmixed precision on {backend} ({s.strategy}): {how}, until the mAP@0.5:0.95 drop <= {max_drop} points",
               flush=True)
-        mixed = sens.search_mixed_precision(
+        mixed = mp.search_mixed_precision(
             backend, model, report.names(), calib, s.data, hw, out / "mixed", max_drop=max_drop, max_float=int(s.max_float),
             qconfig=qconfig, float_dtype=s.float_dtype, batch_size=int(s.batch_size), threads=s.threads,
-            log=lambda m: print(f"  {m}", flush=True), strategy=s.strategy, max_tries=s.max_tries)
-        print(sens.format_mixed(mixed))
+            log=lambda m: print(f"  {m}", flush=True), strategy=s.strategy, max_tries=s.max_tries, export=export)
+    if mixed is not None:
+        print(mp.format_mixed(mixed))
         result["mixed_precision"] = mixed
     result["seconds"] = round(time.perf_counter() - t0, 2)
     out.mkdir(parents=True, exist_ok=True)

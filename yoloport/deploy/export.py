@@ -27,7 +27,7 @@ import torch
 
 from ..errors import YoloportError
 from ..ops.postprocess import HeadSpec
-from .heads import DEFAULT_CONF_THRES, DEFAULT_IOU_THRES, DEFAULT_MAX_DET, EXPORT_MODES
+from ..nn.heads import DEFAULT_CONF_THRES, DEFAULT_IOU_THRES, DEFAULT_MAX_DET, EXPORT_MODES
 from .onnx_meta import META_MARKER, build_meta, is_yoloport_export, sidecar_path, write_onnx_meta
 
 OPSET_RANGE = (11, 19)
@@ -47,6 +47,9 @@ class ExportResult:
     lint: object | None = None  # yoloport.deploy.lint.LintReport when a target was linted
     surgery: list = field(default_factory=list)
     output_shapes: dict = field(default_factory=dict)  # output name -> dims (ints, or 'batch')
+    img_size_hw: tuple[int, int] = (640, 640)  # the graph's fixed input (h, w)
+    batch: int = 1  # its fixed batch (1 for a dynamic batch)
+    opset: int = 13
 
 
 def output_names(mode: str, nl: int) -> list[str]:
@@ -257,7 +260,7 @@ def export_model(model, path, img_size_hw=(640, 640), mode: str = "raw", batch: 
     if report is not None:
         extra["lint_report"] = report.to_dict()
     p, side = write_export(proto, path, meta, sidecar, extra)
-    return ExportResult(p, head, meta, side, report, applied, shapes)
+    return ExportResult(p, head, meta, side, report, applied, shapes, tuple(int(v) for v in img_size_hw), int(batch), int(opset))
 
 
 def export_onnx(model, path, img_size_hw=(640, 640), mode: str = "raw", batch: int = 1, opset: int = DEFAULT_OPSET,

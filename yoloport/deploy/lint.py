@@ -462,7 +462,7 @@ def rule_scatternd(ctx: _Context) -> list[Finding]:
 
 def rule_rank5(ctx: _Context) -> list[Finding]:
     """``rank5``: rank >= 5 tensors and broadcasts between a >= 5-D and a lower-rank input."""
-    severity = {"rknn": "error", "mlu": "warning"}.get(ctx.target)
+    severity = op_support.PROFILES[ctx.target].rank5
     if severity is None:
         return []
     g = ctx.g
@@ -640,7 +640,7 @@ def _looks_like_head_output(shape: Shape | None) -> bool:
 def rule_multi_output_head(ctx: _Context) -> list[Finding]:
     """``multi-output-head`` (rknn): a detection graph with fewer than three head outputs."""
     g = ctx.g
-    if ctx.target != "rknn" or len(g.outputs) >= 3:
+    if not op_support.PROFILES[ctx.target].split_outputs or len(g.outputs) >= 3:
         return []
     if not any(_looks_like_head_output(g.shapes.get(o)) for o in g.outputs):
         return []
@@ -655,7 +655,7 @@ def rule_multi_output_head(ctx: _Context) -> list[Finding]:
 
 def rule_op_restriction(ctx: _Context) -> list[Finding]:
     """``op-restriction`` (rknn): batch-1-only ops in a graph whose batch is not 1; Resize modes."""
-    if ctx.target != "rknn":
+    if not op_support.PROFILES[ctx.target].batch1_ops:
         return []
     g = ctx.g
     findings = []

@@ -44,7 +44,7 @@ def sidecar_path(onnx_path) -> Path:
 
 def build_meta(head: HeadSpec, input_hw, batch, opset: int, outputs: list[str], extra: dict | None = None) -> dict:
     """The metadata document of one export (plain JSON-able dict)."""
-    from .. import __version__
+    from .._version import __version__
 
     meta = {
         "yoloport_version": __version__,

@@ -133,37 +133,75 @@ RUNTIME_EXTRA_DOMAINS: dict[str, frozenset[str]] = {
 }
 
 
+@dataclass(frozen=True)
+class LintProfile:
+    """What one lint target (a deployment path) accepts, as data read by the lint rules.
+
+    - ``supported`` / ``unsupported`` / ``list_name``: the toolchain's op lists (default domain only), or
+      ``supported=None`` for a runtime that runs any op with an ONNX schema at the opset;
+      ``extra_domains``: custom domains the runtime implements.
+    - ``int8``: the path quantizes every tensor to int8 with one scale per tensor.
+    - ``rank5``: severity of >= 5-D tensors and their broadcasts (None: not a concern).
+    - ``split_outputs``: quantizes each graph output with one scale, so a detection graph wants three
+      per-level head outputs; ``batch1_ops``: some ops run at batch 1 only and Resize modes are restricted.
+    """
+
+    supported: frozenset | None
+    unsupported: frozenset = frozenset()
+    list_name: str = ""
+    int8: bool = False
+    rank5: str | None = None
+    split_outputs: bool = False
+    batch1_ops: bool = False
+    extra_domains: frozenset = frozenset()
+
+
+PROFILES: dict[str, LintProfile] = {
+    "rknn": LintProfile(RKNN_SUPPORTED_OPS, RKNN_UNSUPPORTED_OPS, "rknn-toolkit2", int8=True, rank5="error",
+                        split_outputs=True, batch1_ops=True),
+    "mlu": LintProfile(MLU_SUPPORTED_OPS, frozenset(), "yoloport MLU (conservative)", int8=True, rank5="warning"),
+    "onnxruntime": LintProfile(None, extra_domains=RUNTIME_EXTRA_DOMAINS["onnxruntime"]),
+    "openvino": LintProfile(None, extra_domains=RUNTIME_EXTRA_DOMAINS["openvino"]),
+}
+assert tuple(PROFILES) == TARGETS and INT8_TARGETS == {t for t, p in PROFILES.items() if p.int8}
+
+
+def _listed_support(supported: frozenset, unsupported: frozenset, who: str, op_type: str, domain: str) -> tuple[bool, str]:
+    if domain not in DEFAULT_DOMAINS:
+        return False, f"custom domain '{domain}' is not handled by {who}"
+    if op_type in unsupported:
+        return False, f"marked 'Not Supported' in the {who} OP support list"
+    if op_type not in supported:
+        return False, f"not in the {who} OP support list"
+    return True, ""
+
+
+def _schema_support(op_type: str, domain: str, opset: int | None) -> tuple[bool, str]:
+    in_default = domain in DEFAULT_DOMAINS
+    schema_domain = "" if in_default else domain
+    if not onnx.defs.has(op_type, schema_domain):
+        return False, f"no ONNX schema for '{domain or 'ai.onnx'}::{op_type}'"
+    if opset is not None and in_default:
+        try:
+            onnx.defs.get_schema(op_type, max_inclusive_version=opset, domain=schema_domain)
+        except onnx.defs.SchemaError:
+            return False, f"{op_type} is not defined at opset {opset}"
+    return True, ""
+
+
 def op_support(target: str, op_type: str, domain: str = "", opset: int | None = None) -> tuple[bool, str]:
     """Whether ``target`` runs ``domain::op_type`` at default-domain ``opset``, and why not.
 
     Returns ``(supported, reason)``; ``reason`` is empty when supported.
     """
-    in_default = domain in DEFAULT_DOMAINS
-    if target == "rknn":
-        if not in_default:
-            return False, f"custom domain '{domain}' is not handled by rknn-toolkit2"
-        if op_type in RKNN_UNSUPPORTED_OPS:
-            return False, "marked 'Not Supported' in the rknn-toolkit2 OP support list"
-        if op_type not in RKNN_SUPPORTED_OPS:
-            return False, "not in the rknn-toolkit2 OP support list"
+    profile = PROFILES.get(target)
+    if profile is None:
+        raise ValueError(f"unknown target {target!r}; choose from {', '.join(TARGETS)}")
+    if profile.supported is not None:
+        return _listed_support(profile.supported, profile.unsupported, profile.list_name, op_type, domain)
+    if domain in profile.extra_domains:
         return True, ""
-    if target == "mlu":
-        if not in_default or op_type not in MLU_SUPPORTED_OPS:
-            return False, "not in yoloport's conservative MLU op list"
-        return True, ""
-    if target in ("onnxruntime", "openvino"):
-        if domain in RUNTIME_EXTRA_DOMAINS[target]:
-            return True, ""
-        schema_domain = "" if in_default else domain
-        if not onnx.defs.has(op_type, schema_domain):
-            return False, f"no ONNX schema for '{domain or 'ai.onnx'}::{op_type}'"
-        if opset is not None and in_default:
-            try:
-                onnx.defs.get_schema(op_type, max_inclusive_version=opset, domain=schema_domain)
-            except onnx.defs.SchemaError:
-                return False, f"{op_type} is not defined at opset {opset}"
-        return True, ""
-    raise ValueError(f"unknown target {target!r}; choose from {', '.join(TARGETS)}")
+    return _schema_support(op_type, domain, opset)
 
 
 def op_hint(op_type: str) -> str:

@@ -1,7 +1,7 @@
 """YOLOv5 building blocks. Module and attribute names match Ultralytics' so checkpoints map 1:1.
 
 Each block says what the network is and nothing else; the Detect head's export variants live in
-``yoloport.deploy.heads`` and are chosen by ``Detect.export_mode``.
+``yoloport.nn.heads`` and are chosen by ``Detect.export_mode``.
 """
 from __future__ import annotations
 
@@ -184,7 +184,7 @@ class Detect(nn.Module):
     - training: list of raw ``[B, na, H, W, no]`` tensors (what the loss consumes);
     - eval: ``(decoded [B, N, no], raw list)`` with xywh in input pixels, like Ultralytics;
     - ``export_mode`` set (``raw``, ``split``, ``decoded``, ``end2end``): the graph-friendly variants
-      of ``yoloport.deploy.heads``.
+      of ``yoloport.nn.heads``.
     """
 
     stride: torch.Tensor | None = None
@@ -207,7 +207,7 @@ class Detect(nn.Module):
 
     def forward(self, feats: list[torch.Tensor]):
         if self.export_mode is not None:
-            from ..deploy.heads import export_forward
+            from .heads import export_forward
 
             return export_forward(self, feats)
         raw = []

@@ -13,7 +13,7 @@ Every variant is an ordinary eager forward that also traces cleanly to ONNX (Tor
     one ``[B, N, 5+nc]`` output (x, y, w, h, obj, cls...) like Ultralytics' ONNX export.
 ``end2end``
     decode + class-aware NMS in the graph (ONNX ``NonMaxSuppression``, see
-    :mod:`yoloport.deploy.nms_op`); outputs ``num_dets [B, 1]`` (int32) and
+    :mod:`yoloport.nn.nms_op`); outputs ``num_dets [B, 1]`` (int32) and
     ``detections [B, max_det, 7]`` rows of (batch, class, score, x1, y1, x2, y2), zero padded:
     the layout of Cambricon's ``yolov5_detection_output``.
 

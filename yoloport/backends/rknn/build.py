@@ -1,0 +1,191 @@
+"""Building an ``.rknn`` (float, int8, or int8 hybrid) and keeping what rebuilds it for the simulator."""
+from __future__ import annotations
+
+import contextlib
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ...deploy.onnx_graph import conv_map
+from ...errors import YoloportError
+from ...ops.postprocess import HeadSpec
+from ...quant.float_scope import FloatScope
+from ..base import write_sidecar
+from .hybrid import base_tensor_name, cfg_tensor_names, edit_hybrid_cfg, excluded_tensors, float_layer_hybrid, head_tensors, match_layers
+from .options import ARTIFACT_NAME, NAME, config_kwargs, resolve_qconfig
+from .toolkit import ToolkitLog, _cwd, _import_rknn, call, quiet
+
+
+def onnx_input_shape(onnx_path) -> list[int]:
+    """The fixed ``[B, 3, H, W]`` of the graph's first input."""
+    import onnx
+
+    m = onnx.load(str(onnx_path), load_external_data=False)
+    dims = [d.dim_value if d.HasField("dim_value") else -1 for d in m.graph.input[0].type.tensor_type.shape.dim]
+    if len(dims) != 4 or min(dims) <= 0:
+        raise YoloportError(f"{onnx_path}: RKNN needs a fixed [B, 3, H, W] input, the graph has {dims}")
+    return dims
+
+
+@dataclass
+class BuildRecipe:
+    """Everything that makes one RKNN model: paths are inside the artifact's build folder."""
+
+    onnx: Path
+    q: dict
+    dataset: Path | None
+    work: Path
+
+
+def hybrid_layers_for(recipe: BuildRecipe, cfg_text: str) -> dict:
+    """The ``{tensor: dtype}`` written into ``custom_quantize_layers``: ``head_fp32`` and ``exclude``
+    tensors in float16 (every cfg tensor whose name, less the toolkit's ``-rs`` suffix, is one of
+    them), then the user's ``hybrid`` entries (which win)."""
+    available = cfg_tensor_names(cfg_text)
+    wanted = set(head_tensors(recipe.onnx, recipe.q["head_fp32"]) + excluded_tensors(recipe.onnx, recipe.q["exclude"]))
+    layers = {t: "float16" for t in available if base_tensor_name(t) in wanted}
+    layers.update(match_layers(recipe.q["hybrid"], available))
+    return layers
+
+
+def needs_hybrid(recipe: BuildRecipe) -> bool:
+    q = recipe.q
+    if not q["do_quantization"]:
+        return False
+    return bool(q["hybrid"] or q["exclude"] or head_tensors(recipe.onnx, q["head_fp32"]))
+
+
+def make_rknn(recipe: BuildRecipe, log: ToolkitLog):
+    """Build an RKNN object from the recipe (float, int8, or int8 hybrid via step1/step2); returns
+    ``(rknn, info)`` with the hybrid layers actually used."""
+    RKNN = _import_rknn()
+    q = recipe.q
+    info: dict = {"hybrid_layers": {}}
+    with quiet(log):
+        rk = RKNN(verbose=False)
+    try:
+        call("config", rk.config, log=log, **config_kwargs(q))
+        call("load_onnx", rk.load_onnx, log=log, model=str(recipe.onnx))
+        if not needs_hybrid(recipe):
+            call("build", rk.build, log=log, do_quantization=q["do_quantization"], dataset=str(recipe.dataset) if recipe.dataset else None)
+            return rk, info
+        hdir = recipe.work / "hybrid"
+        if hdir.exists():
+            shutil.rmtree(hdir)
+        hdir.mkdir(parents=True)
+        with _cwd(hdir):
+            call("hybrid_quantization_step1", rk.hybrid_quantization_step1, log=log, dataset=str(recipe.dataset), proposal=False)
+        stem = recipe.onnx.stem
+        cfg = hdir / f"{stem}.quantization.cfg"
+        if not cfg.is_file():
+            raise YoloportError(f"rknn hybrid_quantization_step1 wrote no {cfg.name} in {hdir}")
+        info["hybrid_layers"] = edit_hybrid_cfg(cfg, hybrid_layers_for(recipe, cfg.read_text()))
+        with quiet(log):
+            rk.release()
+            rk = RKNN(verbose=False)
+        call("config", rk.config, log=log, **config_kwargs(q))
+        call(
+            "hybrid_quantization_step2", rk.hybrid_quantization_step2, log=log,
+            model_input=str(hdir / f"{stem}.model"), data_input=str(hdir / f"{stem}.data"), model_quantization_cfg=str(cfg),
+        )
+        return rk, info
+    except BaseException:
+        with contextlib.suppress(Exception), quiet(log):
+            rk.release()
+        raise
+
+
+def write_dataset(calibration, work: Path, input_hw) -> Path:
+    """Letterboxed calibration inputs as PNGs of the network size + RKNN's ``dataset.txt``."""
+    from ...data.calibration import write_list_file, write_preprocessed
+
+    calib = calibration if tuple(calibration.img_size_hw) == tuple(input_hw) else calibration.with_size(tuple(input_hw))
+    pngs = write_preprocessed(calib, work / "calib", fmt="png")
+    return write_list_file(pngs, work / "dataset.txt")
+
+
+# The simulator object made by build(), reused by load() in the same process (a rebuild costs time).
+_LIVE: dict = {}
+
+
+def build(model, onnx_path, head: HeadSpec, out_dir, calibration, qconfig: dict | None = None) -> Path:
+    """Build ``out_dir/model.rknn`` from ``onnx_path`` (not modified); returns the artifact path.
+
+    Float (``precision`` fp16/fp32, computed in float16) or int8 (calibrated on ``calibration``'s
+    letterboxed images). ``out_dir/model.rknn.build/`` keeps the source ONNX, calibration PNGs,
+    ``dataset.txt``, hybrid files and the toolkit's log, so the simulator can rebuild the model.
+    """
+    out_dir = Path(out_dir).resolve()  # the toolkit runs hybrid steps inside the build folder
+    out_dir.mkdir(parents=True, exist_ok=True)
+    q = resolve_qconfig(qconfig, calibration is not None)
+    layers = FloatScope.from_any(q["float_scope"]).layers
+    if layers:  # the float scope's convolutions -> hybrid tensors (the user's own entries win)
+        dtype = FloatScope.from_any(q["float_scope"]).dtype
+        q["hybrid"] = {**float_layer_hybrid(layers, *conv_map(onnx_path, layers), dtype=dtype), **q["hybrid"]}
+    if head.mode == "end2end":
+        raise YoloportError(
+            "RKNN cannot run the end2end head (ONNX NonMaxSuppression makes the graph dynamic): export "
+            "raw or split and let yoloport decode + NMS on the host"
+        )
+    if q["do_quantization"] and calibration is None:
+        raise YoloportError("int8 RKNN needs calibration images (--calib)")
+    shape = onnx_input_shape(onnx_path)
+    if shape[0] != 1:
+        raise YoloportError(f"export the ONNX with batch 1 for RKNN (got batch {shape[0]}); the runner loops over a batch")
+    input_hw = (shape[2], shape[3])
+    artifact = out_dir / ARTIFACT_NAME
+    work = out_dir / (ARTIFACT_NAME + ".build")
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    src = work / "source.onnx"
+    shutil.copyfile(onnx_path, src)
+    dataset = write_dataset(calibration, work, input_hw) if q["do_quantization"] else None
+    recipe = BuildRecipe(src, q, dataset, work)
+    log = ToolkitLog()
+    t0 = time.perf_counter()
+    try:
+        rk, info = make_rknn(recipe, log)
+        tmp = out_dir / (ARTIFACT_NAME + ".tmp")
+        call("export_rknn", rk.export_rknn, str(tmp), log=log)
+        tmp.replace(artifact)
+    finally:
+        (work / "toolkit.log").write_text(log.text)
+    build_s = time.perf_counter() - t0
+    _LIVE[_live_key(artifact)] = rk
+    from ..registry import sidecar_info
+
+    extra = {
+        "platform": q["platform"],
+        "precision": "int8" if q["do_quantization"] else "fp16",
+        "rknn": {
+            "toolkit_version": _toolkit_version(),
+            "config": config_kwargs(q),
+            "do_quantization": q["do_quantization"],
+            "hybrid_layers": info["hybrid_layers"],
+            "build_dir": work.name,
+            "source_onnx": f"{work.name}/source.onnx",
+            "dataset": f"{work.name}/dataset.txt" if dataset else None,
+            "runtime_input": "uint8 RGB NHWC 0..255 (normalisation /255 inside the model)",
+            "simulator": "rebuilt from source_onnx + config + dataset at load (a .rknn file runs only on a board)",
+            "build_seconds": round(build_s, 2),
+        },
+    }
+    write_sidecar(artifact, sidecar_info(NAME, model, head, input_hw, 1, calibration, q, **extra))
+    return artifact
+
+
+def _toolkit_version() -> str | None:
+    try:
+        from importlib.metadata import version
+
+        return version("rknn-toolkit2")
+    except Exception:
+        return None
+
+
+def _live_key(artifact) -> tuple:
+    p = Path(artifact).resolve()
+    st = p.stat()
+    return (str(p), st.st_size, st.st_mtime_ns)

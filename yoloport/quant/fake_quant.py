@@ -1,0 +1,50 @@
+"""Fake quantization in PyTorch, shared by the simulated MLU backend and the sensitivity ranking (and
+by any future algorithm that emulates an int8 grid). The error measure is :mod:`.error`."""
+from __future__ import annotations
+
+import torch
+
+
+def fake_quant(x: torch.Tensor, scale: torch.Tensor, qmax: int, qmin: int | None = None) -> torch.Tensor:
+    """Symmetric fake quantization: ``clip(round(x / scale), qmin, qmax) * scale`` (``qmin=-qmax``).
+
+    ``scale`` is a scalar or broadcastable (per-channel ``[C, 1, 1, 1]``); zero scales pass zeros.
+    """
+    qmin = -qmax if qmin is None else qmin
+    s = torch.where(scale > 0, scale, torch.ones_like(scale))
+    q = torch.clamp(torch.round(x / s), qmin, qmax) * s
+    return torch.where(scale > 0, q, torch.zeros_like(q))
+
+
+def fake_quant_asym(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+    """Asymmetric uint8 fake quantization over the calibrated range ``[lo, hi]`` (widened to hold 0,
+    as ONNX Runtime's MinMax calibration does): ``(clip(round(x / s) + z, 0, 255) - z) * s``."""
+    lo, hi = min(lo, 0.0), max(hi, 0.0)
+    if hi - lo <= 0:
+        return torch.zeros_like(x)
+    s = (hi - lo) / 255.0
+    z = float(round(-lo / s))
+    return (torch.clamp(torch.round(x / s) + z, 0, 255) - z) * s
+
+
+def weight_scale(w: torch.Tensor, qmax: int, per_channel: bool) -> torch.Tensor:
+    """``max |w| / qmax`` over the whole tensor, or per output channel (``[C, 1, 1, 1]``)."""
+    if per_channel:
+        return (w.detach().abs().amax(dim=(1, 2, 3)) / qmax).view(-1, 1, 1, 1).float()
+    return (w.detach().abs().max() / qmax).float()
+
+
+def forward_order(model, modules: list) -> list:
+    """``modules`` (of ``model``) sorted by when they run on a tiny input, the ones that never run
+    last in their given order (the first convolution takes the image)."""
+    seen: list = []
+    hooks = [q.register_forward_pre_hook(lambda mod, _inp: seen.append(mod)) for q in modules]
+    try:
+        s = int(max(getattr(model, "stride", torch.tensor([32.0])).tolist()))
+        with torch.no_grad():
+            model(torch.zeros(1, 3, s * 2, s * 2))
+    finally:
+        for h in hooks:
+            h.remove()
+    seen = list(dict.fromkeys(seen))  # a module called twice is listed once
+    return seen + [q for q in modules if q not in seen]
