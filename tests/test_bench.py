@@ -165,14 +165,16 @@ def tiny_ckpt(tmp_path_factory, tiny_model):
     return save_model(tiny_model, tmp_path_factory.mktemp("ck") / "tiny.safetensors")
 
 
-@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime", "openvino", pytest.param("mlu-sim", marks=pytest.mark.slow)])
 def test_cli_bench_json(tmp_path, tiny_ckpt, backend, capsys):
     out = tmp_path / "b.json"
     rc = main(["bench", "--backend", backend, "--weights", str(tiny_ckpt), "--batch", "1", "2", "--img-size", "160", "128",
                "--warmup", "1", "--repeat", "2", "--threads", "1", "--end-to-end", "--json", str(out)])
     assert rc == 0
     doc = json.loads(out.read_text())
-    assert doc["backend"] == backend and doc["machine"]["cpu_count"]
+    from yoloport.backends.registry import canonical_name
+
+    assert doc["backend"] == canonical_name(backend) and doc["machine"]["cpu_count"]
     assert [(r["batch"], r["mode"]) for r in doc["results"]] == [(1, "model"), (1, "end_to_end"), (2, "model"), (2, "end_to_end")]
     for r in doc["results"]:
         _check(r, r["batch"], r["mode"])
