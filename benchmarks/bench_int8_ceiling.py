@@ -119,28 +119,35 @@ def conv_gmac(onnx_path) -> float:
 
 
 class _Reader:
-    """``CalibrationDataReader`` over yoloport's calibration set, one image per feed."""
+    """``CalibrationDataReader`` over yoloport's calibration set, ``batch`` images per feed (a batch graph
+    takes only full batches: a short last batch is dropped, a set smaller than one batch repeated)."""
 
-    def __init__(self, calibration, input_name: str):
-        self.calibration, self.input_name = calibration, input_name
-        self._it = iter(calibration.batches(1))
+    def __init__(self, calibration, input_name: str, batch: int = 1):
+        self.calibration, self.input_name, self.batch = calibration, input_name, batch
+        self.rewind()
 
     def get_next(self):
         x = next(self._it, None)
-        return None if x is None else {self.input_name: x}
+        if x is None or (len(x) < self.batch and self.fed):
+            return None
+        if len(x) < self.batch:
+            x = np.concatenate([x] * -(-self.batch // len(x)), 0)[: self.batch]
+        self.fed += 1
+        return {self.input_name: x}
 
     def rewind(self):
-        self._it = iter(self.calibration.batches(1))
+        self._it, self.fed = iter(self.calibration.batches(self.batch)), 0
 
 
-def quantize_variant(src: Path, out: Path, calibration, fmt: str, per_channel: bool, act: str, op_types) -> float:
-    """``quantize_static`` with one variant's settings; returns the seconds it took."""
+def quantize_variant(src: Path, out: Path, calibration, fmt: str, per_channel: bool, act: str, op_types,
+                     batch: int = 1) -> float:
+    """``quantize_static`` with one variant's settings (graph of batch ``batch``); returns the seconds it took."""
     import onnx
     from onnxruntime import quantization as q
 
     input_name = onnx.load(str(src), load_external_data=False).graph.input[0].name
     t0 = time.perf_counter()
-    q.quantize_static(str(src), str(out), _Reader(calibration, input_name),
+    q.quantize_static(str(src), str(out), _Reader(calibration, input_name, batch),
                       quant_format=getattr(q.QuantFormat, fmt), per_channel=per_channel,
                       activation_type=getattr(q.QuantType, act), weight_type=q.QuantType.QInt8,
                       op_types_to_quantize=op_types, calibrate_method=q.CalibrationMethod.MinMax,
@@ -190,6 +197,8 @@ def main(argv=None) -> int:
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--openvino", action="store_true", help="also OpenVINO fp32 and NNCF int8 (backend), same rounds")
     ap.add_argument("--batch16", action="store_true", help="batch-16 throughput of the fastest ORT variant (and OV int8)")
+    ap.add_argument("--profile", action="store_true",
+                    help="per-op-type time of every ORT int8 variant (ONNX Runtime's profiler): where the gap to the ceiling goes")
     ap.add_argument("--work", help="keep the graphs here (default: a temporary folder)")
     ap.add_argument("--json")
     a = ap.parse_args(argv)
@@ -244,6 +253,10 @@ def main(argv=None) -> int:
         i8, f32 = (gmac_per_s(timing["results"][k]["min_ms"]) for k in gemms)
         doc["ceilings_gmac_s"] = {"int8": i8, "fp32": f32}
         rows = _rows({k: v for k, v in timing["results"].items() if k not in gemms}, kinds, gmac, i8, f32)
+        print()
+        _print_rows(rows, f"batch 1, round-robin with the GEMMs (in-round ceilings: int8 {i8:.1f}, fp32 {f32:.1f} GMAC/s)")
+        print(f"  (load average {timing['load_before']['load1']} -> {timing['load_after']['load1']}; other processes used "
+              f"{timing['other_cpu_share']} of the CPUs)", flush=True)
         best = min((r for r in rows if r["config"].startswith(("qdq", "qop"))), key=lambda r: r["min_ms"], default=None)
         extra = {}
         if best:
@@ -258,6 +271,13 @@ def main(argv=None) -> int:
                                    {k: "int8" for k in extra_calls}, gmac, e_i8, e_f32),
                      "ceilings_gmac_s": {"int8": e_i8, "fp32": e_f32},
                      "load": et["load_before"], "other_cpu_share": et["other_cpu_share"]}
+            c = extra["ceilings_gmac_s"]
+            print()
+            _print_rows(extra["rows"], f"session settings on {best['config']} (in-round ceilings: int8 {c['int8']:.1f}, "
+                                       f"fp32 {c['fp32']:.1f} GMAC/s)")
+            print(flush=True)
+        if a.profile:
+            doc["profiles"] = profile_variants(work, [k for k in calls if kinds[k] == "int8" and not k.startswith("ov")], x, t)
         b16 = {}
         if a.batch16 and best:
             xb = np.repeat(x, 16, 0)
@@ -266,7 +286,7 @@ def main(argv=None) -> int:
             prep16 = work / "prep-b16.onnx"
             q.quant_pre_process(str(b16_fp32), str(prep16), skip_symbolic_shape=True)
             b16_path = work / f"{best['config']}-b16.onnx"
-            quantize_variant(prep16, b16_path, calibration, *VARIANTS[best["config"]])
+            quantize_variant(prep16, b16_path, calibration, *VARIANTS[best["config"]], batch=16)
             b16_calls[f"{best['config']} b16"] = ort_session(b16_path, t)
             if a.openvino:
                 b16_calls["ov-int8 b16"] = runner_for_batch("openvino", model, hw, 16, work / "ov-int8-b16", t, calibration)
@@ -285,15 +305,6 @@ def main(argv=None) -> int:
             r.close()
     doc.update(rows=rows, timing_load={"before": timing["load_before"], "after": timing["load_after"],
                                        "other_cpu_share": timing["other_cpu_share"]}, session_variants=extra, batch16=b16)
-    print()
-    _print_rows(rows, f"batch 1, round-robin with the GEMMs (in-round ceilings: int8 {i8:.1f}, fp32 {f32:.1f} GMAC/s)")
-    print(f"  (load average {timing['load_before']['load1']} -> {timing['load_after']['load1']}; other processes used "
-          f"{timing['other_cpu_share']} of the CPUs)")
-    if extra:
-        print()
-        c = extra["ceilings_gmac_s"]
-        _print_rows(extra["rows"], f"session settings on {best['config']} (in-round ceilings: int8 {c['int8']:.1f}, "
-                                   f"fp32 {c['fp32']:.1f} GMAC/s)")
     if b16:
         print()
         for k, r in b16.items():
@@ -303,6 +314,19 @@ def main(argv=None) -> int:
         Path(a.json).write_text(json.dumps(doc, indent=1, default=str))
         print(f"saved to {a.json}")
     return 0
+
+
+def profile_variants(work: Path, names: list[str], x: np.ndarray, threads: int) -> dict:
+    """Per-op-type milliseconds per inference of each ORT variant (top 6 printed), from ORT's profiler."""
+    from yoloport.analysis.profile import profile_onnxruntime
+
+    out = {}
+    for name in names:
+        table = profile_onnxruntime(work / f"{name}.onnx", x, runs=5, threads=threads, warmup=2)
+        out[name] = {r.layer: round(r.time_us / 1e3, 2) for r in table.rows}
+        top = ", ".join(f"{k} {v:.1f}" for k, v in list(out[name].items())[:6])
+        print(f"profile {name}: {table.total / 1e3:.1f} ms in ops: {top} ms", flush=True)
+    return out
 
 
 def _rows(results: dict, kinds: dict, gmac: float, i8: float, f32: float) -> list[dict]:
