@@ -81,30 +81,18 @@ def bench_runner(runner, batch: int, img_hw, warmup: int = 3, repeat: int = 20, 
             "warmup": int(warmup), "repeat": int(repeat), **latency_stats(times, batch), **_batch_info(runner, batch)}
 
 
-def bench_end_to_end(runner, batch: int, img_hw, images, warmup: int = 3, repeat: int = 20,
-                     conf_thres: float = 0.25, iou_thres: float = 0.45, max_det: int = 300) -> dict:
-    """Time what a user waits for, ``batch`` images per call: **read** (decode the image file, or the
-    encoded bytes; nothing for images already in memory), **pre** (letterbox + normalise into one
-    reused ``[B, 3, H, W]`` buffer, :func:`yoloport.data.letterbox.preprocess_batch`), **inference**
-    (``runner``) and **post** (host decode + NMS + scaling back to the original pixels), cycling through
-    ``images``: file paths, encoded images (1-D uint8 arrays, e.g. :func:`synthetic_jpegs`) or BGR
-    arrays. Adds ``stages_ms`` (median of each stage per call), ``model_share`` (median inference /
-    median total), ``source_kind`` and ``detections_per_image`` (mean, a sanity figure) to
-    :func:`bench_runner`'s keys."""
+def end_to_end_step(runner, batch: int, img_hw, conf_thres: float = 0.25, iou_thres: float = 0.45, max_det: int = 300):
+    """A function ``step(items) -> (detections, (read, pre, inference, post) seconds)`` that takes ``batch``
+    images (paths, encoded bytes or BGR arrays) the whole way: read, letterbox into one input buffer
+    reused by every call, ``runner``, decode + NMS + scaling back to the original pixels."""
     from ..data.letterbox import preprocess_batch
     from ..ops.postprocess import postprocess, to_original
 
-    _check_counts(batch, warmup, repeat)
-    if images is None or not len(images):
-        raise YoloportError("end-to-end bench needs at least one image")
     h, w = int(img_hw[0]), int(img_hw[1])
     stride = int(getattr(runner, "stride", 32))
-    buffer = np.empty((int(batch), 3, h, w), dtype=np.float32)
-    k = 0
-    stages, totals, n_det = [], [], []
-    for it in range(int(warmup) + int(repeat)):
-        items = [images[(k + i) % len(images)] for i in range(int(batch))]
-        k += int(batch)
+    buffer = np.empty((int(batch), 3, h, w), dtype=np.float32)  # allocated once, every call writes all of it
+
+    def step(items):
         t0 = time.perf_counter()
         ims = [_read(item) for item in items]
         t1 = time.perf_counter()
@@ -115,9 +103,35 @@ def bench_end_to_end(runner, batch: int, img_hw, images, warmup: int = 3, repeat
         dets = postprocess(outputs, runner.head, conf_thres, iou_thres, max_det=max_det)
         dets = [to_original(d, m.input_hw, m.orig_hw, (m.ratio, m.pad)) for d, m in zip(dets, metas)]
         t4 = time.perf_counter()
+        return dets, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)
+
+    return step
+
+
+def bench_end_to_end(runner, batch: int, img_hw, images, warmup: int = 3, repeat: int = 20,
+                     conf_thres: float = 0.25, iou_thres: float = 0.45, max_det: int = 300) -> dict:
+    """Time what a user waits for, ``batch`` images per call: **read** (decode the image file, or the
+    encoded bytes; nothing for images already in memory), **pre** (letterbox + normalise into one
+    reused ``[B, 3, H, W]`` buffer, :func:`yoloport.data.letterbox.preprocess_batch`), **inference**
+    (``runner``) and **post** (host decode + NMS + scaling back to the original pixels), cycling through
+    ``images``: file paths, encoded images (1-D uint8 arrays, e.g. :func:`synthetic_jpegs`) or BGR
+    arrays (:func:`end_to_end_step`). Adds ``stages_ms`` (median of each stage per call),
+    ``model_share`` (median inference / median total), ``source_kind`` and ``detections_per_image``
+    (mean, a sanity figure) to :func:`bench_runner`'s keys."""
+    _check_counts(batch, warmup, repeat)
+    if images is None or not len(images):
+        raise YoloportError("end-to-end bench needs at least one image")
+    h, w = int(img_hw[0]), int(img_hw[1])
+    step = end_to_end_step(runner, batch, (h, w), conf_thres, iou_thres, max_det)
+    k = 0
+    stages, totals, n_det = [], [], []
+    for it in range(int(warmup) + int(repeat)):
+        items = [images[(k + i) % len(images)] for i in range(int(batch))]
+        k += int(batch)
+        dets, times = step(items)
         if it >= int(warmup):
-            stages.append((t1 - t0, t2 - t1, t3 - t2, t4 - t3))
-            totals.append(t4 - t0)
+            stages.append(times)
+            totals.append(sum(times))
             n_det.append(np.mean([len(d) for d in dets]))
     s = np.median(np.asarray(stages), 0) * 1e3
     stats = latency_stats(totals, batch)
