@@ -44,27 +44,33 @@ def nms(
     areas = (coords[2] - coords[0]) * (coords[3] - coords[1])
     cls = None if classes is None else np.asarray(classes)[order]
     limit = n if max_keep is None else int(max_keep)
-    kept = [_greedy_in_group(coords, areas, cls, group, iou_thres, limit) for group in _independent_groups(cls, n)]
+    kept = [_greedy_in_group(coords, areas, None if one_class else cls, group, iou_thres, limit)
+            for group, one_class in _independent_groups(cls, n)]
     ranks = np.sort(np.concatenate(kept))[:limit]  # positions in score order
     return order[ranks]
 
 
-def _independent_groups(cls: np.ndarray | None, n: int) -> list[np.ndarray]:
+def _independent_groups(cls: np.ndarray | None, n: int) -> list[tuple[np.ndarray, bool]]:
     """Ranks ``0..n-1`` split into groups that cannot suppress one another: whole classes, small ones
-    packed together up to ``NMS_BLOCK`` boxes. Each group ascending (best first)."""
+    packed together up to ``NMS_BLOCK`` boxes. Each group ascending (best first), with whether it holds
+    a single class (then no class test is needed inside it)."""
     if cls is None:
-        return [np.arange(n)]
+        return [(np.arange(n), True)]
     by_class = np.argsort(cls, kind="stable")  # ranks grouped by class, ascending inside each class
     sorted_cls = cls[by_class]
     starts = np.flatnonzero(np.concatenate(([True], sorted_cls[1:] != sorted_cls[:-1])))
     ends = np.append(starts[1:], n)
-    groups, first = [], 0
+    bounds, first = [], 0
     for s, e in zip(starts.tolist(), ends.tolist()):
         if e - first > NMS_BLOCK and s > first:  # close the pack before this class
-            groups.append(by_class[first:s])
+            bounds.append((first, s))
             first = s
-    groups.append(by_class[first:n])
-    return [g if len(g) < 2 else np.sort(g) for g in groups]
+    bounds.append((first, n))
+    groups = []
+    for a, b in bounds:
+        one_class = bool(sorted_cls[a] == sorted_cls[b - 1])
+        groups.append((by_class[a:b] if one_class else np.sort(by_class[a:b]), one_class))
+    return groups
 
 
 def _greedy_in_group(coords, areas, cls, ranks: np.ndarray, iou_thres: float, limit: int) -> np.ndarray:
