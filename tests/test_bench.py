@@ -81,6 +81,28 @@ def test_bench_end_to_end_reads_every_call(torch_runner, tmp_path, kind, monkeyp
     assert len(lines) == 1 and "x the model alone" in lines[0] and "read" in lines[0]
 
 
+def test_model_and_end_to_end_interleaved(torch_runner):
+    """One model-only call and one end-to-end call per round; both results carry the round-robin's load."""
+    calls = []
+    real = torch_runner.__call__
+
+    class Spy:
+        head, stride, backend = torch_runner.head, torch_runner.stride, "torch"
+
+        def __call__(self, x):
+            calls.append(x.shape[0])
+            return real(x)
+
+    model, e2e = B.bench_model_and_end_to_end(Spy(), 2, HW, B.synthetic_jpegs(3, (90, 120)), warmup=1, repeat=3,
+                                              conf_thres=0.001)
+    _check(model, 2)
+    _check(e2e, 2, "end_to_end")
+    assert len(calls) == 2 * (1 + 3)  # every round: one model call and one end-to-end call
+    assert model["order"] == e2e["order"] == "round-robin" and "before" in e2e["load"]
+    assert set(e2e["stages_ms"]) == {"read", "pre", "inference", "post"} and e2e["source_kind"] == "encoded"
+    assert "timed round-robin" in B.end_to_end_lines([model, e2e])[0]
+
+
 def test_bench_end_to_end_bad_images(torch_runner, tmp_path):
     from yoloport.errors import YoloportError
 

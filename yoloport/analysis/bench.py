@@ -143,6 +143,44 @@ def bench_end_to_end(runner, batch: int, img_hw, images, warmup: int = 3, repeat
             "source_images": len(images)}
 
 
+def bench_model_and_end_to_end(runner, batch: int, img_hw, images, warmup: int = 3, repeat: int = 20,
+                               conf_thres: float = 0.25, iou_thres: float = 0.45, max_det: int = 300,
+                               threads: int | None = None) -> tuple[dict, dict]:
+    """The model alone and end to end, timed round-robin (:func:`time_interleaved`: each round one
+    model-only call on a ready batch and one end-to-end call of ``batch`` images), so their ratio holds
+    while the machine's load changes. Returns ``(model result, end-to-end result)`` in the layouts of
+    :func:`bench_runner` and :func:`bench_end_to_end`, both with the round-robin's ``load``."""
+    _check_counts(batch, warmup, repeat)
+    if images is None or not len(images):
+        raise YoloportError("end-to-end bench needs at least one image")
+    h, w = int(img_hw[0]), int(img_hw[1])
+    x = np.random.default_rng(0).random((int(batch), 3, h, w), dtype=np.float32)
+    step = end_to_end_step(runner, batch, (h, w), conf_thres, iou_thres, max_det)
+    log, cursor = [], {"k": 0}
+
+    def one_batch():
+        k = cursor["k"]
+        cursor["k"] = k + int(batch)
+        dets, times = step([images[(k + i) % len(images)] for i in range(int(batch))])
+        log.append((times, float(np.mean([len(d) for d in dets]))))
+
+    timing = time_interleaved({"model": lambda: runner(x), "end_to_end": one_batch}, warmup, repeat, threads)
+    load = {"before": timing["load_before"], "after": timing["load_after"], "other_cpu_share": timing["other_cpu_share"]}
+    common = {"backend": getattr(runner, "backend", "?"), "batch": int(batch), "img_hw": [h, w], "warmup": int(warmup),
+              "repeat": int(repeat), **_batch_info(runner, batch), "order": "round-robin", "load": load}
+    model = {"mode": "model", **common,
+             **latency_stats(np.asarray(timing["results"]["model"]["times_ms"]) / 1e3, batch)}
+    timed = log[int(warmup):]
+    s = np.median(np.asarray([t for t, _ in timed]), 0) * 1e3
+    stats = latency_stats(np.asarray(timing["results"]["end_to_end"]["times_ms"]) / 1e3, batch)
+    e2e = {"mode": "end_to_end", **common, **stats,
+           "stages_ms": {"read": float(s[0]), "pre": float(s[1]), "inference": float(s[2]), "post": float(s[3])},
+           "model_share": float(s[2] / stats["latency_ms"]["median"]) if stats["latency_ms"]["median"] > 0 else None,
+           "source_kind": _source_kind(images[0]), "detections_per_image": float(np.mean([n for _, n in timed])),
+           "source_images": len(images)}
+    return model, e2e
+
+
 def _read(item) -> np.ndarray:
     """One bench input as a BGR image: a path is read from disk, encoded bytes are decoded, an image is itself."""
     import cv2
@@ -351,13 +389,16 @@ def machine_info() -> dict:
 
 
 def end_to_end_lines(results: list[dict]) -> list[str]:
-    """For each batch timed both ways: ``end to end = X.XXx the model alone`` with the stage breakdown."""
+    """For each batch timed both ways: ``end to end = X.XXx the model alone`` (medians; minima too when the
+    two were timed round-robin) with the stage breakdown."""
     lines = []
     for e in (r for r in results if r["mode"] == "end_to_end"):
         m = next((r for r in results if r["mode"] == "model" and r["batch"] == e["batch"]
                   and r.get("backend") == e.get("backend") and r["img_hw"] == e["img_hw"]), None)
         st = e["stages_ms"]
         ratio = f" = {e['latency_ms']['median'] / m['latency_ms']['median']:.2f}x the model alone" if m else ""
+        if m and e.get("order") == "round-robin":
+            ratio += f" (minima {e['latency_ms']['min'] / m['latency_ms']['min']:.2f}x, timed round-robin)"
         lines.append(f"{e.get('label') or e.get('backend', '?')} batch {e['batch']}: end to end {e['latency_ms']['median']:.2f} ms"
                      f"{ratio} (read {st['read']:.2f}, pre {st['pre']:.2f}, infer {st['inference']:.2f}, "
                      f"post {st['post']:.2f} ms; images from {e.get('source_kind', '?')})")
