@@ -13,7 +13,9 @@ In one run (same threads for everything):
 
    - ``qdq-pc``: QDQ, per-channel weights, U8S8, every op type ORT quantizes (Conv, Sigmoid, Mul, Add,
      Concat, MaxPool, Resize: SiLU's Sigmoid and Mul get Q/DQ pairs of their own)
-   - ``qdq-pt``: the same, per-tensor weights
+   - ``qdq-pc-head-fp32``: the same with the Detect head's three output convolutions left in float (the
+     backend's default ``head_fp32: convs``)
+   - ``qdq-pt``: the same as ``qdq-pc``, per-tensor weights
    - ``qdq-pc-silu-float``: QDQ per-channel, only Conv/Concat/MaxPool/Resize/Add quantized: SiLU runs in
      float between a DequantizeLinear and a QuantizeLinear
    - ``qdq-pc-conv``: QDQ per-channel, Conv only
@@ -49,8 +51,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 ALL_OPS = None  # quantize_static's default: every op type it knows
-VARIANTS = {  # name: (format, per_channel, activation type, op types to quantize)
+HEAD_FP32 = "head-fp32"  # marker: also keep the Detect head's convolutions (graph outputs) in float
+VARIANTS = {  # name: (format, per_channel, activation type, op types to quantize[, HEAD_FP32])
     "qdq-pc": ("QDQ", True, "QUInt8", ALL_OPS),
+    "qdq-pc-head-fp32": ("QDQ", True, "QUInt8", ALL_OPS, HEAD_FP32),
     "qdq-pt": ("QDQ", False, "QUInt8", ALL_OPS),
     "qdq-pc-silu-float": ("QDQ", True, "QUInt8", ["Conv", "Concat", "MaxPool", "Resize", "Add"]),
     "qdq-pc-conv": ("QDQ", True, "QUInt8", ["Conv"]),
@@ -140,17 +144,20 @@ class _Reader:
 
 
 def quantize_variant(src: Path, out: Path, calibration, fmt: str, per_channel: bool, act: str, op_types,
-                     batch: int = 1) -> float:
+                     head: str | None = None, batch: int = 1) -> float:
     """``quantize_static`` with one variant's settings (graph of batch ``batch``); returns the seconds it took."""
     import onnx
     from onnxruntime import quantization as q
 
-    input_name = onnx.load(str(src), load_external_data=False).graph.input[0].name
+    graph = onnx.load(str(src), load_external_data=False).graph
+    input_name = graph.input[0].name
+    outputs = {o.name for o in graph.output}
+    exclude = [n.name for n in graph.node if n.op_type == "Conv" and n.output[0] in outputs] if head == HEAD_FP32 else None
     t0 = time.perf_counter()
     q.quantize_static(str(src), str(out), _Reader(calibration, input_name, batch),
                       quant_format=getattr(q.QuantFormat, fmt), per_channel=per_channel,
                       activation_type=getattr(q.QuantType, act), weight_type=q.QuantType.QInt8,
-                      op_types_to_quantize=op_types, calibrate_method=q.CalibrationMethod.MinMax,
+                      op_types_to_quantize=op_types, nodes_to_exclude=exclude, calibrate_method=q.CalibrationMethod.MinMax,
                       extra_options={"ActivationSymmetric": act == "QInt8", "WeightSymmetric": True})
     return time.perf_counter() - t0
 
@@ -238,7 +245,7 @@ def main(argv=None) -> int:
             out = work / f"{name}.onnx"
             secs = quantize_variant(prep, out, calibration, *VARIANTS[name])
             calls[name], kinds[name] = ort_session(out, t), "int8"
-            doc["variants"][name] = {"settings": dict(zip(("format", "per_channel", "activation", "op_types"), VARIANTS[name])),
+            doc["variants"][name] = {"settings": dict(zip(("format", "per_channel", "activation", "op_types", "keep"), VARIANTS[name])),
                                      "quantize_s": round(secs, 1), "ops": op_histogram(out)}
             print(f"  quantized {name} in {secs:.0f} s", flush=True)
         ov = {}
