@@ -51,7 +51,100 @@ def test_bench_runner_torch(torch_runner, batch):
 def test_bench_end_to_end(torch_runner):
     r = B.bench_end_to_end(torch_runner, 2, HW, B.synthetic_bgr(3, (90, 120)), warmup=1, repeat=2, conf_thres=0.001)
     _check(r, 2, "end_to_end")
-    assert set(r["stages_ms"]) == {"pre", "inference", "post"} and r["detections_per_image"] >= 0
+    assert set(r["stages_ms"]) == {"read", "pre", "inference", "post"} and r["detections_per_image"] >= 0
+    assert r["source_kind"] == "decoded" and r["stages_ms"]["read"] < r["stages_ms"]["inference"]
+
+
+@pytest.mark.parametrize("kind", ["files", "encoded"])
+def test_bench_end_to_end_reads_every_call(torch_runner, tmp_path, kind, monkeypatch):
+    """The read stage decodes the image at every call (files from disk, or in-memory JPEGs), and the
+    detections come from the same post-processing as detect."""
+    import cv2
+
+    frames = B.synthetic_bgr(3, (90, 120))
+    if kind == "files":
+        for i, im in enumerate(frames):
+            cv2.imwrite(str(tmp_path / f"{i}.png"), im)
+        (tmp_path / "notes.txt").write_text("not an image")
+        images = B.image_files(tmp_path)
+        assert [p.name for p in images] == ["0.png", "1.png", "2.png"]
+    else:
+        images = B.synthetic_jpegs(3, (90, 120))
+        assert all(a.ndim == 1 and a.dtype == np.uint8 for a in images)
+    reads = []
+    real_read = B._read
+    monkeypatch.setattr(B, "_read", lambda item: reads.append(1) or real_read(item))
+    r = B.bench_end_to_end(torch_runner, 1, HW, images, warmup=1, repeat=4, conf_thres=0.001)
+    _check(r, 1, "end_to_end")
+    assert r["source_kind"] == kind and len(reads) == 5 and r["stages_ms"]["read"] > 0
+    lines = B.end_to_end_lines([B.bench_runner(torch_runner, 1, HW, warmup=0, repeat=1), r])
+    assert len(lines) == 1 and "x the model alone" in lines[0] and "read" in lines[0]
+
+
+def test_model_and_end_to_end_interleaved(torch_runner):
+    """One model-only call and one end-to-end call per round; both results carry the round-robin's load."""
+    calls = []
+    real = torch_runner.__call__
+
+    class Spy:
+        head, stride, backend = torch_runner.head, torch_runner.stride, "torch"
+
+        def __call__(self, x):
+            calls.append(x.shape[0])
+            return real(x)
+
+    model, e2e = B.bench_model_and_end_to_end(Spy(), 2, HW, B.synthetic_jpegs(3, (90, 120)), warmup=1, repeat=3,
+                                              conf_thres=0.001)
+    _check(model, 2)
+    _check(e2e, 2, "end_to_end")
+    assert len(calls) == 2 * (1 + 3)  # every round: one model call and one end-to-end call
+    assert model["order"] == e2e["order"] == "round-robin" and "before" in e2e["load"]
+    assert set(e2e["stages_ms"]) == {"read", "pre", "inference", "post"} and e2e["source_kind"] == "encoded"
+    assert "timed round-robin" in B.end_to_end_lines([model, e2e])[0]
+
+
+def test_bench_end_to_end_bad_images(torch_runner, tmp_path):
+    from yoloport.errors import YoloportError
+
+    with pytest.raises(YoloportError, match="at least one image"):
+        B.bench_end_to_end(torch_runner, 1, HW, [])
+    with pytest.raises(YoloportError, match="decoded"):
+        B.bench_end_to_end(torch_runner, 1, HW, [np.zeros(10, np.uint8)], warmup=0, repeat=1)
+    (tmp_path / "a.jpg").write_text("not a jpeg")
+    with pytest.raises(YoloportError, match="no readable image"):
+        B.image_files(tmp_path)
+
+
+def test_time_interleaved_round_robin_and_load():
+    """Every round calls every configuration once, the first one rotating; min <= median; load recorded."""
+    calls_seen = []
+    calls = {name: (lambda n=name: calls_seen.append(n)) for name in ("a", "b", "c")}
+    t = B.time_interleaved(calls, warmup=1, repeat=4, threads=2)
+    assert calls_seen[:3] == ["a", "b", "c"]  # warm-up round
+    timed = calls_seen[3:]
+    assert [timed[i * 3] for i in range(4)] == ["a", "b", "c", "a"]  # rotating first
+    assert all(sorted(timed[i * 3 : i * 3 + 3]) == ["a", "b", "c"] for i in range(4))
+    assert t["order"] == "round-robin" and t["threads"] == 2 and t["repeat"] == 4
+    for r in t["results"].values():
+        assert len(r["times_ms"]) == 4 and r["min_ms"] <= r["median_ms"] <= r["p90_ms"]
+    assert {"load1", "cpus", "busy"} <= set(t["load_before"]) and t["load_after"]["cpus"] >= 1
+    json.dumps(t)
+
+
+def test_interleaved_speedups_on_min_and_median():
+    timing = {"load_before": {"busy": False}, "other_cpu_share": 0.5, "results": {
+        "slow": {"min_ms": 100.0, "median_ms": 150.0}, "fast": {"min_ms": 25.0, "median_ms": 50.0}}}
+    s = B.interleaved_speedups(timing, "slow")
+    assert s["speedups"]["fast"] == {"by_min": 4.0, "by_median": 3.0} and s["speedups"]["slow"]["by_min"] == 1.0
+    assert s["busy"] is True  # other processes used half the CPUs
+    timing["other_cpu_share"] = 0.05
+    assert B.interleaved_speedups(timing, "slow")["busy"] is False
+    from yoloport.errors import YoloportError
+
+    with pytest.raises(YoloportError):
+        B.interleaved_speedups(timing, "missing")
+    with pytest.raises(YoloportError):
+        B.time_interleaved({})
 
 
 def test_onnxruntime_graph_per_batch_and_fixed_batch_split(tmp_path, tiny_model):
@@ -94,18 +187,24 @@ def tiny_ckpt(tmp_path_factory, tiny_model):
     return save_model(tiny_model, tmp_path_factory.mktemp("ck") / "tiny.safetensors")
 
 
-@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime", "openvino", pytest.param("mlu-sim", marks=pytest.mark.slow)])
 def test_cli_bench_json(tmp_path, tiny_ckpt, backend, capsys):
     out = tmp_path / "b.json"
     rc = main(["bench", "--backend", backend, "--weights", str(tiny_ckpt), "--batch", "1", "2", "--img-size", "160", "128",
                "--warmup", "1", "--repeat", "2", "--threads", "1", "--end-to-end", "--json", str(out)])
     assert rc == 0
     doc = json.loads(out.read_text())
-    assert doc["backend"] == backend and doc["machine"]["cpu_count"]
+    from yoloport.backends.registry import canonical_name
+
+    assert doc["backend"] == canonical_name(backend) and doc["machine"]["cpu_count"]
     assert [(r["batch"], r["mode"]) for r in doc["results"]] == [(1, "model"), (1, "end_to_end"), (2, "model"), (2, "end_to_end")]
     for r in doc["results"]:
         _check(r, r["batch"], r["mode"])
-    assert "images/s" in capsys.readouterr().out
+        if r["mode"] == "end_to_end":
+            assert set(r["stages_ms"]) == {"read", "pre", "inference", "post"} and r["source_kind"] == "encoded"
+    assert {"before", "after"} == set(doc["load"])
+    out = capsys.readouterr().out
+    assert "images/s" in out and "infer ms" in out and out.count("x the model alone") == 2
 
 
 @pytest.mark.parametrize("argv, msg", [

@@ -92,3 +92,36 @@ def test_decode_raw_matches_torch_detect(tiny_model):
     outs = [r.permute(0, 1, 4, 2, 3).reshape(1, -1, r.shape[2], r.shape[3]).numpy() for r in raw]
     np_dec = decode_raw(outs[::-1], tiny_model.detect.anchors_px().numpy(), tiny_model.stride.tolist())
     assert np.abs(np_dec - dec.numpy()).max() < 1e-3
+
+
+@pytest.mark.parametrize("orig_hw", [(1080, 810), (640, 640), (100, 300), (481, 999), (33, 1000)])
+def test_preprocess_equals_letterbox_then_to_input(orig_hw):
+    """The buffer-writing preprocessing gives the pixels of ``to_input(letterbox(...))`` bit for bit."""
+    from yoloport.data.letterbox import to_input
+
+    im = np.random.default_rng(sum(orig_hw)).integers(0, 256, (*orig_hw, 3), dtype=np.uint8)
+    for size in [(640, 640), (416, 736), (320, 320)]:
+        for auto in (True, False):
+            for scaleup in (True, False):
+                lb, (r, _), pad = letterbox(im, size, auto=auto, scaleup=scaleup)
+                x, meta = preprocess(im, size, auto=auto, scaleup=scaleup)
+                want = to_input(lb)
+                assert x.shape == want.shape and np.array_equal(x, want)
+                assert meta.ratio == r and meta.pad == pad and meta.input_hw == lb.shape[:2]
+
+
+def test_preprocess_writes_into_a_reused_buffer():
+    from yoloport.data.letterbox import preprocess_batch
+
+    rng = np.random.default_rng(0)
+    ims = [rng.integers(0, 256, hw + (3,), dtype=np.uint8) for hw in ((300, 200), (120, 400))]
+    buf = np.full((2, 3, 128, 160), np.nan, np.float32)  # stale content must be overwritten everywhere
+    out, metas = preprocess_batch(ims, (128, 160), out=buf)
+    assert out is buf and not np.isnan(buf).any()
+    for i, im in enumerate(ims):
+        alone, meta = preprocess(im, (128, 160), auto=False)
+        assert np.array_equal(buf[i], alone) and meta == metas[i]
+    with pytest.raises(YoloportError, match="buffer"):
+        preprocess(ims[0], (128, 160), auto=False, out=np.empty((3, 64, 64), np.float32))
+    with pytest.raises(YoloportError, match="BGR"):
+        preprocess(np.zeros((10, 10), np.uint8), (64, 64))

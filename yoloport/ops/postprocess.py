@@ -10,8 +10,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from .boxes import scale_boxes
-from .decode import decode_raw, decode_split
-from .nms import non_max_suppression
+from .decode import decode_raw, decode_raw_above, decode_split
+from .nms import nms_candidates, non_max_suppression
 
 HEAD_MODES = ("raw", "split", "decoded", "end2end")
 
@@ -103,7 +103,13 @@ def postprocess(
     multi_label: bool = False,
     max_det: int = 300,
 ) -> list[np.ndarray]:
-    """Head outputs -> per-image ``[n, 6]`` detections in input pixels (decode + class-aware NMS)."""
+    """Head outputs -> per-image ``[n, 6]`` detections in input pixels (decode + class-aware NMS).
+
+    A ``raw`` head is filtered on objectness before it is decoded (:func:`~yoloport.ops.decode.decode_raw_above`):
+    the same detections as decoding every candidate, without the ``[B, N, 5+nc]`` array."""
+    if head.mode == "raw":
+        cands = decode_raw_above(outputs, np.asarray(head.anchors_px), head.strides, conf_thres, head.sigmoid_applied)
+        return nms_candidates(cands, conf_thres, iou_thres, classes, agnostic, multi_label, max_det)
     if head.mode == "end2end":
         batch = max(np.asarray(o).shape[0] for o in outputs)
         dets = end2end_to_detections(outputs, batch)
