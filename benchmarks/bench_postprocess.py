@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import postprocess_reference as before  # noqa: E402
 from yoloport.analysis.bench import machine_load, time_interleaved  # noqa: E402
-from yoloport.deploy.heads import decode_raw_torch  # noqa: E402
+from yoloport.nn.heads import decode_raw_torch  # noqa: E402
 from yoloport.ops.decode import decode_raw_above  # noqa: E402
 from yoloport.ops.nms import nms_candidates  # noqa: E402
 from yoloport.ops.nms_torch import torch_non_max_suppression  # noqa: E402

@@ -47,6 +47,12 @@ def test_port_runs_and_writes_reports(tmp_path, shapes_ckpt, capsys):
     assert {"mAP50", "mAP50_95"} <= set(t["val"]) and t["size_mb"] > 0
     assert t["profile"]["rows"] and t["bench"][0]["batch"] == 1
     assert t["compare"]["outputs"] and t["lint"]["errors"] == 0
+    # batch 1 of the reference and every benchmarkable target timed round-robin in one run (issue 14 item 4)
+    speed = rep["speed"]
+    assert speed["order"] == "round-robin" and speed["reference"] == "torch-fp32"
+    assert set(speed["speedups"]) == {"torch-fp32", "onnxruntime-int8"} and speed["speedups"]["torch-fp32"] == 1.0
+    assert t["bench"][0]["speedup_by_min"] == speed["speedups"]["onnxruntime-int8"] > 0
+    assert "round-robin" in (run / "report.md").read_text()
     html = (run / "report.html").read_text()
     assert "<table>" in html and "data:image/png;base64" in html
     assert "onnxruntime-int8" in (run / "report.md").read_text()

@@ -187,7 +187,7 @@ def test_real_yolov5s_detections_identical(real_heads, conf, iou, multi, max_det
 def test_real_yolov5s_torch_twin_identical(real_heads):
     import torch
 
-    from yoloport.deploy.heads import decode_raw_torch
+    from yoloport.nn.heads import decode_raw_torch
     from yoloport.ops.nms_torch import torch_non_max_suppression
 
     outs, head = real_heads

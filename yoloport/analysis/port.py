@@ -140,10 +140,12 @@ class PortContext:
     profile_runs: int = 5
     reference: dict = field(default_factory=dict)
     ref_runner: object | None = None
+    speed_runners: dict = field(default_factory=dict)  # name -> batch-1 runner kept open for the interleaved timing
 
 
 def run_target(t: Target, model, ctx: PortContext, progress: Progress) -> dict:
-    """Export -> lint -> build -> validate -> compare -> profile -> bench for one target."""
+    """Export -> lint -> build -> validate -> compare -> profile -> bench (batch > 1) for one target; a
+    benchmarkable target's batch-1 runner stays open in ``ctx.speed_runners`` for :func:`time_batch1`."""
     from ..analysis.compare import compare_runners
     from ..backends.registry import artifact_size, build, export_for, load_runner
     from ..deploy.lint import lint_model
@@ -171,6 +173,7 @@ def run_target(t: Target, model, ctx: PortContext, progress: Progress) -> dict:
         rec["size_mb"] = round(artifact_size(art) / 1e6, 3)
     # raw outputs for every target (mlu-sim's fused NMS would apply detection thresholds to validation)
     runner = load_runner(t.backend, artifact=art, model=model, threads=ctx.threads, output="raw")
+    keep_open = False
     try:
         with progress.stage(f"{t.name}: validate"):
             rec["val"] = val_metrics(validate_runner(runner, ctx.data, img_hw, names=list(model.names)))
@@ -185,10 +188,16 @@ def run_target(t: Target, model, ctx: PortContext, progress: Progress) -> dict:
             with progress.stage(f"{t.name}: profile layer types"):
                 rec["profile"] = profile_target(t, art, ctx)
         if t.benchmarkable and ctx.bench_batches:
-            with progress.stage(f"{t.name}: benchmark batch {' '.join(map(str, ctx.bench_batches))}"):
-                rec["bench"] = bench_target(t, model, runner, ctx)
+            big = [b for b in ctx.bench_batches if b > 1]
+            if big:
+                with progress.stage(f"{t.name}: benchmark batch {' '.join(map(str, big))}"):
+                    rec["bench"] = bench_target(t, model, ctx, big)
+            if 1 in ctx.bench_batches:
+                ctx.speed_runners[t.name] = runner
+                keep_open = True
     finally:
-        runner.close()
+        if not keep_open:
+            runner.close()
     return rec
 
 
@@ -199,22 +208,44 @@ def profile_target(t: Target, artifact, ctx: PortContext) -> dict:
     return profile_artifact(t.backend, artifact, images, runs=ctx.profile_runs, threads=ctx.threads).to_dict()
 
 
-def bench_target(t: Target, model, runner, ctx: PortContext) -> list[dict]:
+def bench_target(t: Target, model, ctx: PortContext, batches) -> list[dict]:
+    """Throughput at each batch > 1 (an artifact built for that batch)."""
     from ..analysis.bench import bench_runner, runner_for_batch
 
     rows = []
-    for b in ctx.bench_batches:
-        if b == 1:
-            r = runner
-            res = bench_runner(r, 1, ctx.img_hw, warmup=ctx.warmup, repeat=ctx.repeat)
-        else:
-            r = runner_for_batch(t.backend, model, ctx.img_hw, b, ctx.run_dir / t.name / "bench",
-                                 threads=ctx.threads, calibration=ctx.calibration if t.precision == "int8" else None,
-                                 qconfig={"precision": t.precision, **t.options})
-            res = bench_runner(r, b, ctx.img_hw, warmup=ctx.warmup, repeat=max(3, ctx.repeat // b))
+    for b in batches:
+        r = runner_for_batch(t.backend, model, ctx.img_hw, b, ctx.run_dir / t.name / "bench",
+                             threads=ctx.threads, calibration=ctx.calibration if t.precision == "int8" else None,
+                             qconfig={"precision": t.precision, **t.options})
+        try:
+            rows.append(bench_row(bench_runner(r, b, ctx.img_hw, warmup=ctx.warmup, repeat=max(3, ctx.repeat // b))))
+        finally:
             r.close()
-        rows.append(bench_row(res))
     return rows
+
+
+def time_batch1(ctx: PortContext, records: dict) -> dict:
+    """Batch-1 latency of the reference and every benchmarkable target, timed **round-robin** in one
+    run with one thread count (:func:`yoloport.analysis.bench.time_interleaved`), so machine load hits
+    them alike; speed-ups are ratios of the minimum times. Adds a batch-1 row to each record's
+    ``bench`` and returns the report's ``speed`` section (with ``busy`` when other work shared the CPUs)."""
+    import numpy as np
+
+    from ..analysis.bench import interleaved_speedups, time_interleaved
+
+    x = np.random.default_rng(0).random((1, 3, *ctx.img_hw), dtype=np.float32)
+    runners = {ctx.reference["name"]: ctx.ref_runner, **ctx.speed_runners}
+    timing = time_interleaved({name: (lambda r=r: r(x)) for name, r in runners.items()}, ctx.warmup, ctx.repeat, ctx.threads)
+    sp = interleaved_speedups(timing, ctx.reference["name"])
+    for name, res in timing["results"].items():
+        row = {"batch": 1, "latency_ms_median": res["median_ms"], "latency_ms_p90": res["p90_ms"],
+               "latency_ms_min": res["min_ms"], "throughput_ips": 1000.0 / res["median_ms"] if res["median_ms"] else None,
+               "speedup_by_min": sp["speedups"][name]["by_min"], "speedup_by_median": sp["speedups"][name]["by_median"]}
+        records[name]["bench"] = [row] + [b for b in records[name].get("bench") or [] if b.get("batch") != 1]
+    summary = {k: timing.get(k) for k in ("order", "threads", "warmup", "repeat", "load_before", "load_after", "other_cpu_share")}
+    return {**summary, "reference": sp["reference"], "busy": sp["busy"],
+            "speedups": {k: v["by_min"] for k, v in sp["speedups"].items()}}
+
 
 
 def bench_row(res: dict) -> dict:
@@ -234,10 +265,11 @@ def run_reference(model, ctx: PortContext, progress: Progress) -> dict:
     with progress.stage(f"{REFERENCE} fp32 reference: validate"):
         rec["val"] = val_metrics(validate_runner(runner, ctx.data, ctx.img_hw, names=list(model.names)))
         rec["drop"] = 0.0
-    if ctx.bench_batches:
-        with progress.stage(f"{REFERENCE} fp32 reference: benchmark"):
+    big = [b for b in ctx.bench_batches if b > 1]
+    if big:
+        with progress.stage(f"{REFERENCE} fp32 reference: benchmark batch {' '.join(map(str, big))}"):
             rec["bench"] = [bench_row(bench_runner(runner, b, ctx.img_hw, warmup=ctx.warmup,
-                                                   repeat=max(3, ctx.repeat // b))) for b in ctx.bench_batches]
+                                                   repeat=max(3, ctx.repeat // b))) for b in big]
     return rec
 
 
@@ -249,8 +281,9 @@ def run_port(model, data, targets: list[Target], run_dir: Path, img_hw, calib_so
     from ..data.calibration import load_calibration
     from ..data.dataset import list_images, load_data_yaml
 
-    n_stages = 2 + (1 if bench_batches else 0) + sum(
-        3 + 1 + (1 if t.profiled and profile else 0) + (1 if t.benchmarkable and bench_batches else 0) for t in targets)
+    big = [b for b in (bench_batches or []) if b > 1]
+    n_stages = 2 + (1 if big else 0) + (1 if 1 in (bench_batches or []) else 0) + sum(
+        3 + 1 + (1 if t.profiled and profile else 0) + (1 if t.benchmarkable and big else 0) for t in targets)
     progress = Progress(n_stages, quiet)
     cfg = load_data_yaml(data)
     with progress.stage("calibration set"):
@@ -287,6 +320,19 @@ def run_port(model, data, targets: list[Target], run_dir: Path, img_hw, calib_so
         elif rec.get("passed") is False:
             failed.append(f"{t.name}: mAP@0.5:0.95 drop {rec['drop']:.2f} points > --max-drop {max_drop}")
         report["targets"].append(rec)
+    try:
+        if 1 in ctx.bench_batches:
+            with progress.stage("batch-1 latency, every benchmarkable target and the reference round-robin"):
+                by_name = {r["name"]: r for r in [report["reference"], *report["targets"]]}
+                report["speed"] = time_batch1(ctx, by_name)
+            if report["speed"]["busy"]:
+                report["notes"].append(
+                    f"the machine was busy while timing (other processes used {report['speed']['other_cpu_share'] or 0:.0%} "
+                    "of the CPUs): latencies are inflated, but the configurations were timed round-robin, so the "
+                    "speed-ups (ratios of minimum times) still compare like with like")
+    finally:
+        for r in ctx.speed_runners.values():
+            r.close()
     report["failed"] = failed
     report["stages"] = progress.stages
     report["total_s"] = round(time.perf_counter() - progress.t0, 1)

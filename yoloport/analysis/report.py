@@ -38,6 +38,7 @@ def summary_rows(report: dict) -> list[dict]:
     """One row per target (fp32 reference first): accuracy, drop, size, speed."""
     rows = []
     ref_lat = _latency(report.get("reference") or {}, 1)
+    interleaved = (report.get("speed") or {}).get("speedups") or {}
     for t in [report.get("reference")] + list(report.get("targets", [])):
         if not t:
             continue
@@ -53,7 +54,7 @@ def summary_rows(report: dict) -> list[dict]:
                 "drop": t.get("drop"),
                 "size_mb": t.get("size_mb"),
                 "latency_b1_ms": lat,
-                "speedup": (ref_lat / lat) if ref_lat and lat else None,
+                "speedup": interleaved.get(t["name"]) or ((ref_lat / lat) if ref_lat and lat else None),
                 "throughput_ips": _throughput(t),
                 "status": "error" if t.get("error") else ("FAIL" if t.get("passed") is False else "ok"),
             }
@@ -117,6 +118,15 @@ def to_markdown(report: dict) -> str:
         markdown_table(summary_rows(report), SUMMARY_COLUMNS),
         "",
     ]
+    speed = report.get("speed")
+    if speed:
+        lb, la = speed.get("load_before") or {}, speed.get("load_after") or {}
+        share = speed.get("other_cpu_share")
+        lines += [f"Speed: batch 1 timed {speed.get('order')}, {speed.get('repeat')} rounds after {speed.get('warmup')}, "
+                  f"threads {speed.get('threads') or 'default'}; speed-up = ratio of minimum times "
+                  f"(load average {lb.get('load1', '?')} -> {la.get('load1', '?')}"
+                  + (f", other processes {share:.0%} of the CPUs" if share is not None else "") + ")"
+                  + (" - the machine was BUSY" if speed.get("busy") else ""), ""]
     if report.get("failed"):
         lines += ["**Failed:** " + "; ".join(report["failed"]), ""]
     for note in report.get("notes", []):

@@ -1,6 +1,6 @@
 """Torch twins of the host NMS (:mod:`yoloport.ops.nms`): the same algorithm written in torch.
 
-Used by the eager ``end2end`` head (:mod:`yoloport.deploy.nms_op`) and as the cross-check of the numpy
+Used by the eager ``end2end`` head (:mod:`yoloport.nn.nms_op`) and as the cross-check of the numpy
 path in tests and ``benchmarks/bench_postprocess.py``. It imports torch, so :mod:`yoloport.ops`'s
 ``__init__`` does not import it: the numpy post-processing runs on boards without torch.
 """
