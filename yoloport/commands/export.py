@@ -10,7 +10,8 @@ raw logits; ``--mode`` / ``--sigmoid`` override it and the metadata records the 
 follows.
 
 Settings: flag > ``--config`` run config > the registry entry's ``export:`` dict > defaults
-(mode raw, opset 12, batch 1, BN fusion on). With ``--target`` the graph is linted *before* it is
+(mode raw, opset 12, batch 1, BN fusion on); with ``--target`` its clients' convention outranks the
+registry entry's ``mode``/``sigmoid``. With ``--target`` the graph is linted *before* it is
 written and refused on errors unless ``--force``. Writes ``OUT`` and ``OUT.json`` (metadata, HeadSpec,
 output shapes, lint report); prints a summary table. Exit 2 on a user error, 0 otherwise.
 """
@@ -27,6 +28,8 @@ DEFAULTS = {"opset": 12, "batch": 1, "fuse": True, "silu": "keep", "conf_thres":
             "simplify": False, "focus_to_conv": False}
 REGISTRY_KEYS = ("mode", "opset", "batch", "target", "sigmoid", "dynamic", "simplify", "focus_to_conv", "fuse",
                  "silu", "conf_thres", "iou_thres", "max_det", "img_size", "convention")
+# registry ``export:`` keys that a --target's (or a backend's) output convention outranks
+TARGET_LAYOUT_KEYS = ("mode", "sigmoid")
 # the options that shape the exported graph, besides size, batch and opset (export, quantize and port take them)
 GRAPH_OPTIONS = ("sigmoid", "focus_to_conv", "fuse", "silu", "simplify", "conf_thres", "iou_thres", "max_det")
 
@@ -96,6 +99,8 @@ def export_settings(args: argparse.Namespace) -> argparse.Namespace:
     if getattr(s, "model_key", None) and not getattr(s, "weights", None):
         entry = lookup_model_key(s.model_key, getattr(s, "registry", None))
         for k in REGISTRY_KEYS:
+            if k in TARGET_LAYOUT_KEYS and getattr(s, "target", None):
+                continue  # a --target's convention outranks the registry entry's generic head layout
             if getattr(s, k, None) is None and k in entry.export:
                 setattr(s, k, entry.export[k])
     for k, v in DEFAULTS.items():

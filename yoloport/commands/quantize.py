@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty --out folder")
     parser.add_argument("--json", metavar="OUT", help="summary JSON path (default OUT/quantize.json)")
     add_graph_arguments(parser, "the backend's convention: rknn rknn_model_zoo, onnxruntime/openvino ultralytics, "
-                                "mlu-sim mlu; else the model key's export mode")
+                                "mlu-sim mlu")
     _qconfig_flag(parser, "--precision", choices=("int8", "fp32", "fp16", "bf16"), help="default int8 with --calib, else fp32")
     _qconfig_flag(parser, "--exclude", nargs="+", metavar="NODE", help="node names, globs or op types kept in float")
     _qconfig_flag(parser, "--head-fp32", choices=("tail", "convs", "none"), help="keep the head's decode (tail), also its convs, or nothing in float (default: onnxruntime convs, openvino tail)")
@@ -117,13 +117,18 @@ def registry_export(args) -> dict:
 
 
 def graph_settings(args, backend: str) -> tuple[str, bool, str | None, dict]:
-    """``(mode, sigmoid, convention, other graph options)`` of the export: the flags, else the model key's
-    ``export:`` entry, else the backend's output convention (``SPEC.output_convention``)."""
+    """``(mode, sigmoid, convention, other graph options)`` of the export: the flags, else the backend's
+    output convention (``SPEC.output_convention``); the model key's ``export:`` entry fills the other
+    graph options (and a ``convention`` it names)."""
     from ..backends.registry import get_spec
     from .export import GRAPH_OPTIONS, graph_choice
 
+    from .export import TARGET_LAYOUT_KEYS
+
     entry = registry_export(args)
-    for k in ("mode", "convention", *GRAPH_OPTIONS):
+    for k in ("convention", *GRAPH_OPTIONS):
+        if k in TARGET_LAYOUT_KEYS:
+            continue  # the backend's convention outranks the registry entry's generic head layout
         if getattr(args, k, None) is None and k in entry:
             setattr(args, k, entry[k])
     return graph_choice(args, get_spec(backend).output_convention)
