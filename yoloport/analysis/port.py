@@ -194,8 +194,10 @@ def run_target(t: Target, model, ctx: PortContext, progress: Progress) -> dict:
             rec["passed"] = rec["drop"] <= ctx.max_drop
         with progress.stage(f"{t.name}: compare with fp32"):
             cmp_ = compare_runners(ctx.ref_runner, runner, ctx.sample_images, img_hw, conf_thres=0.25, iou_thres=0.45)
+            # the head tensors when both layouts agree, else (another convention) the decoded predictions
+            compared = cmp_["outputs"] or [o for o in [cmp_.get("decoded"), *(cmp_.get("decoded_parts") or [])] if o]
             rec["compare"] = {"outputs": [{"name": o.get("output"), "cosine": o.get("cosine"), "sqnr_db": o.get("sqnr_db")}
-                                          for o in cmp_["outputs"]], "summary": cmp_["summary"]}
+                                          for o in compared], "summary": cmp_["summary"]}
         if t.profiled and ctx.profile:
             with progress.stage(f"{t.name}: profile layer types"):
                 rec["profile"] = profile_target(t, art, ctx)
