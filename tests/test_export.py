@@ -247,7 +247,8 @@ def test_metadata_and_sidecar(cases, mode):
     assert meta["anchors"][0][0] == [10.0, 13.0]
     assert meta["preprocess"]["letterbox_color"] == [114, 114, 114] and meta["preprocess"]["color"] == "RGB"
     spec = head_spec_from_onnx(path)
-    assert spec == head == HeadSpec.from_model(case.model, mode)
+    assert spec == head == HeadSpec.from_model(case.model, mode, convention=meta["convention"])
+    assert meta["convention"] == {"raw": "yoloport", "split": "split", "decoded": "ultralytics", "end2end": None}[mode]
     side = json.loads(sidecar_path(path).read_text())
     assert side["head_spec"] == spec.to_dict()
     assert {k: side[k] for k in meta} == meta

@@ -277,7 +277,8 @@ def test_dynamic_check_overrides_static_estimate():
 def test_clean_raw_head_has_no_errors_for_rknn(clean):
     report = lint_model(clean, "rknn")
     assert report.ok, format_report(report)
-    assert not report.warnings, format_report(report)
+    # its only warning: logits, where rknn_model_zoo's clients read probabilities (issue 17)
+    assert {f.rule_id for f in report.warnings} <= {"output-convention"}, format_report(report)
     assert lint_model(clean, "mlu").ok and lint_model(clean, "openvino").ok
 
 

@@ -353,17 +353,20 @@ def load_bgr_images(source, n: int = 32) -> list[np.ndarray]:
 
 
 def runner_for_batch(backend: str, model, img_hw, batch: int, work_dir, threads: int | None = None,
-                     calibration=None, qconfig: dict | None = None, mode: str = "raw"):
+                     calibration=None, qconfig: dict | None = None, mode: str | None = "raw",
+                     export_options: dict | None = None, convention: str | None = None):
     """A runner whose graph takes ``batch`` images: ``torch`` wraps ``model``; other backends export
-    ``model`` at that batch and build the backend's artifact in ``work_dir/b<batch>`` (int8 when
-    ``calibration`` is given) through :func:`yoloport.backends.registry.build_artifact`."""
+    ``model`` at that batch (``mode``, ``export_options``, ``convention`` as for
+    :func:`yoloport.backends.registry.build_artifact`) and build the backend's artifact in
+    ``work_dir/b<batch>`` (int8 when ``calibration`` is given)."""
     from ..backends.registry import build_artifact, canonical_name, get_spec, load_runner
 
     key = canonical_name(backend)
     if not get_spec(key).has_artifact:
         return load_runner(key, model=model, threads=threads)
     out = Path(work_dir) / f"{key}-{img_hw[1]}x{img_hw[0]}-b{int(batch)}"
-    art = build_artifact(key, model, out, tuple(img_hw), calibration=calibration, qconfig=qconfig, mode=mode, batch=int(batch))
+    art = build_artifact(key, model, out, tuple(img_hw), calibration=calibration, qconfig=qconfig, mode=mode, batch=int(batch),
+                         export_options=export_options, convention=convention)
     return load_runner(key, artifact=art, model=model, threads=threads)
 
 

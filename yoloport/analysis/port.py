@@ -141,6 +141,18 @@ class PortContext:
     reference: dict = field(default_factory=dict)
     ref_runner: object | None = None
     speed_runners: dict = field(default_factory=dict)  # name -> batch-1 runner kept open for the interleaved timing
+    graph: dict = field(default_factory=dict)  # graph-shaping export options given by the user (convention, mode, sigmoid, ...)
+
+
+def target_graph(t: Target, graph: dict) -> tuple[str, bool, str | None, dict]:
+    """``(mode, sigmoid, convention, other export options)`` of ``t``'s export: the user's ``graph``
+    options over the target backend's output convention (``SPEC.output_convention``)."""
+    from ..deploy.conventions import resolve_export_choice
+
+    g = dict(graph or {})
+    mode, sigmoid, conv = resolve_export_choice(g.pop("convention", None), g.pop("mode", None), g.pop("sigmoid", None),
+                                                default=t.spec.output_convention)
+    return mode, sigmoid, conv, g
 
 
 def run_target(t: Target, model, ctx: PortContext, progress: Progress) -> dict:
@@ -158,9 +170,12 @@ def run_target(t: Target, model, ctx: PortContext, progress: Progress) -> dict:
     if t.spec.simulated_note:
         rec["note"] = t.spec.simulated_note
     with progress.stage(f"{t.name}: export + lint ({t.lint_target})"):
-        exp = export_for(t.backend, model, out / "model.fp32.onnx", img_hw, mode="raw", batch=1)
+        mode, sigmoid, conv, opts = target_graph(t, ctx.graph)
+        exp = export_for(t.backend, model, out / "model.fp32.onnx", img_hw, mode=mode, batch=1,
+                         export_options={**opts, "sigmoid": sigmoid}, convention=conv)
         rep = lint_model(str(exp.path), t.lint_target)
         rec["onnx"] = str(exp.path)
+        rec["convention"] = {"name": conv, "mode": mode, "sigmoid": sigmoid}
         rec["lint"] = {"errors": len(rep.errors), "warnings": len(rep.warnings), "findings": rep.to_dict().get("findings", [])}
     with progress.stage(f"{t.name}: build artifact"):
         t0 = time.perf_counter()
@@ -182,8 +197,10 @@ def run_target(t: Target, model, ctx: PortContext, progress: Progress) -> dict:
             rec["passed"] = rec["drop"] <= ctx.max_drop
         with progress.stage(f"{t.name}: compare with fp32"):
             cmp_ = compare_runners(ctx.ref_runner, runner, ctx.sample_images, img_hw, conf_thres=0.25, iou_thres=0.45)
+            # the head tensors when both layouts agree, else (another convention) the decoded predictions
+            compared = cmp_["outputs"] or [o for o in [cmp_.get("decoded"), *(cmp_.get("decoded_parts") or [])] if o]
             rec["compare"] = {"outputs": [{"name": o.get("output"), "cosine": o.get("cosine"), "sqnr_db": o.get("sqnr_db")}
-                                          for o in cmp_["outputs"]], "summary": cmp_["summary"]}
+                                          for o in compared], "summary": cmp_["summary"]}
         if t.profiled and ctx.profile:
             with progress.stage(f"{t.name}: profile layer types"):
                 rec["profile"] = profile_target(t, art, ctx)
@@ -213,10 +230,12 @@ def bench_target(t: Target, model, ctx: PortContext, batches) -> list[dict]:
     from ..analysis.bench import bench_runner, runner_for_batch
 
     rows = []
+    mode, sigmoid, conv, opts = target_graph(t, ctx.graph)
     for b in batches:
         r = runner_for_batch(t.backend, model, ctx.img_hw, b, ctx.run_dir / t.name / "bench",
                              threads=ctx.threads, calibration=ctx.calibration if t.precision == "int8" else None,
-                             qconfig={"precision": t.precision, **t.options})
+                             qconfig={"precision": t.precision, **t.options}, mode=mode,
+                             export_options={**opts, "sigmoid": sigmoid}, convention=conv)
         try:
             rows.append(bench_row(bench_runner(r, b, ctx.img_hw, warmup=ctx.warmup, repeat=max(3, ctx.repeat // b))))
         finally:
@@ -275,8 +294,10 @@ def run_reference(model, ctx: PortContext, progress: Progress) -> dict:
 
 def run_port(model, data, targets: list[Target], run_dir: Path, img_hw, calib_source, calib_n: int = 32,
              max_drop: float = 1.0, bench_batches=(1, 16), warmup: int = 2, repeat: int = 10, threads=None,
-             n_compare: int = 4, profile: bool = True, data_note: str | None = None, quiet: bool = False) -> dict:
-    """The whole port; returns the report dict (also written into ``run_dir``)."""
+             n_compare: int = 4, profile: bool = True, data_note: str | None = None, quiet: bool = False,
+             graph: dict | None = None) -> dict:
+    """The whole port; returns the report dict (also written into ``run_dir``). ``graph``: export options
+    given by the user (``convention``, ``mode``, ``sigmoid``, ...); each target's convention fills the rest."""
     from ..analysis.report import write_report
     from ..data.calibration import load_calibration
     from ..data.dataset import list_images, load_data_yaml
@@ -292,7 +313,7 @@ def run_port(model, data, targets: list[Target], run_dir: Path, img_hw, calib_so
     val_images = list_images(cfg.val or cfg.train)
     ctx = PortContext(run_dir=run_dir, img_hw=tuple(img_hw), data=data, calibration=calib, max_drop=max_drop,
                       bench_batches=list(bench_batches or []), warmup=warmup, repeat=repeat, threads=threads,
-                      sample_images=[str(p) for p in val_images[:n_compare]], profile=profile)
+                      sample_images=[str(p) for p in val_images[:n_compare]], profile=profile, graph=dict(graph or {}))
     info = model.info(tuple(img_hw))
     report = {
         "model": {"name": _model_name(model), "parameters": info["parameters"], "gflops": info["gflops"],

@@ -84,6 +84,7 @@ SPEC = BackendSpec(
     profiler=False,
     simulated_note="mlu-sim is a SIMULATION of Cambricon's MLU int8 scheme with fake quantization in PyTorch "
     "(no Cambricon toolkit can be installed here): its mAP predicts a real MLU build; it is not benchmarked.",
+    output_convention="mlu",  # raw logits head fed to yolov5_detection_output (decode + NMS)
 )
 
 

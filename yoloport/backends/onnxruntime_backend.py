@@ -63,6 +63,7 @@ SPEC = BackendSpec(
     port_qconfig={"head_fp32": "convs"},
     benchmarkable=True,
     profiler=True,
+    output_convention="ultralytics",  # one decoded [1, N, 5+nc] output, as Ultralytics exports for ONNX Runtime
 )
 
 

@@ -61,6 +61,7 @@ SPEC = BackendSpec(
     port_qconfig={"head_fp32": "tail"},
     benchmarkable=True,
     profiler=True,
+    output_convention="ultralytics",  # one decoded [1, N, 5+nc] output, as Ultralytics exports for OpenVINO
 )
 
 _CORE = None

@@ -146,18 +146,29 @@ def artifact_size(artifact) -> int:
     return size
 
 
-def export_for(backend: str, model, path, img_size_hw=(640, 640), mode: str = "raw", batch: int = 1,
-               opset: int | None = None, export_options: dict | None = None):
-    """Export ``model`` once for ``backend``: fixed ``batch x 3 x H x W``, ``mode`` head, the backend's
-    opset unless ``opset`` is given. Returns the :class:`~yoloport.deploy.export.ExportResult` that
-    :func:`build` takes (graph path, head spec, input shape, opset)."""
+def export_for(backend: str, model, path, img_size_hw=(640, 640), mode: str | None = "raw", batch: int = 1,
+               opset: int | None = None, export_options: dict | None = None, convention: str | None = None):
+    """Export ``model`` once for ``backend``: fixed ``batch x 3 x H x W``, the backend's opset unless
+    ``opset`` is given. Returns the :class:`~yoloport.deploy.export.ExportResult` that :func:`build`
+    takes (graph path, head spec, input shape, opset).
+
+    The head layout: ``convention`` (a name of :data:`yoloport.deploy.conventions.CONVENTIONS`) when
+    given (``mode`` is then not read); else ``mode`` with ``export_options['sigmoid']``; ``mode=None`` means the backend's own
+    convention (``SPEC.output_convention``, what ``quantize`` and ``port`` export by default)."""
+    from ..deploy.conventions import resolve_export_choice
     from ..deploy.export import DEFAULT_OPSET, export_model
 
     spec = get_spec(backend)
     opts = dict(export_options or {})
     opts.pop("opset", None)
+    convention = convention or opts.pop("convention", None)
+    opts.pop("convention", None)
+    default = spec.output_convention if mode is None and not convention else None
+    mode, sigmoid, convention = resolve_export_choice(convention, None if convention else mode, opts.pop("sigmoid", None),
+                                                      default=default)
     return export_model(model, path, tuple(img_size_hw), mode=mode, batch=int(batch),
-                        opset=int(opset or spec.export_opset or DEFAULT_OPSET), overwrite=True, **opts)
+                        opset=int(opset or spec.export_opset or DEFAULT_OPSET), overwrite=True, sigmoid=sigmoid,
+                        convention=convention, **opts)
 
 
 def prepare_qconfig(backend: str, qconfig: dict | None, calibration=None, batch: int = 1) -> dict:
@@ -184,14 +195,16 @@ def build(backend: str, model, export, out_dir, calibration=None, qconfig: dict 
 
 
 def build_artifact(backend: str, model, out_dir, img_size_hw=(640, 640), calibration=None, qconfig: dict | None = None,
-                   mode: str = "raw", batch: int = 1, opset: int | None = None, export_options: dict | None = None,
-                   export=None) -> Path:
-    """Export ``model`` for ``backend`` into ``out_dir/model.fp32.onnx`` (:func:`export_for`) and build the
-    artifact from it (:func:`build`); the qconfig is checked before the (slow) export. ``export``: an
+                   mode: str | None = "raw", batch: int = 1, opset: int | None = None, export_options: dict | None = None,
+                   export=None, convention: str | None = None) -> Path:
+    """Export ``model`` for ``backend`` into ``out_dir/model.fp32.onnx`` (:func:`export_for`: ``mode``,
+    ``convention`` and ``export_options`` as there; ``mode=None`` is the backend's convention) and build
+    the artifact from it (:func:`build`); the qconfig is checked before the (slow) export. ``export``: an
     ExportResult to build from instead of exporting again."""
     prepare_qconfig(backend, qconfig, calibration, batch)
     if export is None:
-        export = export_for(backend, model, Path(out_dir) / "model.fp32.onnx", img_size_hw, mode, batch, opset, export_options)
+        export = export_for(backend, model, Path(out_dir) / "model.fp32.onnx", img_size_hw, mode, batch, opset,
+                            export_options, convention)
     return build(backend, model, export, out_dir, calibration, qconfig)
 
 

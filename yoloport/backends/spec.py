@@ -42,6 +42,8 @@ class BackendSpec:
       ``target_defaults``: the options that name a port target (RKNN's platform), always applied.
     - ``benchmarkable``/``profiler``: whether timings/per-layer profiles on this machine mean anything.
     - ``simulated_note``: set when results come from a simulation, said in every report.
+    - ``output_convention``: the output convention its standard clients expect
+      (:data:`yoloport.deploy.conventions.CONVENTIONS`); ``quantize`` and ``port`` export it by default.
     - ``target_option``: parses one extra word of a port target (``rknn:rk3588``) into qconfig
       entries, or returns None when the word is not one of its options.
     """
@@ -66,6 +68,7 @@ class BackendSpec:
     profiler: bool = False
     simulated_note: str | None = None
     target_option: Callable[[str], dict | None] | None = None
+    output_convention: str = "yoloport"
 
     def __post_init__(self):
         object.__setattr__(self, "qconfig_defaults", _frozen(self.qconfig_defaults))

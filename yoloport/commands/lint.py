@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
 
     model = load_onnx(args.model)
     sample = sample_from_image(args.sample_image, model) if args.sample_image else None
-    report = lint_model(model, args.target, sample_input=sample)
+    report = lint_model(model, args.target, sample_input=sample, model_dir=Path(args.model).parent)
     report.model = str(args.model)
     print(report.summary() if args.quiet else format_report(report))
     if args.json:

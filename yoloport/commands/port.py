@@ -57,6 +57,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--project", help="parent of the run folder (runs/port)")
     p.add_argument("--name", help="run folder name (exp)")
     p.add_argument("--exist-ok", dest="exist_ok", action="store_true", default=None, help="reuse an existing run folder")
+    from .export import add_graph_arguments
+
+    add_graph_arguments(p, "each target's own convention (rknn: rknn_model_zoo, onnxruntime/openvino: ultralytics, mlu-sim: mlu)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
 
     s = resolve_settings(args, DEFAULTS)
     targets = parse_targets(s.targets or DEFAULT_TARGETS, full_int8=bool(s.full_int8))
+    graph = graph_options(s)
     if s.max_drop is None or s.max_drop < 0:
         raise YoloportError(f"--max-drop must be >= 0 points, got {s.max_drop}")
     if any(b < 1 for b in s.bench_batches or []):
@@ -80,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     calib = s.calib or _default_calib(data)
     print(f"porting {getattr(model, 'model_key', None) or s.weights} to {', '.join(t.name for t in targets)} "
           f"at {img_hw[1]}x{img_hw[0]} (W x H); run folder {run_dir}")
-    report = run_port(model, data, targets, run_dir, img_hw, calib, calib_n=s.calib_n, max_drop=s.max_drop,
+    report = run_port(model, data, targets, run_dir, img_hw, calib, calib_n=s.calib_n, max_drop=s.max_drop, graph=graph,
                       bench_batches=[] if s.no_bench else s.bench_batches, warmup=s.warmup, repeat=s.repeat,
                       threads=s.threads, profile=not s.no_profile, data_note=note)
     print_summary(report)
@@ -89,6 +93,18 @@ def run(args: argparse.Namespace) -> int:
             print(f"FAILED {f}")
         return 1
     return 0
+
+
+def graph_options(s) -> dict:
+    """The graph-shaping flags given (``convention``, ``mode``, ``sigmoid`` and the rest of
+    ``export.GRAPH_OPTIONS``); each target fills the rest from its own convention."""
+    from ..deploy.conventions import resolve_export_choice
+    from .export import GRAPH_OPTIONS
+
+    g = {k: getattr(s, k) for k in ("convention", "mode", *GRAPH_OPTIONS) if getattr(s, k, None) is not None}
+    if "convention" in g or "mode" in g:  # refuse contradictions before any work
+        resolve_export_choice(g.get("convention"), g.get("mode"), g.get("sigmoid"))
+    return g
 
 
 def print_summary(report: dict) -> None:

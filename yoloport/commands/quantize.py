@@ -30,7 +30,7 @@ def _qconfig_flag(group, *flags, **kwargs):
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..backends.registry import ARTIFACT_BACKENDS
     from ..config import add_common_arguments
-    from ..ops.postprocess import HEAD_MODES
+    from .export import add_graph_arguments
 
     add_common_arguments(parser)
     parser.add_argument("--backend", choices=ARTIFACT_BACKENDS, help="target backend")
@@ -38,12 +38,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calib-n", type=int, default=None, help="number of calibration images (default 100)")
     parser.add_argument("--calib-seed", type=int, default=None, help="seed for sampling them (default 0)")
     parser.add_argument("--img-size", nargs="+", type=int, metavar="W H", help="fixed input size, W H (default: the model's, else 640)")
-    parser.add_argument("--mode", choices=HEAD_MODES, default=None, help="Detect head export mode (default: the model key's export mode, else raw)")
     parser.add_argument("--batch", type=int, default=None, help="fixed batch size of the artifact (default 1)")
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset for the export (default: the backend's choice)")
     parser.add_argument("--out", help="output folder (default runs/quantize/<backend>)")
     parser.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty --out folder")
     parser.add_argument("--json", metavar="OUT", help="summary JSON path (default OUT/quantize.json)")
+    add_graph_arguments(parser, "the backend's convention: rknn rknn_model_zoo, onnxruntime/openvino ultralytics, "
+                                "mlu-sim mlu")
     _qconfig_flag(parser, "--precision", choices=("int8", "fp32", "fp16", "bf16"), help="default int8 with --calib, else fp32")
     _qconfig_flag(parser, "--exclude", nargs="+", metavar="NODE", help="node names, globs or op types kept in float")
     _qconfig_flag(parser, "--head-fp32", choices=("tail", "convs", "none"), help="keep the head's decode (tail), also its convs, or nothing in float (default: onnxruntime convs, openvino tail)")
@@ -115,6 +116,24 @@ def registry_export(args) -> dict:
     return dict(lookup_model_key(key, getattr(args, "registry", None)).export or {})
 
 
+def graph_settings(args, backend: str) -> tuple[str, bool, str | None, dict]:
+    """``(mode, sigmoid, convention, other graph options)`` of the export: the flags, else the backend's
+    output convention (``SPEC.output_convention``); the model key's ``export:`` entry fills the other
+    graph options (and a ``convention`` it names)."""
+    from ..backends.registry import get_spec
+    from .export import GRAPH_OPTIONS, graph_choice
+
+    from .export import TARGET_LAYOUT_KEYS
+
+    entry = registry_export(args)
+    for k in ("convention", *GRAPH_OPTIONS):
+        if k in TARGET_LAYOUT_KEYS:
+            continue  # the backend's convention outranks the registry entry's generic head layout
+        if getattr(args, k, None) is None and k in entry:
+            setattr(args, k, entry[k])
+    return graph_choice(args, get_spec(backend).output_convention)
+
+
 def _check_out_dir(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise YoloportError(f"--out {out} is a file, not a folder")
@@ -129,7 +148,9 @@ def summary_rows(info: dict) -> list[tuple[str, str]]:
         ("precision", str(info.get("precision"))),
         ("artifact", info["artifact"]),
         ("size", f"{info['size_bytes'] / 1e6:.2f} MB (fp32 ONNX {info['onnx_size_bytes'] / 1e6:.2f} MB)"),
-        ("input", f"{info['batch']}x3x{info['input_hw'][0]}x{info['input_hw'][1]} (B,C,H,W), head {info['head']['mode']}"),
+        ("input", f"{info['batch']}x3x{info['input_hw'][0]}x{info['input_hw'][1]} (B,C,H,W), head {info['head']['mode']}"
+                  + (" (sigmoid in graph)" if info["head"].get("sigmoid_applied") else "")),
+        ("convention", str(info["head"].get("convention"))),
         ("calibration", f"{cal.get('count')} images from {cal.get('source')}" if cal else "-"),
         ("time", f"{info['seconds']:.1f} s (export + build)"),
     ]
@@ -168,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
     check_qconfig(backend, qconfig)  # options this backend does not take are refused before any work
     model = load_model_from_args(args)
     hw = resolve_img_size(args, model)
-    mode = args.mode or registry_export(args).get("mode") or "raw"
+    mode, sigmoid, convention, graph_opts = graph_settings(args, backend)
     out = Path(args.out or f"runs/quantize/{backend}")
     _check_out_dir(out, bool(args.overwrite))
     t0 = time.perf_counter()
@@ -176,7 +197,8 @@ def run(args: argparse.Namespace) -> int:
     if args.calib:  # float builds record it too where a backend uses it (rknn accuracy analysis)
         calib = load_calibration(args.calib, n=args.calib_n, img_size_hw=hw, stride=int(model.stride.max()),
                                  seed=args.calib_seed, warn=lambda m: print(f"warning: {m}"))
-    artifact = build_artifact(backend, model, out, hw, calib, qconfig, mode=mode, batch=args.batch, opset=args.opset)
+    artifact = build_artifact(backend, model, out, hw, calib, qconfig, mode=mode, batch=args.batch, opset=args.opset,
+                              export_options={**graph_opts, "sigmoid": sigmoid}, convention=convention)
     seconds = time.perf_counter() - t0
     info = read_sidecar(artifact)
     onnx_fp32 = out / "model.fp32.onnx"

@@ -136,14 +136,33 @@ def trace_to_onnx(m, img_size_hw, batch: int, opset: int, names: list[str], dyna
     return buf.getvalue()
 
 
+def recorded_convention(mode: str, sigmoid: bool, convention: str | None = None) -> str | None:
+    """The output convention an export of ``mode``/``sigmoid`` follows, as recorded in its metadata:
+    ``convention`` when given (a YoloportError when the layout contradicts it), else the first one with
+    that layout (None: none has it)."""
+    from .conventions import get_convention, matching_convention
+
+    if convention:
+        c = get_convention(convention)
+        if (c.mode, c.sigmoid) != (mode, bool(sigmoid) and mode == "raw"):
+            raise YoloportError(f"the {c.name} convention is --mode {c.mode}{' --sigmoid' if c.sigmoid else ''}, "
+                                f"not --mode {mode}{' --sigmoid' if sigmoid else ''}")
+        return c.name
+    return matching_convention(mode, sigmoid)
+
+
 def build_onnx(model, img_size_hw=(640, 640), mode: str = "raw", batch: int = 1, opset: int = DEFAULT_OPSET,
                sigmoid: bool = False, *, dynamic: bool = False, simplify: bool = False, fuse: bool = True,
                focus_to_conv: bool = False, silu: str = "keep", conf_thres: float = DEFAULT_CONF_THRES,
-               iou_thres: float = DEFAULT_IOU_THRES, max_det: int = DEFAULT_MAX_DET):
-    """Export in memory: ``(onnx.ModelProto with metadata, HeadSpec, meta dict, applied surgery)``."""
+               iou_thres: float = DEFAULT_IOU_THRES, max_det: int = DEFAULT_MAX_DET, convention: str | None = None):
+    """Export in memory: ``(onnx.ModelProto with metadata, HeadSpec, meta dict, applied surgery)``.
+
+    ``convention``: the output convention the graph is meant to follow (recorded; must match ``mode``
+    and ``sigmoid``); None records the convention the layout matches."""
     import onnx
 
     hw = check_export_args(model, img_size_hw, mode, batch, opset, sigmoid, dynamic, conf_thres, iou_thres, max_det, silu)
+    convention = recorded_convention(mode, sigmoid, convention)
     m, applied = prepare_model(model, mode, hw, sigmoid, fuse, focus_to_conv, silu, conf_thres, iou_thres, max_det)
     names = output_names(mode, m.detect.nl)
     proto = onnx.load_from_string(trace_to_onnx(m, hw, int(batch), int(opset), names, dynamic))
@@ -154,8 +173,8 @@ def build_onnx(model, img_size_hw=(640, 640), mode: str = "raw", batch: int = 1,
 
         proto = simplify_onnx(proto)
         applied.append("onnxslim")
-    head = HeadSpec.from_model(model, mode, sigmoid_applied=bool(sigmoid))
-    extra = {"surgery": applied, "dynamic": bool(dynamic)}
+    head = HeadSpec.from_model(model, mode, sigmoid_applied=bool(sigmoid), convention=convention)
+    extra = {"surgery": applied, "dynamic": bool(dynamic), "convention": convention}
     if mode == "end2end":
         extra.update({"conf_thres": float(conf_thres), "iou_thres": float(iou_thres), "max_det": int(max_det)})
     if getattr(model, "img_size", None):
@@ -242,12 +261,14 @@ def export_model(model, path, img_size_hw=(640, 640), mode: str = "raw", batch: 
                  focus_to_conv: bool = False, silu: str = "keep", conf_thres: float = DEFAULT_CONF_THRES,
                  iou_thres: float = DEFAULT_IOU_THRES, max_det: int = DEFAULT_MAX_DET, target: str | None = None,
                  force: bool = False, overwrite: bool | None = None, sidecar: bool = True,
-                 sidecar_extra: dict | None = None) -> ExportResult:
-    """Build, lint (when ``target``) and write an export; see the module docstring for the policy."""
+                 sidecar_extra: dict | None = None, convention: str | None = None) -> ExportResult:
+    """Build, lint (when ``target``) and write an export; see the module docstring for the policy.
+    ``convention`` is recorded (see :func:`build_onnx`); the lint checks the graph against the target's."""
     check_destination(path, overwrite)
     proto, head, meta, applied = build_onnx(
         model, img_size_hw, mode, batch, opset, sigmoid, dynamic=dynamic, simplify=simplify, fuse=fuse,
-        focus_to_conv=focus_to_conv, silu=silu, conf_thres=conf_thres, iou_thres=iou_thres, max_det=max_det)
+        focus_to_conv=focus_to_conv, silu=silu, conf_thres=conf_thres, iou_thres=iou_thres, max_det=max_det,
+        convention=convention)
     report = None
     if target:
         from .lint import check_or_raise

@@ -15,6 +15,10 @@ rule id                   what it catches
 ``opset-range``           default-domain opset outside what the target accepts (or documents)
 ``multi-output-head``     a detection graph with fewer than three head outputs (RKNN)
 ``op-restriction``        ops used outside the restrictions rknn-toolkit2 documents (batch 1, Resize mode)
+``output-convention``     outputs that are not what the target's standard clients read
+                          (:mod:`yoloport.deploy.conventions`): logits where they expect
+                          probabilities or the reverse, another head layout, levels out of stride
+                          order, or an anchors file next to the graph that disagrees with the model
 ========================  ==========================================================================
 
 Entry points: :func:`lint_model` (returns a :class:`LintReport`), :func:`check_or_raise` (what
@@ -413,6 +417,14 @@ class _Context:
     g: _Graph
     target: str
     sample: SampleLike = None
+    model_dir: Path | None = None  # the folder of the linted file (client files are looked up there)
+
+    @property
+    def meta(self) -> dict:
+        """The graph's yoloport metadata (empty for a foreign graph)."""
+        from .onnx_meta import meta_from_proto
+
+        return meta_from_proto(self.g.model)
 
     @property
     def int8(self) -> bool:
@@ -676,6 +688,74 @@ def rule_op_restriction(ctx: _Context) -> list[Finding]:
     return findings
 
 
+def _raw_head_outputs(g: _Graph) -> list[str]:
+    """Graph outputs shaped like raw head levels ``[B, na*(5+nc), H, W]`` (in output order)."""
+    return [o for o in g.outputs if len(g.shapes.get(o) or []) == 4 and _looks_like_head_output(g.shapes.get(o))]
+
+
+def _produced_by_sigmoid(g: _Graph, name: str) -> bool:
+    """Whether ``name`` is a Sigmoid's output (through shape-only ops: Reshape, Transpose, Identity)."""
+    node = g.producer.get(name)
+    while node is not None and node.op_type in ("Reshape", "Transpose", "Identity", "Squeeze", "Unsqueeze"):
+        node = g.producer.get(node.input[0])
+    return node is not None and node.op_type in ("Sigmoid", "HardSigmoid")
+
+
+def _anchors_file_values(path: Path) -> list[float] | None:
+    """The numbers of an anchors file (one per line), or None when it does not parse."""
+    try:
+        return [float(x) for x in path.read_text().split()]
+    except (OSError, ValueError):
+        return None
+
+
+def rule_output_convention(ctx: _Context) -> list[Finding]:
+    """``output-convention``: outputs that the target's standard clients would misread."""
+    from .conventions import target_convention
+
+    conv = target_convention(ctx.target)
+    g = ctx.g
+    if conv is None or not any(_looks_like_head_output(g.shapes.get(o)) for o in g.outputs):
+        return []
+    fix = f"export with --convention {conv.name} (the default of --target {ctx.target})"
+    meta = ctx.meta
+    heads = _raw_head_outputs(g)
+    nodes = [g.label(g.producer[o]) for o in heads if o in g.producer]
+    findings = []
+    if conv.mode == "raw" and not heads:
+        findings.append(Finding("output-convention", "warning", f"{conv.client} reads {conv.definition}; this graph's "
+                                f"outputs are {', '.join(f'{o} {g.shapes.get(o)}' for o in g.outputs)}", [], fix))
+    elif conv.mode != "raw" and heads:
+        findings.append(Finding("output-convention", "info", f"{conv.client} reads {conv.definition}; this graph has "
+                                f"{len(heads)} raw head output(s) (fine for yoloport's host decode)", nodes, fix))
+    if conv.mode == "raw" and heads:
+        probs = [_produced_by_sigmoid(g, o) for o in heads]
+        if conv.sigmoid and not all(probs):
+            findings.append(Finding("output-convention", "warning", f"{conv.client} expects probabilities (sigmoid applied) "
+                                    f"but {sum(not p for p in probs)} head output(s) are logits: the client finds garbage "
+                                    "boxes with scores far above 1", nodes, fix + " or add --sigmoid"))
+        elif not conv.sigmoid and any(probs):
+            findings.append(Finding("output-convention", "warning", f"{conv.client} expects logits (it applies the sigmoid "
+                                    f"itself) but {sum(probs)} head output(s) already carry it", nodes, fix + " (no --sigmoid)"))
+        cells = [int(g.shapes[o][2]) * int(g.shapes[o][3]) if all(isinstance(d, int) for d in g.shapes[o][2:]) else -1
+                 for o in heads]
+        if -1 not in cells and cells != sorted(cells, reverse=True):
+            findings.append(Finding("output-convention", "warning", f"{conv.client} expects the levels in stride order "
+                                    f"(8, 16, 32: largest grid first); the outputs' grids are {cells} cells", nodes,
+                                    "export with yoloport (outputs out0..out2 in stride order)"))
+    anchors = meta.get("anchors")
+    if conv.anchors_file and ctx.model_dir is not None and isinstance(anchors, list):
+        path = ctx.model_dir / conv.anchors_file
+        if path.is_file():
+            want = [float(v) for level in anchors for pair in level for v in pair]
+            got = _anchors_file_values(path)
+            if got is None or len(got) != len(want) or max(abs(a - b) for a, b in zip(got, want)) > 1e-3:
+                findings.append(Finding("output-convention", "error", f"{path} holds anchors {got} but the model's are "
+                                        f"{want}: the client would decode every box with the wrong anchors", [],
+                                        f"rewrite {conv.anchors_file} from the graph's metadata (yoloport quantize writes it)"))
+    return findings
+
+
 def _as_str(v) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
@@ -690,6 +770,7 @@ RULES: dict[str, Rule] = {
     "opset-range": rule_opset_range,
     "multi-output-head": rule_multi_output_head,
     "op-restriction": rule_op_restriction,
+    "output-convention": rule_output_convention,
 }
 
 
@@ -719,6 +800,7 @@ def lint_model(
     target: str,
     sample_input: SampleLike = None,
     rules: Sequence[str] | None = None,
+    model_dir: str | Path | None = None,
 ) -> LintReport:
     """Check ``model`` (ModelProto or path) against ``target``'s rules.
 
@@ -728,6 +810,8 @@ def lint_model(
         sample_input: optional input (``[B,3,H,W]`` or ``[3,H,W]`` float32, or name->array) that turns
             on the measured ``concat-mixed-range`` check (onnxruntime).
         rules: subset of rule ids to run (default: all of :data:`RULES`).
+        model_dir: the folder the graph's client files (anchors file) are checked in (default: the
+            folder of ``model`` when it is a path).
 
     Returns:
         A :class:`LintReport`, findings sorted errors first.
@@ -737,6 +821,7 @@ def lint_model(
     name = "<model>"
     if isinstance(model, (str, Path)):
         name = str(model)
+        model_dir = Path(model).parent if model_dir is None else model_dir
         model = load_onnx(model)
     elif model.graph.name:
         name = model.graph.name
@@ -744,7 +829,7 @@ def lint_model(
     unknown = [r for r in selected if r not in RULES]
     if unknown:
         raise YoloportError(f"unknown lint rule(s): {', '.join(unknown)}; known: {', '.join(RULES)}")
-    ctx = _Context(_Graph(_infer_shapes(model)), target, sample_input)
+    ctx = _Context(_Graph(_infer_shapes(model)), target, sample_input, Path(model_dir) if model_dir else None)
     findings = [f for r in selected for f in RULES[r](ctx)]
     return LintReport(target, name, ctx.g.opset, sorted(findings, key=_severity_key))
 

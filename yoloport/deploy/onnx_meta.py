@@ -10,6 +10,7 @@ encoded) and in a sidecar ``<model>.onnx.json`` holding the same document::
     preprocess    JSON {"color": "RGB", "layout": "NCHW", "scale": 1/255, "mean": [0,0,0],
                         "std": [1,1,1], "letterbox_color": [114,114,114], "letterbox_auto": false}
     opset, yoloport_version, outputs (names in order), head_spec (the HeadSpec dict)
+    convention    the output convention the outputs follow (yoloport.deploy.conventions), or null
     conf_thres, iou_thres, max_det                   end2end only: baked-in NMS settings
 
 so any consumer (C++ on the board, another runtime) can rebuild the host post-processing without
@@ -127,7 +128,8 @@ def head_spec_from_meta(meta: dict) -> HeadSpec:
         return HeadSpec.from_dict(meta["head_spec"])
     try:
         return HeadSpec(mode=meta["mode"], nc=int(meta["nc"]), anchors_px=meta["anchors"], strides=meta["stride"],
-                        sigmoid_applied=bool(meta.get("sigmoid", False)), names=list(meta.get("names", [])))
+                        sigmoid_applied=bool(meta.get("sigmoid", False)), names=list(meta.get("names", [])),
+                        convention=meta.get("convention"))
     except KeyError as e:
         raise YoloportError(f"ONNX metadata lacks {e.args[0]!r}: cannot rebuild the post-processing") from None
 

@@ -24,6 +24,9 @@ class HeadSpec:
     ``sigmoid_applied``), ``split`` (``xy [B,N,2]``, ``wh [B,N,2]``, ``conf [B,N,1+nc]``), ``decoded``
     (``[B, N, 5+nc]``) or ``end2end`` (``count [B]`` or ``[B,1]`` and ``[B, max_det, 7]`` rows of
     batch, class, score, x1, y1, x2, y2 as Cambricon's ``yolov5_detection_output``).
+    ``convention``: the output convention this layout follows (a name of
+    ``yoloport.deploy.conventions.CONVENTIONS``; None: not recorded). Decoding reads only ``mode`` and
+    ``sigmoid_applied``.
     """
 
     mode: str
@@ -32,6 +35,7 @@ class HeadSpec:
     strides: list = field(default_factory=list)  # [nl]
     sigmoid_applied: bool = False
     names: list = field(default_factory=list)
+    convention: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -42,7 +46,7 @@ class HeadSpec:
         return cls(**{k: v for k, v in d.items() if k in keys})
 
     @classmethod
-    def from_model(cls, model, mode: str = "raw", sigmoid_applied: bool = False) -> "HeadSpec":
+    def from_model(cls, model, mode: str = "raw", sigmoid_applied: bool = False, convention: str | None = None) -> "HeadSpec":
         det = model.detect
         return cls(
             mode=mode,
@@ -51,6 +55,7 @@ class HeadSpec:
             strides=det.stride.tolist(),
             sigmoid_applied=sigmoid_applied,
             names=list(model.names),
+            convention=convention,
         )
 
 

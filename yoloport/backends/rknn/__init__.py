@@ -67,4 +67,5 @@ SPEC = BackendSpec(
     simulated_note="RKNN results come from rknn-toolkit2's x86 simulator (no board connected): accuracy is the "
     "simulator's, and its timings say nothing about the NPU, so RKNN is not benchmarked here.",
     target_option=_platform_option,
+    output_convention="rknn_model_zoo",  # three stride-ordered outputs with the sigmoid applied
 )

@@ -156,6 +156,8 @@ def build(model, onnx_path, head: HeadSpec, out_dir, calibration, qconfig: dict 
     _LIVE[_live_key(artifact)] = rk
     from ..registry import sidecar_info
 
+    client_files = write_convention_files(out_dir, head, input_hw)
+
     extra = {
         "platform": q["platform"],
         "precision": "int8" if q["do_quantization"] else "fp16",
@@ -167,13 +169,30 @@ def build(model, onnx_path, head: HeadSpec, out_dir, calibration, qconfig: dict 
             "build_dir": work.name,
             "source_onnx": f"{work.name}/source.onnx",
             "dataset": f"{work.name}/dataset.txt" if dataset else None,
-            "runtime_input": "uint8 RGB NHWC 0..255 (normalisation /255 inside the model)",
+            "runtime_input": RUNTIME_INPUT,
             "simulator": "rebuilt from source_onnx + config + dataset at load (a .rknn file runs only on a board)",
             "build_seconds": round(build_s, 2),
         },
+        "convention": head.convention,
+        "client_files": client_files,
     }
     write_sidecar(artifact, sidecar_info(NAME, model, head, input_hw, 1, calibration, q, **extra))
     return artifact
+
+
+RUNTIME_INPUT = "uint8 RGB NHWC 0..255 (normalisation /255 inside the model)"
+
+
+def write_convention_files(out_dir: Path, head: HeadSpec, input_hw) -> dict:
+    """What the client of the head's convention reads next to the ``.rknn`` (rknn_model_zoo: anchors
+    file, class names, README with the command); ``{}`` for a convention without client files."""
+    from ...deploy.conventions import CONVENTIONS, write_client_files
+    from ...deploy.onnx_meta import PREPROCESS
+
+    conv = CONVENTIONS.get(head.convention or "")
+    if conv is None or not (conv.anchors_file or conv.names_file):
+        return {}
+    return write_client_files(conv, out_dir, ARTIFACT_NAME, head, input_hw, PREPROCESS, RUNTIME_INPUT)
 
 
 def _toolkit_version() -> str | None:

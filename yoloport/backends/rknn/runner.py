@@ -61,8 +61,9 @@ class RknnRunner(Runner):
 def load(artifact, model=None, target: str | None = None, device_id: str | None = None, **options) -> RknnRunner:
     """A runner for ``artifact``: the simulator (default; the model is rebuilt from the recorded ONNX,
     config and calibration images, or reused from :func:`build` in this process) or a connected board
-    (``target``, optional ``device_id``; the ``.rknn`` itself is loaded)."""
-    artifact = Path(artifact)
+    (``target``, optional ``device_id``; the ``.rknn`` itself is loaded). A relative ``artifact`` is
+    resolved first: the toolkit runs hybrid steps inside the build folder, where relative paths break."""
+    artifact = Path(artifact).resolve()
     info = read_sidecar(artifact, expect_backend=NAME, expect_fingerprint=model_fingerprint(model) if model is not None else None)
     head = HeadSpec.from_dict(info["head"])
     rinfo = info.get("rknn") or {}
