@@ -46,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int, default=None, help="fixed batch size of the artifact (default 1)")
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset for the export (default: the backend's choice)")
     parser.add_argument("--out", help="output folder (default runs/quantize/<backend>)")
-    parser.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty --out folder")
+    parser.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty --out folder and over an existing --json file")
     parser.add_argument("--json", metavar="OUT", help="summary JSON path (default OUT/quantize.json)")
     parser.add_argument("--precision", choices=("int8", "fp32", "fp16", "bf16"), help="default int8 with --calib, else fp32")
     parser.add_argument("--exclude", nargs="+", metavar="NODE", help="node names, globs or op types kept in float")
@@ -119,13 +119,6 @@ def registry_export(args) -> dict:
     return dict(lookup_model_key(key, getattr(args, "registry", None)).export or {})
 
 
-def _check_out_dir(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise YoloportError(f"--out {out} is a file, not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise YoloportError(f"--out {out} is not empty: choose another folder or pass --overwrite")
-
-
 def summary_rows(info: dict) -> list[tuple[str, str]]:
     cal = info.get("calibration") or {}
     rows = [
@@ -154,10 +147,8 @@ def format_table(rows) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..backends.base import read_sidecar
-    from ..backends.registry import artifact_size, build_artifact, canonical_name
+    from ..backends.registry import canonical_name
     from ..config import resolve_settings
-    from ..data.calibration import load_calibration
 
     args = resolve_settings(args, {"calib_n": 100, "calib_seed": 0, "batch": 1, "opset": None})
     if not args.backend:
@@ -173,8 +164,25 @@ def run(args: argparse.Namespace) -> int:
     qconfig["precision"] = precision
     if precision == "int8" and not args.calib:
         raise YoloportError("int8 needs calibration images: pass --calib SRC (or --precision fp32)")
-    out = Path(args.out or f"runs/quantize/{backend}")
-    _check_out_dir(out, bool(args.overwrite))
+    from ..io.paths import claim_out_dir, claim_output_file, unlock_run_dir
+
+    if args.json:
+        claim_output_file(args.json, bool(args.overwrite), what="--json")  # refused before any work
+    out, lock = claim_out_dir(args.out or f"runs/quantize/{backend}", overwrite=bool(args.overwrite),
+                              explicit=bool(args.out))
+    try:
+        return _build_and_report(args, backend, model, hw, mode, qconfig, out)
+    finally:
+        unlock_run_dir(lock)
+
+
+def _build_and_report(args, backend: str, model, hw, mode: str, qconfig: dict, out: Path) -> int:
+    """Calibrate, build the artifact into the claimed folder ``out``, print and write the summary."""
+    from ..backends.base import read_sidecar
+    from ..backends.registry import artifact_size, build_artifact
+    from ..data.calibration import load_calibration
+    from ..io.paths import write_text_atomic
+
     t0 = time.perf_counter()
     calib = None
     if args.calib:  # float builds record it too where a backend uses it (rknn accuracy analysis)
@@ -193,9 +201,6 @@ def run(args: argparse.Namespace) -> int:
     }
     print(format_table(summary_rows(summary)))
     js = Path(args.json) if args.json else out / "quantize.json"
-    js.parent.mkdir(parents=True, exist_ok=True)
-    tmp = js.with_name(js.name + ".tmp")
-    tmp.write_text(json.dumps(summary, indent=2, default=str))
-    tmp.replace(js)
+    write_text_atomic(js, json.dumps(summary, indent=2, default=str))
     print(f"summary: {js}")
     return 0

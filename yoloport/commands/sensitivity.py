@@ -86,28 +86,34 @@ def check_args(s: argparse.Namespace) -> None:
         raise YoloportError(f"--data {s.data}: no such file")
 
 
-def _check_out_dir(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise YoloportError(f"--out {out} is a file, not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise YoloportError(f"--out {out} is not empty: choose another folder or pass --overwrite")
-
-
 def run(args: argparse.Namespace) -> int:
-    from ..analysis import sensitivity as sens
     from ..backends.registry import canonical_name
     from ..config import resolve_settings
-    from ..data.calibration import load_calibration
-    from .quantize import load_model_from_args, resolve_img_size
+    from .quantize import load_model_from_args
 
     s = resolve_settings(args, DEFAULTS)
     check_args(s)
     backend = canonical_name(s.backend) if s.backend else None
     if backend == "torch":
         raise YoloportError("torch is the fp32 reference; choose onnxruntime, openvino, rknn or mlu-sim")
-    out = Path(s.out or f"runs/sensitivity/{backend or 'ranking'}")
-    _check_out_dir(out, bool(s.overwrite))
+    from ..io.paths import claim_out_dir, unlock_run_dir
+
     model = load_model_from_args(s)
+    out, lock = claim_out_dir(s.out or f"runs/sensitivity/{backend or 'ranking'}", overwrite=bool(s.overwrite),
+                              explicit=bool(s.out))
+    try:
+        return _rank_and_report(s, backend, model, out)
+    finally:
+        unlock_run_dir(lock)
+
+
+def _rank_and_report(s, backend, model, out: Path) -> int:
+    """The ranking (and the mixed-precision search with ``--data``) written into the claimed ``out``."""
+    from ..analysis import sensitivity as sens
+    from ..data.calibration import load_calibration
+    from ..io.paths import write_text_atomic
+    from .quantize import resolve_img_size
+
     hw = resolve_img_size(s, model)
     if s.data:  # fail on bad data before the (slow) ranking
         from ..data.dataset import load_data_yaml
@@ -179,8 +185,6 @@ def run(args: argparse.Namespace) -> int:
     result["seconds"] = round(time.perf_counter() - t0, 2)
     out.mkdir(parents=True, exist_ok=True)
     js = out / "sensitivity.json"
-    tmp = js.with_name(js.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2, default=str))
-    tmp.replace(js)
+    write_text_atomic(js, json.dumps(result, indent=2, default=str))
     print(f"results: {js}")
     return 0

@@ -119,13 +119,109 @@ def write_text_atomic(path, text: str) -> Path:
     return atomic_write(path, lambda f: f.write(text.encode()))
 
 
-def json_output_path(json_arg, project, name, filename: str) -> Path:
-    """Where a command writes its JSON: ``--json FILE`` when given (a folder is refused), else
-    ``<project>/<name>N/<filename>`` in a new run folder."""
+def json_output_path(json_arg, project, name, filename: str, overwrite: bool = False) -> Path:
+    """Where a command writes its JSON: ``--json FILE`` when given (a folder is refused, an existing
+    file too unless ``overwrite``: see :func:`claim_output_file`), else ``<project>/<name>N/<filename>``
+    in a new run folder claimed for this run."""
     if json_arg:
-        p = Path(json_arg)
-        if p.is_dir():
-            raise YoloportError(f"--json {p} is a directory; give a file name")
+        return claim_output_file(json_arg, overwrite, what="--json")
+    return claim_run_dir(Path(project) / name, increment=True, what="run folder") / filename
+
+
+def claim_output_file(path, overwrite: bool, what: str = "--out") -> Path:
+    """``path`` as the destination of one output file: a folder is refused, an existing file is
+    refused unless ``overwrite``, a parent that is a file is refused; missing parents are created.
+    The file itself is then written atomically by the caller (``write_text_atomic``)."""
+    p = Path(path)
+    if p.is_dir():
+        raise YoloportError(f"{what} {p} is a folder; give a file name")
+    if p.exists() and not overwrite:
+        raise YoloportError(f"{what} {p} already exists; pass --overwrite to replace it, or choose another name")
+    try:
         p.parent.mkdir(parents=True, exist_ok=True)
-        return p
-    return increment_path(Path(project) / name) / filename
+    except (FileExistsError, NotADirectoryError):
+        raise YoloportError(f"cannot write {what} {p}: a parent of it is a file") from None
+    return p
+
+
+LOCK_NAME = ".yoloport.lock"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def lock_run_dir(path, what: str = "output folder") -> Path:
+    """Take ``path/.yoloport.lock`` (exclusive create, holding this process id) and return it.
+
+    Of two runs locking one existing folder, exactly one gets it; the other gets a YoloportError
+    naming the run that holds it. A lock left by a process that no longer runs (a killed run) is
+    taken over. Release it with :func:`unlock_run_dir`."""
+    lock = Path(path) / LOCK_NAME
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                holder = int(lock.read_text().strip() or "0")
+            except (OSError, ValueError):
+                holder = 0
+            if holder and holder != os.getpid() and _pid_alive(holder):
+                raise YoloportError(f"{what} {path} is in use by another yoloport run (process {holder}); "
+                                    "wait for it or choose another folder") from None
+            lock.unlink(missing_ok=True)  # stale: its run was killed
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        return lock
+    raise YoloportError(f"cannot lock {what} {path}: another run keeps taking it")
+
+
+def unlock_run_dir(lock: Path | None) -> None:
+    """Release a lock taken by :func:`lock_run_dir` (only if this process still holds it)."""
+    if lock is None:
+        return
+    try:
+        if int(Path(lock).read_text().strip() or "0") == os.getpid():
+            Path(lock).unlink()
+    except (OSError, ValueError):
+        pass
+
+
+def claim_out_dir(out, *, overwrite: bool, explicit: bool, what: str = "--out") -> tuple[Path, Path | None]:
+    """The folder a command that builds artifacts (quantize, sensitivity) writes into, and its lock.
+
+    - ``out`` does not exist: created with an exclusive mkdir (``explicit=False``: the default
+      folder, so ``<name>2``, ``<name>3``... on a clash; ``explicit``: a clash is an error).
+    - it exists: locked (:func:`lock_run_dir`), then refused unless it holds nothing but the lock,
+      or ``overwrite``. Locking first makes "is it empty?" race-free: two runs started together on
+      one folder can never both pass.
+    Returns ``(folder, lock)``; release the lock with :func:`unlock_run_dir` when done.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise YoloportError(f"{what} {out} is a file, not a folder")
+    if not explicit and not overwrite and out.is_dir() and any(out.iterdir()):
+        out = claim_run_dir(out, increment=True, what=what)  # the default folder is taken: a new one
+    elif not out.exists():
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            os.mkdir(out)
+        except FileExistsError:
+            if not explicit:
+                out = claim_run_dir(out, increment=True, what=what)
+        except NotADirectoryError:
+            raise YoloportError(f"cannot create {what} {out}: a parent of it is a file") from None
+    # a folder this run just created is locked too: of a creator and a run that found it a moment
+    # later, whichever locks first proceeds and the other stops here
+    lock = lock_run_dir(out, what)
+    if not overwrite and any(p.name != LOCK_NAME for p in out.iterdir()):
+        unlock_run_dir(lock)
+        raise YoloportError(f"{what} {out} is not empty: choose another folder or pass --overwrite")
+    return out, lock
