@@ -147,51 +147,51 @@ def claim_output_file(path, overwrite: bool, what: str = "--out") -> Path:
 LOCK_NAME = ".yoloport.lock"
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True
-    return True
+_HELD: dict[str, int] = {}  # lock path -> open descriptor holding its flock
 
 
 def lock_run_dir(path, what: str = "output folder") -> Path:
-    """Take ``path/.yoloport.lock`` (exclusive create, holding this process id) and return it.
+    """Lock ``path`` for this run: an exclusive ``flock`` on ``path/.yoloport.lock`` (which holds
+    this process id, for the message a second run gets). Returns the lock's path.
 
-    Of two runs locking one existing folder, exactly one gets it; the other gets a YoloportError
-    naming the run that holds it. A lock left by a process that no longer runs (a killed run) is
-    taken over. Release it with :func:`unlock_run_dir`."""
+    Of two runs locking one folder, exactly one gets it; the other gets a YoloportError naming the
+    process that holds it. The kernel drops the lock when its process dies, so a killed run never
+    blocks the folder. Release it with :func:`unlock_run_dir`."""
+    import fcntl
+
     lock = Path(path) / LOCK_NAME
-    for _ in range(2):
+    while True:
+        fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
         try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            try:
-                holder = int(lock.read_text().strip() or "0")
-            except (OSError, ValueError):
-                holder = 0
-            if holder and holder != os.getpid() and _pid_alive(holder):
-                raise YoloportError(f"{what} {path} is in use by another yoloport run (process {holder}); "
-                                    "wait for it or choose another folder") from None
-            lock.unlink(missing_ok=True)  # stale: its run was killed
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise YoloportError(f"{what} {path} is in use by another yoloport run (process {holder}); "
+                                "wait for it or choose another folder") from None
+        try:
+            current = os.stat(lock).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            current = False
+        if not current:  # its holder released (unlinked) it between our open and our lock: again
+            os.close(fd)
             continue
-        with os.fdopen(fd, "w") as f:
-            f.write(str(os.getpid()))
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        _HELD[str(lock)] = fd
         return lock
-    raise YoloportError(f"cannot lock {what} {path}: another run keeps taking it")
 
 
 def unlock_run_dir(lock: Path | None) -> None:
-    """Release a lock taken by :func:`lock_run_dir` (only if this process still holds it)."""
-    if lock is None:
+    """Release a lock taken by :func:`lock_run_dir` in this process (the lock file is removed)."""
+    fd = _HELD.pop(str(lock), None) if lock is not None else None
+    if fd is None:
         return
     try:
-        if int(Path(lock).read_text().strip() or "0") == os.getpid():
-            Path(lock).unlink()
-    except (OSError, ValueError):
+        os.unlink(lock)
+    except OSError:
         pass
+    os.close(fd)
 
 
 def claim_out_dir(out, *, overwrite: bool, explicit: bool, what: str = "--out") -> tuple[Path, Path | None]:
