@@ -317,9 +317,11 @@ def _with_meta(ckpt: Path, dst: Path, **changes) -> Path:
     ({"img_size": [-1, 96]}, "img_size"),
     ({"nc": 80}, "nc"),
 ], ids=["yaml-42", "stride-x", "stride-levels", "3-names", "names-str", "anchors", "img-size", "nc"])
-def test_checkpoint_metadata_is_validated(changes, words, ckpt, tmp_path, capsys):
+def test_checkpoint_metadata_is_validated(changes, words, ckpt, ds, tmp_path, capsys):
+    """Issue items 6 and 7: metadata that would build a wrong model (or crash) is refused on load."""
     bad = _with_meta(ckpt, tmp_path / "bad.safetensors", **changes)
-    rc = main(["detect", "--weights", str(bad), "--source", str(tmp_path / "none.jpg"), "--project", str(tmp_path)])
+    img = ds.parent / "images" / "val" / "000000.jpg"
+    rc = main(["detect", "--weights", str(bad), "--source", str(img), "--project", str(tmp_path / "runs")])
     one_line_error(capsys, rc, words)
 
 
@@ -423,12 +425,23 @@ def test_data_yaml_nc_not_a_number(ckpt, ds, tmp_path, capsys):
     one_line_error(capsys, main(val_args(ckpt, bad, tmp_path / "runs")), "nc", "abc")
 
 
-@pytest.mark.parametrize("args_yaml", ["epochs: [unclosed\n", "- a list\n", "epochs: abc\n", "img_size: -5\n"],
-                         ids=["not-yaml", "list", "epochs-abc", "img-size"])
-def test_train_resume_with_malformed_args_yaml(args_yaml, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def partial_run(ds, tmp_path_factory):
+    """A training run stopped after its first of two epochs (resumable)."""
+    from yoloport.engine.train import train
+
+    return Path(train(train_settings(ds, tmp_path_factory.mktemp("partial"), stop_after=1))["save_dir"])
+
+
+@pytest.mark.parametrize("edit", ["not-yaml", "list", "epochs-abc", "img-size"])
+def test_train_resume_with_malformed_args_yaml(edit, partial_run, tmp_path, capsys):
     run = tmp_path / "exp"
-    (run / "weights").mkdir(parents=True)
-    (run / "args.yaml").write_text(args_yaml)
+    shutil.copytree(partial_run, run)
+    args = yaml.safe_load((run / "args.yaml").read_text())
+    text = {"not-yaml": "epochs: [unclosed\n", "list": "- a list\n",
+            "epochs-abc": yaml.safe_dump({**args, "epochs": "abc"}),
+            "img-size": yaml.safe_dump({**args, "img_size": [-5]})}[edit]
+    (run / "args.yaml").write_text(text)
     one_line_error(capsys, main(["train", "--resume", str(run)]), "args.yaml")
 
 

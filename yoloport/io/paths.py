@@ -194,14 +194,15 @@ def unlock_run_dir(lock: Path | None) -> None:
     os.close(fd)
 
 
-def claim_out_dir(out, *, overwrite: bool, explicit: bool, what: str = "--out") -> tuple[Path, Path | None]:
+def claim_out_dir(out, *, overwrite: bool, explicit: bool, what: str = "--out") -> tuple[Path, Path]:
     """The folder a command that builds artifacts (quantize, sensitivity) writes into, and its lock.
 
-    - ``out`` does not exist: created with an exclusive mkdir (``explicit=False``: the default
-      folder, so ``<name>2``, ``<name>3``... on a clash; ``explicit``: a clash is an error).
-    - it exists: locked (:func:`lock_run_dir`), then refused unless it holds nothing but the lock,
-      or ``overwrite``. Locking first makes "is it empty?" race-free: two runs started together on
-      one folder can never both pass.
+    - ``explicit=False`` (the command's default folder): a new one when it is taken (``<name>2``,
+      ``<name>3``..., claimed with an exclusive mkdir), unless ``overwrite``.
+    - ``explicit`` (the user's ``--out``): created if missing; an existing one must hold nothing
+      (or ``overwrite``).
+    - in every case the folder is then locked (:func:`lock_run_dir`) before "is it empty?" is asked,
+      so of two runs started together on one folder (its creator included) exactly one proceeds.
     Returns ``(folder, lock)``; release the lock with :func:`unlock_run_dir` when done.
     """
     out = Path(out)
