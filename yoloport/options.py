@@ -28,10 +28,10 @@ def check_img_size(name: str, value) -> None:
     """One positive int (square / longest side) or ``[W, H]`` positive ints, each <= MAX_IMAGE_SIDE."""
     vals = list(value) if isinstance(value, (list, tuple)) else [value]
     if not 1 <= len(vals) <= 2 or not all(_is_int(v) for v in vals):
-        raise YoloportError(f"{_flag(name)} must be one size or 'W H' in pixels (whole numbers), got {value!r}")
+        raise YoloportError(f"{_flag(name)} must be one image size or 'W H' in pixels (whole numbers), got {value!r}")
     bad = [v for v in vals if not 1 <= v <= MAX_IMAGE_SIDE]
     if bad:
-        raise YoloportError(f"{_flag(name)} must be between 1 and {MAX_IMAGE_SIDE} pixels, got {bad[0]}")
+        raise YoloportError(f"{_flag(name)}: an image size must be between 1 and {MAX_IMAGE_SIDE} pixels, got {bad[0]}")
 
 
 def check_fraction(name: str, value) -> None:
@@ -43,7 +43,7 @@ def check_fraction(name: str, value) -> None:
 def check_count(name: str, value, minimum: int = 1) -> None:
     """A whole number >= ``minimum`` (batch sizes, epochs, image counts, workers)."""
     if not _is_int(value) or value < minimum:
-        raise YoloportError(f"{_flag(name)} must be a whole number >= {minimum}, got {value!r}")
+        raise YoloportError(f"{_flag(name)} must be a whole number, at least {minimum}, got {value!r}")
 
 
 def check_counts(name: str, value, minimum: int = 1) -> None:

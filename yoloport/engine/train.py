@@ -491,9 +491,9 @@ def _settings_for_run(settings, main: bool, log) -> tuple[argparse.Namespace, _R
     run_dir = find_run_dir(s.resume)
     args_file = run_dir / "args.yaml"
     saved = read_yaml(args_file, "cannot resume: the run's settings")
-    unknown_types = [k for k, v in saved.items() if not isinstance(k, str)]
-    if unknown_types:
-        raise YoloportError(f"cannot resume: {args_file} is malformed (key {unknown_types[0]!r} is not a setting name)")
+    bad_keys = [k for k, v in saved.items() if not isinstance(k, str)]
+    if bad_keys:
+        raise YoloportError(f"cannot resume: {args_file} is malformed (key {bad_keys[0]!r} is not a setting name)")
     try:
         check_options(saved)
         for k in ("epochs", "batch_size", "seed"):
