@@ -1,5 +1,6 @@
-"""SIGKILL sweep (issue 13): ``train``, ``quantize`` and ``port`` killed at random moments (a seeded
-generator, uniform over the length of an unbroken run of the same command, start-up included).
+"""SIGKILL sweep (issue 13): ``train``, ``quantize`` and ``port`` killed at random moments of their
+work (a seeded generator, uniform over the length of an unbroken run of the same command, counted
+from the moment its output folder appears: start-up is not what is tested).
 
 After every kill: no damaged file is accepted (every artifact either passes its sidecar's size and
 sha256 check and then loads, or is refused with one YoloportError; every checkpoint a run left reads
@@ -40,16 +41,28 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "yoloport", *args]
 
 
-def run_to_end(args: list[str], timeout: float = 600) -> tuple[int, str, float]:
-    """``(exit code, stderr, seconds)`` of a command run to its end."""
+def _wait_for(p: subprocess.Popen, marker: Path | None, limit: float = 300) -> None:
+    """Until ``marker`` exists (the command has started its work) or the process has ended."""
     t0 = time.perf_counter()
-    p = subprocess.run(_cli(*args), env=_env(), capture_output=True, text=True, timeout=timeout)
-    return p.returncode, p.stderr, time.perf_counter() - t0
+    while marker is not None and not marker.exists() and p.poll() is None and time.perf_counter() - t0 < limit:
+        time.sleep(0.02)
 
 
-def kill_after(args: list[str], delay: float) -> bool:
-    """Start the command, SIGKILL it after ``delay`` seconds; True if it was still running then."""
+def run_to_end(args: list[str], marker: Path | None = None, timeout: float = 600) -> tuple[int, str, float]:
+    """``(exit code, stderr, seconds of work)`` of a command run to its end; the seconds are counted
+    from the moment ``marker`` appears (from the start without one)."""
+    p = subprocess.Popen(_cli(*args), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _wait_for(p, marker)
+    t0 = time.perf_counter()
+    _, err = p.communicate(timeout=timeout)
+    return p.returncode, err, time.perf_counter() - t0
+
+
+def kill_after(args: list[str], delay: float, marker: Path | None = None) -> bool:
+    """Start the command and SIGKILL it ``delay`` seconds after ``marker`` appears (the work has
+    begun: start-up is not what is tested); True if it was still running then."""
     p = subprocess.Popen(_cli(*args), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_for(p, marker)
     try:
         p.wait(delay)
         return False
@@ -142,19 +155,19 @@ def same_weights(a: Path, b: Path) -> bool:
 
 # ------------------------------------------------------------------------------------ sweeps
 def train_args(w: Path, project: Path) -> list[str]:
-    return ["train", "--data", str(w / "ds" / "data.yaml"), "--cfg", str(w / "tiny.yaml"), "--epochs", "3",
+    return ["train", "--data", str(w / "ds" / "data.yaml"), "--cfg", str(w / "tiny.yaml"), "--epochs", "6",
             "--batch-size", "4", "--img-size", "96", "--device", "cpu", "--workers", "0", "--seed", "3",
             "--project", str(project), "--name", "exp", "--no-progress", "--noplots"]
 
 
 def sweep_train(w: Path, n: int, seed: int) -> Sweep:
-    rc, err, t_full = run_to_end(train_args(w, w / "train-full"))
+    rc, err, t_work = run_to_end(train_args(w, w / "train-full"), marker=w / "train-full" / "exp" / "args.yaml")
     assert rc == 0, err
     reference = w / "train-full" / "exp" / "weights" / "last.safetensors"
     rng, sweep = random.Random(seed), Sweep()
     for i in range(n):
         project = w / f"train-kill-{seed}-{i}"
-        killed = kill_after(train_args(w, project), rng.uniform(0.45, 1.0) * t_full)
+        killed = kill_after(train_args(w, project), rng.uniform(0.0, 1.0) * t_work, marker=project / "exp" / "args.yaml")
         sweep.kills += killed
         run = project / "exp"
         if not killed:
@@ -167,6 +180,7 @@ def sweep_train(w: Path, n: int, seed: int) -> Sweep:
         if rc == 2 and "nothing to resume" in err:  # it had saved its last epoch: a resume says so in one line
             assert len(err.strip().splitlines()) == 1, err
             sweep.notes.append(f"kill {i}: after the last epoch was saved")
+            assert same_weights(reference, run / "weights" / "last.safetensors"), f"kill {i}: final weights differ"
         else:
             assert rc == 0, f"kill {i}: resume failed: {err[-2000:]}"
             sweep.resumed += 1
@@ -181,12 +195,12 @@ def quantize_args(w: Path, out: Path) -> list[str]:
 
 
 def sweep_quantize(w: Path, n: int, seed: int) -> Sweep:
-    rc, err, t_full = run_to_end(quantize_args(w, w / "q-full"))
+    rc, err, t_work = run_to_end(quantize_args(w, w / "q-full"), marker=w / "q-full")
     assert rc == 0, err
     rng, sweep = random.Random(seed), Sweep()
     for i in range(n):
         out = w / f"q-kill-{seed}-{i}"
-        killed = kill_after(quantize_args(w, out), rng.uniform(0.45, 1.0) * t_full)
+        killed = kill_after(quantize_args(w, out), rng.uniform(0.0, 1.0) * t_work, marker=out)
         sweep.kills += killed
         sweep.finished_before_kill += not killed
         if out.exists():
@@ -209,12 +223,12 @@ def port_args(w: Path, project: Path) -> list[str]:
 
 
 def sweep_port(w: Path, n: int, seed: int) -> Sweep:
-    rc, err, t_full = run_to_end(port_args(w, w / "port-full"))
+    rc, err, t_work = run_to_end(port_args(w, w / "port-full"), marker=w / "port-full" / "exp")
     assert rc in (0, 1), err  # 1: a target over --max-drop (random weights); the run itself completed
     rng, sweep = random.Random(seed), Sweep()
     for i in range(n):
         project = w / f"port-kill-{seed}-{i}"
-        killed = kill_after(port_args(w, project), rng.uniform(0.45, 1.0) * t_full)
+        killed = kill_after(port_args(w, project), rng.uniform(0.0, 1.0) * t_work, marker=project / "exp")
         sweep.kills += killed
         sweep.finished_before_kill += not killed
         if project.exists():
