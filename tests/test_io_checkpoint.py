@@ -25,7 +25,7 @@ from yoloport.io.checkpoint import (
 META = {
     "yaml": {"nc": 2, "anchors": [[10, 13, 16, 30, 33, 23]], "backbone": [[-1, 1, "Conv", [16, 3, 2]]], "head": []},
     "names": ["cat", "dog"],
-    "stride": [8.0, 16.0, 32.0],
+    "stride": [8.0],  # one level, as the yaml's anchors (model metadata is validated on read)
     "anchors": [[[1.25, 1.625], [2.0, 3.75], [4.125, 2.875]]],
     "img_size": [416, 736],
     "train": {"epoch": 7, "best_fitness": 0.25, "note": "ünïcode ok"},

@@ -102,8 +102,12 @@ def load_run_config(path) -> dict:
 def resolve_settings(args: argparse.Namespace, defaults: dict) -> argparse.Namespace:
     """Merge ``defaults`` < ``args.config`` (a run config) < flags given on the command line.
 
-    Flags meant to be overridable must be declared with ``default=None`` in the parser.
+    Flags meant to be overridable must be declared with ``default=None`` in the parser. The shared
+    options (image sizes, thresholds, batch sizes, counts) are validated here, before any work, by
+    :func:`yoloport.options.check_options`.
     """
+    from .options import check_options
+
     cfg = load_run_config(args.config) if getattr(args, "config", None) else {}
     merged = dict(defaults)
     for k, v in cfg.items():
@@ -111,6 +115,7 @@ def resolve_settings(args: argparse.Namespace, defaults: dict) -> argparse.Names
     for k, v in vars(args).items():
         if v is not None or k not in merged:
             merged[k] = v
+    check_options(merged)
     return argparse.Namespace(**merged)
 
 

@@ -64,19 +64,89 @@ def sidecar_path(artifact) -> Path:
     return p.with_name(p.name + ".json")
 
 
+#: keys of a backend's own sidecar section that name files the artifact needs to run (the RKNN
+#: simulator rebuilds the model from ``source_onnx`` and ``dataset``): vouched for like the artifact
+COMPANION_KEYS = ("source_onnx", "dataset")
+
+
+def artifact_files(artifact) -> list[Path]:
+    """The files that make up an artifact: the file itself, an OpenVINO ``.xml`` with its ``.bin``,
+    or every file under a folder (sorted)."""
+    p = Path(artifact)
+    if p.is_dir():
+        return sorted(f for f in p.rglob("*") if f.is_file())
+    files = [p]
+    if p.suffix == ".xml" and p.with_suffix(".bin").is_file():
+        files.append(p.with_suffix(".bin"))
+    return files
+
+
+def _companions(artifact: Path, info: dict) -> list[Path]:
+    section = info.get(info.get("backend")) if isinstance(info.get("backend"), str) else None
+    if not isinstance(section, dict):
+        return []
+    return [artifact.parent / section[k] for k in COMPANION_KEYS if isinstance(section.get(k), str)]
+
+
+def file_digest(path: Path) -> dict:
+    """``{"size": bytes, "sha256": hex}`` of one file (read in 1 MiB blocks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return {"size": path.stat().st_size, "sha256": h.hexdigest()}
+
+
+def integrity_record(artifact, info: dict) -> dict:
+    """``{relative path: {size, sha256}}`` of the artifact's files and the companions its backend
+    section names, relative to the artifact's folder (a folder artifact: to its parent)."""
+    p = Path(artifact)
+    base = p.parent
+    return {f.relative_to(base).as_posix(): file_digest(f) for f in artifact_files(p) + _companions(p, info)
+            if f.is_file()}
+
+
+def integrity_problem(artifact, info: dict) -> str | None:
+    """What differs between an artifact on disk and the record in its sidecar, or None."""
+    p = Path(artifact)
+    record = info.get("integrity")
+    if not isinstance(record, dict) or not record:
+        return "its sidecar records no size and sha256 (built by an older yoloport, or not by yoloport): rebuild it"
+    base = p.parent
+    on_disk = {f.relative_to(base).as_posix() for f in artifact_files(p)}
+    extra = sorted(on_disk - set(record))
+    if extra:
+        return f"{extra[0]} is part of the artifact but not recorded in its sidecar"
+    for rel, want in record.items():
+        f = base / rel
+        if not f.is_file():
+            return f"{rel} is missing (the sidecar records {want.get('size')} bytes)"
+        size = f.stat().st_size
+        if size != want.get("size"):
+            return f"{rel} is {size} bytes, the sidecar records {want.get('size')} (cut, or another file)"
+        if file_digest(f)["sha256"] != want.get("sha256"):
+            return f"{rel} has sha256 {file_digest(f)['sha256'][:12]}..., the sidecar records {str(want.get('sha256'))[:12]}... (damaged, or another model)"
+    return None
+
+
 def write_sidecar(artifact, info: dict) -> Path:
-    """Write ``<artifact>.json`` atomically. ``info`` should hold at least ``backend``, ``head``
-    (HeadSpec dict), ``input_hw``, ``batch``, ``model_fingerprint``, ``calibration`` and ``qconfig``."""
+    """Write ``<artifact>.json`` atomically, once the artifact is complete. ``info`` should hold at
+    least ``backend``, ``head`` (HeadSpec dict), ``input_hw``, ``batch``, ``model_fingerprint``,
+    ``calibration`` and ``qconfig``; the size and sha256 of every file of the artifact (and of the
+    companions in :data:`COMPANION_KEYS`) are added as ``integrity`` and checked by :func:`read_sidecar`."""
     from .._version import __version__
 
-    doc = {"yoloport_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), **info}
+    doc = {"yoloport_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), **info,
+           "integrity": integrity_record(artifact, info)}
     from ..io.paths import write_text_atomic
 
     return write_text_atomic(sidecar_path(artifact), json.dumps(doc, indent=2, default=_json_default))
 
 
 def read_sidecar(artifact, expect_backend: str | None = None, expect_fingerprint: str | None = None) -> dict:
-    """Read and check an artifact's sidecar: refuses artifacts of another backend or another model."""
+    """Read and check an artifact's sidecar: refuses an artifact whose files differ from what the
+    sidecar records (size, sha256: cut, damaged, or another model's file under this name), and
+    artifacts of another backend or another model."""
     p = Path(artifact)
     if not p.exists():
         raise YoloportError(f"artifact {p} does not exist")
@@ -85,8 +155,13 @@ def read_sidecar(artifact, expect_backend: str | None = None, expect_fingerprint
         raise YoloportError(f"artifact {p} has no sidecar {sc.name}: was it built by 'yoloport quantize'?")
     try:
         info = json.loads(sc.read_text())
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise YoloportError(f"artifact sidecar {sc} is not valid JSON: {e}") from None
+    if not isinstance(info, dict):
+        raise YoloportError(f"artifact sidecar {sc} is not a JSON object")
+    problem = integrity_problem(p, info)
+    if problem:
+        raise YoloportError(f"refusing artifact {p}: {problem}")
     if expect_backend and info.get("backend") != expect_backend:
         raise YoloportError(f"artifact {p} was built for backend {info.get('backend')!r}, not {expect_backend!r}")
     if expect_fingerprint and info.get("model_fingerprint") and info["model_fingerprint"] != expect_fingerprint:

@@ -54,6 +54,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--iou-thres", dest="iou_thres", type=float, help="NMS IoU threshold (0.45)")
     p.add_argument("--json", help="write the results here (default runs/bench/expN/bench.json)")
     p.add_argument("--markdown", action="store_true", default=None, help="print a markdown table")
+    p.add_argument("--overwrite", action="store_true", default=None, help="replace an existing --json file")
     p.add_argument("--project", help="parent of the run folder (runs/bench)")
     p.add_argument("--name", help="run folder name (exp)")
 
@@ -192,4 +193,4 @@ def _check_size(s, runner) -> None:
 def _json_path(s) -> Path:
     from ..io.paths import json_output_path
 
-    return json_output_path(s.json, s.project, s.name, "bench.json")
+    return json_output_path(s.json, s.project, s.name, "bench.json", overwrite=bool(getattr(s, "overwrite", False)))

@@ -61,10 +61,9 @@ def run(args: argparse.Namespace) -> int:
     out = Path(s.out)
     if out.suffix != ".safetensors":
         raise YoloportError(f"--out {out}: yoloport checkpoints end in .safetensors")
-    if out.is_dir():
-        raise YoloportError(f"--out {out} is a directory")
-    if out.exists() and not s.overwrite:
-        raise YoloportError(f"{out} exists; pass --overwrite to replace it")
+    from ..io.paths import claim_output_file
+
+    claim_output_file(out, bool(s.overwrite), what="--out")
     t0 = time.perf_counter()
     model = load_model_from_settings(s, default=None)
     if s.focus_to_conv and not any(type(x).__name__ == "Focus" for x in model.model):

@@ -27,7 +27,7 @@ def _add_synth(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=IMAGE_FORMATS, default="jpg", help="image file format (default jpg)")
     parser.add_argument("--workers", type=int, default=None, help="rendering processes (default: CPU count, at most 8)")
     parser.add_argument("--overwrite", action="store_true",
-                        help="write into a non-empty directory that is not a synthetic dataset (deletes nothing)")
+                        help="write into a non-empty directory that is not a synthetic dataset (deletes and replaces nothing: a file of the same name there is an error)")
 
 
 TOOLS = {"synth": ("generate a deterministic synthetic YOLO dataset (shapes on cluttered backgrounds)", _add_synth)}

@@ -87,7 +87,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_graph_arguments(p)
     p.add_argument("--out", help="ONNX path (default ./<weights stem>-<mode>-<W>x<H>.onnx)")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace an existing --out that is not a previous yoloport export")
+                   help="replace an existing --out (and its .json sidecar)")
     p.add_argument("--check", nargs="?", const="", default=None, metavar="IMG",
                    help="run the written graph with onnxruntime on IMG (default: a fixed random image) and "
                         "report its difference to the PyTorch model")
@@ -117,6 +117,16 @@ def default_out(s: argparse.Namespace, mode: str, hw) -> Path:
     return Path(f"{stem}-{mode}-{hw[1]}x{hw[0]}.onnx")
 
 
+def refuse_existing_export(out: Path, overwrite: bool) -> None:
+    """Before any work: an existing ``out`` or ``out.json`` (even an earlier export) is replaced only
+    with --overwrite; a folder never."""
+    from ..deploy.onnx_meta import sidecar_path
+    from ..io.paths import claim_output_file
+
+    claim_output_file(out, overwrite, what="--out")
+    claim_output_file(sidecar_path(out), overwrite, what="--out's sidecar")
+
+
 def run(args: argparse.Namespace) -> int:
     from ..deploy.export import export_model
     from ._model_args import img_size_from_settings, load_model_from_settings
@@ -125,13 +135,15 @@ def run(args: argparse.Namespace) -> int:
     model = load_model_from_settings(s, default=None)
     hw = img_size_from_settings(s, model, int(model.stride.max()))
     out = Path(s.out) if getattr(s, "out", None) else default_out(s, s.mode, hw)
+    overwrite = bool(getattr(s, "overwrite", False))
+    refuse_existing_export(out, overwrite)
     t0 = time.perf_counter()
     res = export_model(
         model, out, hw, s.mode, int(s.batch), int(s.opset), bool(s.sigmoid), dynamic=bool(s.dynamic),
         simplify=bool(s.simplify), fuse=bool(s.fuse), focus_to_conv=bool(s.focus_to_conv), silu=s.silu,
         conf_thres=float(s.conf_thres), iou_thres=float(s.iou_thres), max_det=int(s.max_det), target=s.target,
         convention=s.convention,
-        force=bool(getattr(s, "force", False)), overwrite=True if getattr(s, "overwrite", False) else None,
+        force=bool(getattr(s, "force", False)), overwrite=overwrite,
         sidecar_extra={"source": str(getattr(model, "source", {}).get("path", s.weights or s.model_key))
                        if isinstance(getattr(model, "source", None), dict) else str(s.weights or s.model_key)},
     )

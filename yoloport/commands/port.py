@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..config import add_common_arguments, resolve_settings
 from ..errors import YoloportError
-from ..io.paths import increment_path
+from ..io.paths import claim_run_dir, lock_run_dir, refuse_existing_outputs, unlock_run_dir
 from ._model_args import img_size_from_settings, load_model_from_settings, synthetic_val_set
 
 DEFAULTS = {
@@ -28,6 +28,7 @@ DEFAULTS = {
     "project": "runs/port",
     "name": "exp",
     "exist_ok": False,
+    "overwrite": False,
     "no_profile": False,
     "no_bench": False,
     "full_int8": False,
@@ -56,14 +57,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="quantize the Detect convolutions too (by default they stay in float on every target)")
     p.add_argument("--project", help="parent of the run folder (runs/port)")
     p.add_argument("--name", help="run folder name (exp)")
-    p.add_argument("--exist-ok", dest="exist_ok", action="store_true", default=None, help="reuse an existing run folder")
+    p.add_argument("--exist-ok", dest="exist_ok", action="store_true", default=None,
+                   help="write into an existing run folder (a previous report there is kept: a clash is an error)")
+    p.add_argument("--overwrite", action="store_true", default=None,
+                   help="with an existing run folder, replace the report and artifacts there")
     from .export import add_graph_arguments
 
     add_graph_arguments(p, "each target's own convention (rknn: rknn_model_zoo, onnxruntime/openvino: ultralytics, mlu-sim: mlu)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..analysis.port import DEFAULT_TARGETS, parse_targets, run_port
+    from ..analysis.port import DEFAULT_TARGETS, parse_targets
     from ..data.letterbox import parse_img_size
 
     s = resolve_settings(args, DEFAULTS)
@@ -77,7 +81,27 @@ def run(args: argparse.Namespace) -> int:
     stride = int(model.stride.max())
     img_hw = parse_img_size(s.img_size, stride, warn=lambda m: print(f"warning: {m}")) if s.img_size else \
         img_size_from_settings(s, model, stride)
-    run_dir = increment_path(Path(s.project) / s.name, exist_ok=bool(s.exist_ok))
+    run_dir = claim_port_dir(s)
+    lock = lock_run_dir(run_dir, "run folder")
+    try:
+        return _port(s, model, targets, img_hw, run_dir, graph)
+    finally:
+        unlock_run_dir(lock)
+
+
+def claim_port_dir(s) -> Path:
+    """A new ``runs/port/exp{N}``, or the named folder with --exist-ok, where a previous report is
+    refused unless --overwrite (checked before any work)."""
+    exist_ok = bool(s.exist_ok) or bool(s.overwrite)
+    target = Path(s.project) / s.name
+    if exist_ok and target.is_dir():
+        refuse_existing_outputs([target / f"report.{x}" for x in ("json", "md", "html")], bool(s.overwrite))
+    return claim_run_dir(target, exist_ok=exist_ok, increment=True, what="run folder")
+
+
+def _port(s, model, targets, img_hw, run_dir: Path, graph: dict) -> int:
+    from ..analysis.port import run_port
+
     data, note = s.data, None
     if data is None:
         data, note = synthetic_val_set(model, run_dir / "data", img_hw, s.val_n)

@@ -41,6 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", help="an image to profile on (default: uniform noise)")
     p.add_argument("--target", help="rknn: the connected board's platform (rk3588, ...)")
     p.add_argument("--device-id", dest="device_id", help="rknn: adb device id when several boards are connected")
+    p.add_argument("--overwrite", action="store_true", default=None, help="replace an existing --json file")
     p.add_argument("--project", help="parent of the run folder (runs/profile)")
     p.add_argument("--name", help="run folder name (exp)")
 
@@ -59,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
         raise YoloportError(f"profile reads a runtime's own profiler: {', '.join(profiled)}; {backend} has none")
     if int(s.runs) < 1 or int(s.warmup) < 0 or int(s.batch) < 1:
         raise YoloportError(f"--runs and --batch must be >= 1, --warmup >= 0 (got {s.runs}, {s.batch}, {s.warmup})")
+    out = _json_path(s) if s.json else None  # an existing --json file is refused before any work
     if s.artifact and s.focus_to_conv:
         raise YoloportError("--focus-to-conv applies to --weights (an artifact is profiled as it was built)")
     shape = None
@@ -74,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
                                           opt_level=str(s.opt_level), inference_precision=precision)
             table.source = str(s.artifact or getattr(s, "weights", None) or getattr(s, "model_key", None) or "default model")
     print(table.format(per_node=bool(s.per_node), style="markdown" if s.markdown else "text", top=s.top))
-    out = _json_path(s)
+    out = out or _json_path(s)
     from ..io.paths import write_text_atomic
 
     doc = {**table.to_dict(per_node=bool(s.per_node)), "input_shape": list(shape) if shape else None}
@@ -130,4 +132,4 @@ def _images(source, shape):
 def _json_path(s) -> Path:
     from ..io.paths import json_output_path
 
-    return json_output_path(s.json, s.project, s.name, "profile.json")
+    return json_output_path(s.json, s.project, s.name, "profile.json", overwrite=bool(getattr(s, "overwrite", False)))

@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int, default=None, help="fixed batch size of the artifact (default 1)")
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset for the export (default: the backend's choice)")
     parser.add_argument("--out", help="output folder (default runs/quantize/<backend>)")
-    parser.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty --out folder")
+    parser.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty --out folder and over an existing --json file")
     parser.add_argument("--json", metavar="OUT", help="summary JSON path (default OUT/quantize.json)")
     add_graph_arguments(parser, "the backend's convention: rknn rknn_model_zoo, onnxruntime/openvino ultralytics, "
                                 "mlu-sim mlu")
@@ -134,13 +134,6 @@ def graph_settings(args, backend: str) -> tuple[str, bool, str | None, dict]:
     return graph_choice(args, get_spec(backend).output_convention)
 
 
-def _check_out_dir(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise YoloportError(f"--out {out} is a file, not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise YoloportError(f"--out {out} is not empty: choose another folder or pass --overwrite")
-
-
 def summary_rows(info: dict) -> list[tuple[str, str]]:
     cal = info.get("calibration") or {}
     rows = [
@@ -171,10 +164,9 @@ def format_table(rows) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..backends.base import read_sidecar
-    from ..backends.registry import artifact_size, build_artifact, canonical_name, check_qconfig, require_artifact_backend
+    from ..backends.registry import canonical_name, check_qconfig, require_artifact_backend
     from ..config import resolve_settings
-    from ..data.calibration import load_calibration
+    from ..io.paths import claim_out_dir, claim_output_file, unlock_run_dir
 
     args = resolve_settings(args, {"calib_n": 100, "calib_seed": 0, "batch": 1, "opset": None})
     if not args.backend:
@@ -187,11 +179,28 @@ def run(args: argparse.Namespace) -> int:
     if precision == "int8" and not args.calib:
         raise YoloportError("int8 needs calibration images: pass --calib SRC (or --precision fp32)")
     check_qconfig(backend, qconfig)  # options this backend does not take are refused before any work
+    if args.json:
+        claim_output_file(args.json, bool(args.overwrite), what="--json")  # refused before any work
     model = load_model_from_args(args)
     hw = resolve_img_size(args, model)
-    mode, sigmoid, convention, graph_opts = graph_settings(args, backend)
-    out = Path(args.out or f"runs/quantize/{backend}")
-    _check_out_dir(out, bool(args.overwrite))
+    graph = graph_settings(args, backend)
+    out, lock = claim_out_dir(args.out or f"runs/quantize/{backend}", overwrite=bool(args.overwrite),
+                              explicit=bool(args.out))
+    try:
+        return _build_and_report(args, backend, model, hw, graph, qconfig, out)
+    finally:
+        unlock_run_dir(lock)
+
+
+def _build_and_report(args, backend: str, model, hw, graph: tuple, qconfig: dict, out: Path) -> int:
+    """Calibrate, build the artifact (``graph``: :func:`graph_settings`) into the claimed folder ``out``,
+    print and write the summary."""
+    from ..backends.base import read_sidecar
+    from ..backends.registry import artifact_size, build_artifact
+    from ..data.calibration import load_calibration
+    from ..io.paths import write_text_atomic
+
+    mode, sigmoid, convention, graph_opts = graph
     t0 = time.perf_counter()
     calib = None
     if args.calib:  # float builds record it too where a backend uses it (rknn accuracy analysis)
@@ -211,9 +220,6 @@ def run(args: argparse.Namespace) -> int:
     }
     print(format_table(summary_rows(summary)))
     js = Path(args.json) if args.json else out / "quantize.json"
-    js.parent.mkdir(parents=True, exist_ok=True)
-    tmp = js.with_name(js.name + ".tmp")
-    tmp.write_text(json.dumps(summary, indent=2, default=str))
-    tmp.replace(js)
+    write_text_atomic(js, json.dumps(summary, indent=2, default=str))
     print(f"summary: {js}")
     return 0

@@ -86,30 +86,44 @@ def check_args(s: argparse.Namespace) -> None:
         raise YoloportError(f"--data {s.data}: no such file")
 
 
-def _check_out_dir(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise YoloportError(f"--out {out} is a file, not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise YoloportError(f"--out {out} is not empty: choose another folder or pass --overwrite")
-
-
 def run(args: argparse.Namespace) -> int:
-    from ..analysis import mixed_precision as mp
-    from ..backends.registry import canonical_name, check_qconfig, export_for, get_spec, require_artifact_backend
-    from ..deploy.onnx_graph import onnx_conv_names
-    from ..quant import ranking
+    from ..backends.registry import canonical_name, check_qconfig, require_artifact_backend
     from ..config import resolve_settings
-    from ..data.calibration import load_calibration
-    from .quantize import load_model_from_args, resolve_img_size
+    from .quantize import load_model_from_args
 
     s = resolve_settings(args, DEFAULTS)
     check_args(s)
     backend = canonical_name(s.backend) if s.backend else None
     if backend:
         require_artifact_backend(backend, "rank or search (it is the fp32 reference)")
-    out = Path(s.out or f"runs/sensitivity/{backend or 'ranking'}")
-    _check_out_dir(out, bool(s.overwrite))
+        # a bad backend setting fails now, before any folder is claimed or model loaded
+        check_qconfig(backend, {"precision": "int8", **_qconfig(s)})
+    from ..io.paths import claim_out_dir, unlock_run_dir
+
     model = load_model_from_args(s)
+    out, lock = claim_out_dir(s.out or f"runs/sensitivity/{backend or 'ranking'}", overwrite=bool(s.overwrite),
+                              explicit=bool(s.out))
+    try:
+        return _rank_and_report(s, backend, model, out)
+    finally:
+        unlock_run_dir(lock)
+
+
+def _qconfig(s) -> dict:
+    """The backend settings the command takes (``--head-fp32``, ``--platform``) as a qconfig."""
+    return {k: v for k, v in {"head_fp32": s.head_fp32, "platform": s.platform}.items() if v}
+
+
+def _rank_and_report(s, backend, model, out: Path) -> int:
+    """The ranking (and the mixed-precision search with ``--data``) written into the claimed ``out``."""
+    from ..analysis import mixed_precision as mp
+    from ..backends.registry import export_for, get_spec
+    from ..data.calibration import load_calibration
+    from ..deploy.onnx_graph import onnx_conv_names
+    from ..quant import ranking
+    from ..io.paths import write_text_atomic
+    from .quantize import resolve_img_size
+
     hw = resolve_img_size(s, model)
     if s.data:  # fail on bad data before the (slow) ranking
         from ..data.dataset import load_data_yaml
@@ -117,9 +131,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = load_data_yaml(s.data)
         if cfg.nc != len(model.names):
             raise YoloportError(f"--data {s.data} has {cfg.nc} classes, the model {len(model.names)}")
-    qconfig = {k: v for k, v in {"head_fp32": s.head_fp32, "platform": s.platform}.items() if v}
-    if backend:  # a bad backend setting fails now, not after the ranking
-        check_qconfig(backend, {"precision": "int8", **qconfig})
+    qconfig = _qconfig(s)
     t0 = time.perf_counter()
     calib = load_calibration(s.calib, n=s.calib_n, img_size_hw=hw, stride=int(model.stride.max()), seed=s.calib_seed,
                              warn=lambda m: print(f"warning: {m}"))
@@ -177,8 +189,6 @@ def run(args: argparse.Namespace) -> int:
     result["seconds"] = round(time.perf_counter() - t0, 2)
     out.mkdir(parents=True, exist_ok=True)
     js = out / "sensitivity.json"
-    tmp = js.with_name(js.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2, default=str))
-    tmp.replace(js)
+    write_text_atomic(js, json.dumps(result, indent=2, default=str))
     print(f"results: {js}")
     return 0

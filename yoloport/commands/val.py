@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..config import add_common_arguments, resolve_settings
 from ..errors import YoloportError
-from ..io.paths import increment_path, write_text_atomic
+from ..io.paths import claim_run_dir, refuse_existing_outputs, write_text_atomic
 from ._model_args import (
     add_backend_arguments,
     img_size_from_settings,
@@ -29,6 +29,7 @@ DEFAULTS = {
     "project": "runs/val",
     "name": "exp",
     "exist_ok": False,
+    "overwrite": False,
     "no_rect": False,
     "strict_labels": False,
 }
@@ -51,8 +52,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="stop on a malformed label line instead of reporting and skipping it")
     p.add_argument("--project", help="parent of the run folder (runs/val)")
     p.add_argument("--name", help="run folder name (exp)")
-    p.add_argument("--exist-ok", dest="exist_ok", action="store_true", default=None, help="reuse an existing run folder")
+    p.add_argument("--exist-ok", dest="exist_ok", action="store_true", default=None,
+                   help="write into an existing run folder (files already there are kept: a clash is an error)")
+    p.add_argument("--overwrite", action="store_true", default=None,
+                   help="with an existing run folder, replace val.json / predictions.json there")
     add_backend_arguments(p)
+
+
+def claim_val_dir(s) -> Path:
+    """The run folder (a new ``exp{N}``, or the named one with --exist-ok); refuses, before any work,
+    to replace result files already there unless --overwrite."""
+    exist_ok = bool(s.exist_ok) or bool(s.overwrite)
+    target = Path(s.project) / s.name
+    if exist_ok and target.is_dir():
+        refuse_existing_outputs([target / "val.json", target / "predictions.json"], bool(s.overwrite))
+    return claim_run_dir(target, exist_ok=exist_ok, increment=True, what="run folder")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -66,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     if size is not None and len(size) == 2 and fixed is None:
         fixed = img_size_from_settings(s, model, runner.stride)
     longest = max(fixed) if fixed else (size[0] if size else max(img_size_from_settings(s, model, runner.stride)))
-    save_dir = increment_path(Path(s.project) / s.name, exist_ok=bool(s.exist_ok))
+    save_dir = claim_val_dir(s)
     data = s.data
     if data is None:
         hw = fixed or img_size_from_settings(s, model, runner.stride)

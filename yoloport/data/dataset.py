@@ -21,6 +21,7 @@ same path as detect and calibration use.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,7 +66,17 @@ class DataConfig:
         return entries
 
 
+def _check_nc(nc, yaml_file) -> int | None:
+    """``nc`` from a data YAML: absent, or a positive whole number."""
+    if nc is None:
+        return None
+    if isinstance(nc, bool) or not isinstance(nc, int) or nc < 1:
+        raise YoloportError(f"{yaml_file}: 'nc' must be a positive whole number (the class count), got {nc!r}")
+    return nc
+
+
 def _names_from(raw, nc, yaml_file) -> list[str]:
+    nc = _check_nc(nc, yaml_file)
     if raw is None:
         if nc is None:
             raise YoloportError(f"{yaml_file}: needs 'names' (or at least 'nc')")
@@ -376,6 +387,27 @@ class DatasetReport:
     n_bad_lines: int = 0  # label lines dropped (malformed or duplicate)
     warnings: list[str] = field(default_factory=list)
 
+    def console_warnings(self, examples: int = 3) -> list[str]:
+        """The warnings that matter, for the console: counts first, then the first ``examples``
+        ``file:line`` cases of each kind. Empty when there is nothing to say."""
+        out = []
+        if self.n_images and self.n_missing_labels == self.n_images:
+            out.append(f"none of the {self.n_images} images has a label file (labels are looked for in the "
+                       "'labels' folder beside 'images'): every image counts as background, so the metrics are 0")
+        elif self.n_images and self.n_labels == 0:
+            out.append(f"the {self.n_images} images have no labels at all: the metrics are 0")
+        skipped = [w for w in self.warnings if w.endswith(", skipped")]  # images; the rest are label lines
+        kinds = (("label line(s) dropped", self.n_bad_lines, [w for w in self.warnings if w not in skipped]),
+                 ("image(s) skipped", self.n_skipped, skipped))
+        for what, n, cases in kinds:
+            if n:
+                out.append(f"{n} {what}" + (f"; first: {'; '.join(cases[:examples])}" if cases else ""))
+        return out
+
+
+def _warn_stderr(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
 
 class ValDataset:
     """Images and labels of one split, served in validation batches.
@@ -386,6 +418,7 @@ class ValDataset:
 
     ``images``: a split spec for :func:`list_images` (folder, ``.txt`` list, or a list of those).
     ``strict``: raise a YoloportError on the first malformed label file instead of dropping lines.
+    ``warn``: where :meth:`DatasetReport.console_warnings` go once the split is read (stderr).
     """
 
     def __init__(
@@ -399,6 +432,7 @@ class ValDataset:
         pad: float = 0.5,
         fixed_shape_hw: tuple[int, int] | None = None,
         strict: bool = False,
+        warn=_warn_stderr,
     ):
         if batch_size < 1:
             raise YoloportError(f"batch size must be >= 1, got {batch_size}")
@@ -449,6 +483,9 @@ class ValDataset:
         self.shapes_wh = np.array(shapes, dtype=np.int64)
         rep.n_images = len(self.files)
         rep.n_labels = int(sum(len(lb) for lb in self.labels))
+        if warn:
+            for message in rep.console_warnings():
+                warn(message)
 
         n = len(self.files)
         if self.rect:

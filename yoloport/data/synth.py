@@ -331,10 +331,11 @@ def _previous_dataset(out: Path) -> dict | None:
         return None
 
 
-def _prepare_out_dir(out: Path, overwrite: bool) -> None:
+def _prepare_out_dir(out: Path, overwrite: bool, planned: list[str]) -> None:
     """Make ``out`` ready: new or empty is fine; a previous synthetic dataset is removed file by file
-    (only the files it lists); any other non-empty directory needs ``overwrite`` and is written into,
-    deleting nothing."""
+    (only the files its marker lists: files synth itself wrote); any other non-empty directory needs
+    ``overwrite`` and is written into, deleting and replacing nothing: if any of ``planned`` (relative
+    paths this run writes) is already there, the run is refused before it writes anything."""
     if out.exists() and not out.is_dir():
         raise YoloportError(f"{out} exists and is not a directory")
     if not out.exists() or not any(out.iterdir()):
@@ -343,6 +344,13 @@ def _prepare_out_dir(out: Path, overwrite: bool) -> None:
     prev = _previous_dataset(out)
     if prev is None:
         if overwrite:
+            from ..io.paths import refuse_existing_outputs
+
+            try:
+                refuse_existing_outputs([out / rel for rel in planned], overwrite=False)
+            except YoloportError as e:
+                raise YoloportError(f"{out}: {e.args[0].split('; ')[0]}; synth never replaces files it did not "
+                                    "write: choose another --out") from None
             return
         raise YoloportError(f"{out} is not empty and is not a yoloport synthetic dataset; "
                             f"choose another --out or pass --overwrite (nothing there is deleted)")
@@ -398,7 +406,7 @@ def make_synthetic_dataset(
     Args:
         out_dir: new, empty, or a previous synthetic dataset (its files are replaced). Any other
             non-empty directory is refused unless ``overwrite``; then files are written into it and
-            nothing of the user's is deleted (same-named files are replaced).
+            nothing of the user's is deleted or replaced (a same-named file there refuses the run).
         n_images: images in the split named ``split``, or ``{split: n_images}`` for several splits
             (e.g. ``{"train": 200, "val": 40}``).
         img_size_wh: ``(W, H)`` of every image, or one int for square images.
@@ -429,7 +437,7 @@ def make_synthetic_dataset(
                             min_object_size=float(min_object_size))
 
     out = Path(out_dir).expanduser().resolve()
-    _prepare_out_dir(out, overwrite)
+    _prepare_out_dir(out, overwrite, _dataset_files(splits, image_format) + ["data.yaml", MARKER_FILE])
     report = {"generator": __name__, "status": "incomplete", "seed": int(seed), "img_size_wh": [hw[1], hw[0]],
               "ext": image_format, "names": list(names), "max_objects": options.max_objects,
               "min_object_size": options.min_object_size, "background_prob": options.background_prob,

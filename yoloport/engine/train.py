@@ -15,9 +15,12 @@ returns a results dict. A run directory ``runs/train/exp{N}`` (never an existing
     results.json                  the summary this function returns
 
 Every file is written atomically (:func:`yoloport.io.checkpoint.atomic_path`): killing the process
-at any moment leaves the previous version of each file intact. The state is written last, so a
-resume always restarts after a completed epoch; it reproduces the uninterrupted run exactly
-(same data order and augmentation, which depend only on ``(seed, epoch, index)``).
+at any moment leaves the previous version of each file intact. An epoch ends with its weights, then
+the state (which also holds the per-epoch history), and only then ``results.csv``: an epoch is logged
+only once it is durable, and a resume always restarts after the last saved epoch (rewriting
+``results.csv`` from the state), or from epoch 1 when none was saved. Temp files a kill left behind
+are removed when the run is resumed. A resume reproduces the uninterrupted run exactly (same data
+order and augmentation, which depend only on ``(seed, epoch, index)``).
 
 Differences from YOLOv5 on purpose: gradients still accumulated at the end of an epoch are applied
 then (YOLOv5 carries them into the next epoch), so each epoch ends with a clean optimiser state.
@@ -32,6 +35,8 @@ import os
 import random
 import sys
 import time
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +45,9 @@ import yaml
 from torch import nn
 
 from ..errors import YoloportError
-from ..io.checkpoint import atomic_path, atomic_write
+from ..io.checkpoint import atomic_path
+from ..io.paths import claim_run_dir
+from ..io.paths import write_text_atomic as write_text
 from ..nn.model import DetectionModel
 from .ema import ModelEMA, unwrap
 from .loss import ComputeLoss, scale_loss_gains
@@ -110,27 +117,6 @@ def load_hyp(hyp) -> dict:
             raise YoloportError(f"hyperparameter {k} must be a number, got {v!r}")
     base.update({k: float(v) for k, v in extra.items()})
     return base
-
-
-def new_run_dir(project, name: str, exist_ok: bool = False) -> Path:
-    """``project/name``, or ``name2``, ``name3``... : a directory that did not exist (race-free mkdir)."""
-    import re
-
-    root = Path(project)
-    root.mkdir(parents=True, exist_ok=True)
-    path = root / name
-    if exist_ok:
-        path.mkdir(parents=True, exist_ok=True)
-        return path
-    stem = re.sub(r"\d+$", "", name) or name
-    n = 1
-    while True:
-        try:
-            path.mkdir()
-            return path
-        except FileExistsError:
-            n += 1
-            path = root / f"{stem}{n}"
 
 
 def select_device(device: str | int | None, local_rank: int = -1) -> torch.device:
@@ -219,10 +205,6 @@ def _jsonable(v):
     if isinstance(v, (str, int, float, bool)) or v is None:
         return v
     return str(v)
-
-
-def write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda f: f.write(text.encode()))
 
 
 # ------------------------------------------------------------------------------------------ model
@@ -367,26 +349,180 @@ def find_run_dir(resume) -> Path:
 # ------------------------------------------------------------------------------------------ train
 def train(settings) -> dict:
     """Train a detector; see the module docstring. Returns ``{save_dir, last, best, epochs, best_fitness,
-    metrics, history, anchors, dataset}``."""
-    given = vars(settings) if isinstance(settings, argparse.Namespace) else dict(settings or {})
-    s = _as_namespace(settings)
+    metrics, history, anchors, dataset}``.
+
+    The steps: settings (a resumed run's own, or the given ones) -> processes and devices -> data ->
+    model -> run folder -> optimiser, schedule and EMA (restored on resume) -> epochs (train, then
+    validate and save) -> summary."""
     rank, local_rank, world = dist_info()
     main = rank in (-1, 0)
     log = print if main else (lambda *a, **k: None)
+    s, resume = _settings_for_run(settings, main, log)
+    _check_settings(s)
 
-    resume_state = None
-    if s.resume:
-        run_dir = find_run_dir(s.resume)
-        saved = yaml.safe_load((run_dir / "args.yaml").read_text()) or {}
-        saved.update({k: given[k] for k in RESUME_OVERRIDABLE if given.get(k) is not None})
-        s = _as_namespace(saved)
-        if (run_dir / "hyp.yaml").is_file():
-            s.hyp = str(run_dir / "hyp.yaml")  # the hyperparameters the run started with
-        resume_state = load_state(run_dir / "weights" / STATE_FILE)
-        save_dir = run_dir
-        if rank in (-1, 0):  # temp files of writes a kill interrupted (targets are never partial)
-            for tmp in [*run_dir.glob(".*.tmp-*"), *(run_dir / "weights").glob(".*.tmp-*")]:
-                tmp.unlink(missing_ok=True)
+    from ..data.dataset import load_data_yaml
+
+    data = load_data_yaml(s.data)
+    if not s.noval and not data.val:
+        raise YoloportError(f"{data.yaml_file}: no 'val' split (add one, or train with --noval)")
+    device, ddp = _init_processes(s, local_rank, world)
+    batch_size = int(s.batch_size) // world
+    seed_everything(int(s.seed), bool(s.deterministic))
+    cuda = device.type == "cuda"
+    hyp = load_hyp(s.hyp)
+    hyp["label_smoothing"] = float(s.label_smoothing or 0.0)
+    model = _model_for_run(s, resume.state, data.nc, list(data.names), log)
+    gs = max(int(model.stride.max()), 32)
+    img_hw = _img_hw(s, gs, log)
+    frozen = freeze_layers(model, s.freeze)
+    if frozen:
+        log(f"frozen: {len(frozen)} parameter tensors ({frozen[0]} ... {frozen[-1]})")
+    model.to(device)
+    dataset, sampler, loader = _data_for_run(s, data, hyp, img_hw, batch_size, gs, rank, world, cuda, main, log)
+
+    save_dir = resume.run_dir
+    if resume.state is None and resume.run_dir is None and main:
+        save_dir = claim_train_dir(s, hyp)
+    wdir = save_dir / "weights" if save_dir else None
+    if main:
+        log(f"run directory: {save_dir}")
+    anchor_report = None
+    if resume.state is None and not s.noautoanchor:
+        from .autoanchor import check_anchors
+
+        anchor_report = check_anchors(model, dataset.shapes_wh, dataset.labels, max(img_hw), float(hyp["anchor_t"]),
+                                      seed=int(s.seed))
+        log(anchor_report.message())
+    if main and resume.state is None and not s.noplots:
+        plot_labels(dataset.labels, list(data.names), save_dir / "labels.png")
+
+    loop = _make_loop(s, model, hyp, batch_size, world, main, cuda, len(loader))
+    if resume.state is not None:
+        _restore(loop, resume.state, cuda, save_dir if main else None)
+        log(f"resuming {save_dir} from epoch {loop.start_epoch} of {s.epochs}")
+        if loop.start_epoch >= int(s.epochs):
+            raise YoloportError(f"{save_dir} already finished its {s.epochs} epochs; nothing to resume")
+    model = _wrap_ddp(s, model, device, ddp, cuda, log)
+    loss_hyp = scale_loss_gains(hyp, unwrap(model).detect.nl, data.nc, max(img_hw))
+    compute_loss = ComputeLoss(model, loss_hyp)
+    epochs = int(s.epochs)
+    stop_epoch = epochs if s.stop_after is None else min(epochs, loop.start_epoch + int(s.stop_after))
+    metrics: dict = {}
+    t_start = time.time()
+    if main:
+        log(f"training {epochs} epochs at {img_hw[1]}x{img_hw[0]}, batch {batch_size * world} "
+            f"({world} process{'es' if ddp else ''}, accumulate {loop.accumulate}), {s.optimizer}, device {device}")
+
+    for epoch in range(loop.start_epoch, stop_epoch):
+        t0 = time.time()
+        mloss, n_img, lrs = _train_epoch(s, loop, model, compute_loss, dataset, sampler, loader, epoch, device,
+                                          hyp, batch_size, world, ddp, cuda, main)
+        epoch_time = time.time() - t0
+        if main:
+            metrics = _end_epoch(s, loop, model, data, save_dir, wdir, epoch, epochs, mloss, n_img, lrs, epoch_time,
+                                 metrics, img_hw, batch_size, world, gs, device, log)
+        if ddp:
+            torch.distributed.barrier()
+        if s.time_limit_s is not None and epoch + 1 < stop_epoch and _over_time_limit(s, t_start, t0, device, ddp):
+            log(f"time limit {float(s.time_limit_s):.0f} s: stopping after epoch {epoch + 1} (resume with --resume)")
+            break
+
+    rep = dataset.report
+    result = {
+        "save_dir": str(save_dir) if save_dir else None,
+        "last": str(wdir / "last.safetensors") if wdir and (wdir / "last.safetensors").exists() else None,
+        "best": str(wdir / "best.safetensors") if wdir and (wdir / "best.safetensors").exists() else None,
+        "epochs_completed": (loop.history[-1]["epoch"] + 1) if loop.history else loop.start_epoch,
+        "epochs": epochs,
+        "best_fitness": loop.best_fitness,
+        "metrics": {k: metrics.get(k) for k in ("precision", "recall", "mAP50", "mAP50_95")} if metrics else {},
+        "history": loop.history,
+        "anchors": vars(anchor_report) if anchor_report else None,
+        "dataset": {"images": rep.n_images, "labels": rep.n_labels, "background": rep.n_background,
+                    "bad_label_lines": rep.n_bad_lines, "skipped": rep.n_skipped},
+        "img_size_hw": list(img_hw),
+        "world_size": world,
+        "time_s": time.time() - t_start,
+    }
+    if main and save_dir:
+        write_text(save_dir / "results.json", json.dumps(_jsonable(result), indent=2) + "\n")
+    if ddp:
+        torch.distributed.destroy_process_group()
+    return result
+
+
+# ------------------------------------------------------------------------------------ train: steps
+@dataclass
+class _Resume:
+    """What ``--resume`` found: the run folder and its last durable state (None: start it afresh)."""
+
+    run_dir: Path | None = None
+    state: dict | None = None
+
+
+@dataclass
+class _Loop:
+    """The optimisation state the epochs share."""
+
+    optimizer: torch.optim.Optimizer
+    lf: object
+    ema: ModelEMA | None
+    scaler: torch.amp.GradScaler
+    accumulate: int
+    nb: int
+    nw: int
+    nbs: int
+    start_epoch: int = 0
+    best_fitness: float = 0.0
+    last_opt_step: int = -1
+    history: list = dc_field(default_factory=list)
+
+
+def _settings_for_run(settings, main: bool, log) -> tuple[argparse.Namespace, _Resume]:
+    """The settings of this run: the given ones, or with ``resume`` the interrupted run's own
+    ``args.yaml`` (only :data:`RESUME_OVERRIDABLE` keys taken from ``settings``) and its state."""
+    given = vars(settings) if isinstance(settings, argparse.Namespace) else dict(settings or {})
+    s = _as_namespace(settings)
+    if not s.resume:
+        return s, _Resume()
+    from ..config import read_yaml
+    from ..options import check_options
+
+    run_dir = find_run_dir(s.resume)
+    args_file = run_dir / "args.yaml"
+    saved = read_yaml(args_file, "cannot resume: the run's settings")
+    bad_keys = [k for k, v in saved.items() if not isinstance(k, str)]
+    if bad_keys:
+        raise YoloportError(f"cannot resume: {args_file} is malformed (key {bad_keys[0]!r} is not a setting name)")
+    try:
+        check_options(saved)
+        for k in ("epochs", "batch_size", "seed"):
+            int(saved.get(k, DEFAULTS[k]))
+    except (YoloportError, TypeError, ValueError) as e:
+        raise YoloportError(f"cannot resume: {args_file} is malformed ({e})") from None
+    saved.update({k: given[k] for k in RESUME_OVERRIDABLE if given.get(k) is not None})
+    s = _as_namespace(saved)
+    if (run_dir / "hyp.yaml").is_file():
+        s.hyp = str(run_dir / "hyp.yaml")  # the hyperparameters the run started with
+    if main:  # temp files of writes a kill interrupted (targets are never partial)
+        remove_stale_temp_files(run_dir)
+    state_file = run_dir / "weights" / STATE_FILE
+    if not state_file.is_file():
+        log(f"{run_dir}: no epoch was saved before the run stopped; starting it again from epoch 1")
+        return s, _Resume(run_dir=run_dir, state=None)
+    return s, _Resume(run_dir=run_dir, state=load_state(state_file))
+
+
+def remove_stale_temp_files(run_dir: Path) -> list[Path]:
+    """Remove the hidden temp files (``.<name>.tmp-*``) that a kill during an atomic write left in a
+    run folder and its ``weights/``; the files they were meant to replace are intact. Returns them."""
+    stale = [*run_dir.glob(".*.tmp-*"), *(run_dir / "weights").glob(".*.tmp-*")]
+    for tmp in stale:
+        tmp.unlink(missing_ok=True)
+    return stale
+
+
+def _check_settings(s: argparse.Namespace) -> None:
     if not s.data:
         raise YoloportError("no dataset: pass --data DATA_YAML (or --config RUN_YAML with a 'data' key)")
     if not s.weights and not s.cfg and getattr(s, "model_key", None):
@@ -399,17 +535,9 @@ def train(settings) -> dict:
     if int(s.batch_size) < 1:
         raise YoloportError(f"--batch-size must be >= 1, got {s.batch_size}")
 
-    from ..data.dataset import load_data_yaml
-    from ..data.letterbox import parse_img_size
-    from ..data.train_dataset import EpochSampler, TrainDataset
 
-    data = load_data_yaml(s.data)
-    train_split = data.split("train")
-    if not s.noval and not data.val:
-        raise YoloportError(f"{data.yaml_file}: no 'val' split (add one, or train with --noval)")
-    nc, names = data.nc, list(data.names)
-
-    # devices and processes
+def _init_processes(s: argparse.Namespace, local_rank: int, world: int) -> tuple[torch.device, bool]:
+    """This process's device; the process group under torchrun (``ddp``)."""
     device = select_device(s.device, local_rank)
     ddp = world > 1
     if ddp:
@@ -421,30 +549,32 @@ def train(settings) -> dict:
             torch.cuda.set_device(device)
         if not dist.is_initialized():
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    batch_size = int(s.batch_size) // world
-    seed_everything(int(s.seed), bool(s.deterministic))
-    cuda = device.type == "cuda"
+    return device, ddp
 
-    hyp = load_hyp(s.hyp)
-    hyp["label_smoothing"] = float(s.label_smoothing or 0.0)
-    if resume_state is not None:
-        model = DetectionModel(resume_state["yaml"], nc=nc)
-        model.names = names
-        model.load_state_dict(resume_state["model"])
-    else:
-        model = build_model(s, nc, names, log)
-    gs = max(int(model.stride.max()), 32)
+
+def _model_for_run(s, state: dict | None, nc: int, names: list[str], log) -> DetectionModel:
+    """The resumed model (from the state), or the one :func:`build_model` makes."""
+    if state is None:
+        return build_model(s, nc, names, log)
+    model = DetectionModel(state["yaml"], nc=nc)
+    model.names = names
+    model.load_state_dict(state["model"])
+    return model
+
+
+def _img_hw(s, gs: int, log) -> tuple[int, int]:
+    from ..data.letterbox import parse_img_size
+
     size = s.img_size if isinstance(s.img_size, (list, tuple)) else [s.img_size]
-    img_hw = parse_img_size(size, gs, warn=lambda m: log(f"warning: {m}"))
-    img_max = max(img_hw)
-    frozen = freeze_layers(model, s.freeze)
-    if frozen:
-        log(f"frozen: {len(frozen)} parameter tensors ({frozen[0]} ... {frozen[-1]})")
-    model.to(device)
+    return parse_img_size(size, gs, warn=lambda m: log(f"warning: {m}"))
 
-    # data
-    dataset = TrainDataset(train_split, nc, img_hw, hyp, augment=True, rect=bool(s.rect), batch_size=batch_size,
-                           stride=gs, seed=int(s.seed), cache=bool(s.cache))
+
+def _data_for_run(s, data, hyp, img_hw, batch_size, gs, rank, world, cuda, main, log):
+    """``(dataset, sampler, loader)`` of the training split; its report is logged."""
+    from ..data.train_dataset import EpochSampler, TrainDataset
+
+    dataset = TrainDataset(data.split("train"), data.nc, img_hw, hyp, augment=True, rect=bool(s.rect),
+                           batch_size=batch_size, stride=gs, seed=int(s.seed), cache=bool(s.cache))
     rep = dataset.report
     if main:
         log(f"train: {rep.n_images} images, {rep.n_labels} labels, {rep.n_background} background "
@@ -462,56 +592,55 @@ def train(settings) -> dict:
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
                                          pin_memory=cuda, collate_fn=TrainDataset.collate,
                                          worker_init_fn=_worker_init, persistent_workers=False)
-    nb = len(loader)
+    return dataset, sampler, loader
 
-    # run directory
-    if resume_state is None:
-        if main:
-            save_dir = new_run_dir(s.project, s.name, bool(s.exist_ok))
-            write_text(save_dir / "args.yaml", yaml.safe_dump(_jsonable({**vars(s), "save_dir": str(save_dir)}), sort_keys=False))
-            write_text(save_dir / "hyp.yaml", yaml.safe_dump(hyp, sort_keys=False))
-        else:
-            save_dir = None
-    wdir = save_dir / "weights" if save_dir else None
-    if main:
-        log(f"run directory: {save_dir}")
 
-    # anchors
-    anchor_report = None
-    if resume_state is None and not s.noautoanchor:
-        from .autoanchor import check_anchors
+def claim_train_dir(s: argparse.Namespace, hyp: dict) -> Path:
+    """A new run folder (``project/name``, ``name2``, ... claimed atomically; the named one with
+    ``exist_ok``, unless it holds another run), with the settings written into it."""
+    target = Path(s.project) / s.name
+    if s.exist_ok and (target / "args.yaml").exists():
+        raise YoloportError(f"{target} holds another training run; continue it with --resume {target}, "
+                            "or choose a new --name")
+    save_dir = claim_run_dir(target, exist_ok=bool(s.exist_ok), increment=True, what="run folder")
+    write_text(save_dir / "args.yaml", yaml.safe_dump(_jsonable({**vars(s), "save_dir": str(save_dir)}), sort_keys=False))
+    write_text(save_dir / "hyp.yaml", yaml.safe_dump(hyp, sort_keys=False))
+    return save_dir
 
-        anchor_report = check_anchors(model, dataset.shapes_wh, dataset.labels, img_max, float(hyp["anchor_t"]),
-                                      seed=int(s.seed))
-        log(anchor_report.message())
-    if main and resume_state is None and not s.noplots:
-        plot_labels(dataset.labels, names, save_dir / "labels.png")
 
-    # optimiser, schedule, EMA
+def _make_loop(s, model, hyp, batch_size, world, main, cuda, nb) -> _Loop:
+    """Optimiser, lr schedule, EMA and AMP scaler (YOLOv5's weight decay scaling by the accumulation)."""
     nbs = int(s.nbs)
     accumulate = accumulate_steps(batch_size * world, nbs)
     hyp["weight_decay"] *= batch_size * world * accumulate / nbs
     optimizer = build_optimizer(model, s.optimizer, hyp["lr0"], hyp["momentum"], hyp["weight_decay"])
-    lf = lr_lambda(int(s.epochs), hyp["lrf"], bool(s.cos_lr))
-    ema = ModelEMA(model) if main else None
-    scaler = torch.amp.GradScaler("cuda", enabled=cuda)
-    start_epoch, best_fitness = 0, 0.0
-    history: list[dict] = []
-    if resume_state is not None:
-        optimizer.load_state_dict(resume_state["optimizer"])
-        if ema is not None:
-            ema.load_state_dict(resume_state["ema"])
-        if resume_state.get("scaler") and cuda:
-            scaler.load_state_dict(resume_state["scaler"])
-        start_epoch = int(resume_state["epoch"]) + 1
-        best_fitness = float(resume_state["best_fitness"])
-        set_rng_state(resume_state["rng"])
-        if main:
-            history = [r for r in read_csv(save_dir / "results.csv") if r["epoch"] < start_epoch]
-        log(f"resuming {save_dir} from epoch {start_epoch} of {s.epochs}")
-        if start_epoch >= int(s.epochs):
-            raise YoloportError(f"{save_dir} already finished its {s.epochs} epochs; nothing to resume")
+    return _Loop(optimizer=optimizer, lf=lr_lambda(int(s.epochs), hyp["lrf"], bool(s.cos_lr)),
+                 ema=ModelEMA(model) if main else None, scaler=torch.amp.GradScaler("cuda", enabled=cuda),
+                 accumulate=accumulate, nb=nb, nw=max(round(hyp["warmup_epochs"] * nb), int(s.warmup_min_iters)),
+                 nbs=nbs)
 
+
+def _restore(loop: _Loop, state: dict, cuda: bool, save_dir: Path | None) -> None:
+    """Put the loop back where the state left it; the history comes from the state (written with the
+    weights), so ``results.csv`` is rewritten to match whatever a kill left in it."""
+    loop.optimizer.load_state_dict(state["optimizer"])
+    if loop.ema is not None:
+        loop.ema.load_state_dict(state["ema"])
+    if state.get("scaler") and cuda:
+        loop.scaler.load_state_dict(state["scaler"])
+    loop.start_epoch = int(state["epoch"]) + 1
+    loop.best_fitness = float(state["best_fitness"])
+    loop.last_opt_step = loop.start_epoch * loop.nb - 1
+    set_rng_state(state["rng"])
+    if save_dir is not None:
+        if "history" in state:
+            loop.history = [dict(r) for r in state["history"]]
+        else:  # states written before the history moved into them
+            loop.history = [r for r in read_csv(save_dir / "results.csv") if r["epoch"] < loop.start_epoch]
+        write_csv(save_dir / "results.csv", loop.history)
+
+
+def _wrap_ddp(s, model, device, ddp: bool, cuda: bool, log):
     if ddp:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -520,124 +649,96 @@ def train(settings) -> dict:
                 raise YoloportError("--sync-bn needs CUDA devices (SyncBatchNorm has no CPU implementation)")
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model).to(device)
             log("using SyncBatchNorm")
-        model = DDP(model, device_ids=[device.index] if cuda else None, output_device=device.index if cuda else None)
-    elif s.sync_bn:
+        return DDP(model, device_ids=[device.index] if cuda else None, output_device=device.index if cuda else None)
+    if s.sync_bn:
         log("warning: --sync-bn has no effect with a single process")
+    return model
 
-    loss_hyp = scale_loss_gains(hyp, unwrap(model).detect.nl, nc, img_max)
-    compute_loss = ComputeLoss(model, loss_hyp)
-    nw = max(round(hyp["warmup_epochs"] * nb), int(s.warmup_min_iters))
-    last_opt_step = start_epoch * nb - 1
-    epochs = int(s.epochs)
-    stop_epoch = epochs if s.stop_after is None else min(epochs, start_epoch + int(s.stop_after))
-    metrics: dict = {}
-    t_start = time.time()
-    if main:
-        log(f"training {epochs} epochs at {img_hw[1]}x{img_hw[0]}, batch {batch_size * world} "
-            f"({world} process{'es' if ddp else ''}, accumulate {accumulate}), {s.optimizer}, device {device}")
 
-    for epoch in range(start_epoch, stop_epoch):
-        model.train()
-        dataset.set_epoch(epoch)
-        sampler.set_epoch(epoch)
-        set_epoch_lr(optimizer, lf, epoch)
-        mloss = torch.zeros(3, device=device)
-        optimizer.zero_grad()
-        t0, n_img = time.time(), 0
-        pbar = enumerate(loader)
-        if main and s.progress:
-            from tqdm import tqdm
+def _train_epoch(s, loop: _Loop, model, compute_loss, dataset, sampler, loader, epoch, device, hyp, batch_size,
+                 world, ddp, cuda, main):
+    """One pass over the training data; returns ``(mean losses [3], images seen, lrs per group)``."""
+    model.train()
+    dataset.set_epoch(epoch)
+    sampler.set_epoch(epoch)
+    set_epoch_lr(loop.optimizer, loop.lf, epoch)
+    mloss = torch.zeros(3, device=device)
+    loop.optimizer.zero_grad()
+    n_img, nb, epochs = 0, loop.nb, int(s.epochs)
+    pbar = enumerate(loader)
+    if main and s.progress:
+        from tqdm import tqdm
 
-            pbar = tqdm(pbar, total=nb, file=sys.stderr, bar_format="{l_bar}{bar:10}{r_bar}", leave=True)
-        ni = epoch * nb - 1
-        for i, (imgs, targets, _paths) in pbar:
-            ni = i + nb * epoch
-            imgs = imgs.to(device, non_blocking=True).float() / 255
-            n_img += imgs.shape[0]
-            if ni <= nw:
-                accumulate = warmup(optimizer, ni, nw, lf, epoch, hyp, batch_size * world, nbs)
-            with torch.autocast(device_type="cuda", enabled=cuda):
-                pred = model(imgs)
-                loss, loss_items = compute_loss(pred, targets.to(device))
-                if ddp:
-                    loss = loss * world
-            scaler.scale(loss).backward()
-            if ni - last_opt_step >= accumulate:
-                _optimizer_step(model, optimizer, scaler, ema)
-                last_opt_step = ni
-            mloss = (mloss * i + loss_items) / (i + 1)
-            if main and s.progress:
-                mem = f"{torch.cuda.memory_reserved(device) / 1e9:.3g}G" if cuda else "cpu"
-                pbar.set_description(f"{epoch + 1}/{epochs} {mem} box {mloss[0]:.4f} obj {mloss[1]:.4f} "
-                                     f"cls {mloss[2]:.4f} inst {targets.shape[0]} {imgs.shape[-1]}")
-        if last_opt_step != ni:  # apply what is still accumulated (see module docstring)
-            _optimizer_step(model, optimizer, scaler, ema)
-            last_opt_step = ni
-        if main and s.progress:
-            pbar.close()
-        lrs = [g["lr"] for g in optimizer.param_groups]
-        epoch_time = time.time() - t0
-
-        if main:
-            final = epoch + 1 == epochs
-            if not s.noval or final:
-                from .val import torch_infer, validate
-
-                metrics = validate(torch_infer(ema.ema, str(device)), data, img_size=img_max,
-                                   batch_size=max(batch_size * 2, 1), conf_thres=float(s.conf_thres),
-                                   iou_thres=float(s.iou_thres), stride=gs, progress=bool(s.progress))
-            fi = fitness(metrics) if metrics else 0.0
-            best_fitness = max(best_fitness, fi)
-            is_best = fi == best_fitness
-            row = {"epoch": epoch, "train/box_loss": float(mloss[0]), "train/obj_loss": float(mloss[1]),
-                   "train/cls_loss": float(mloss[2]), "metrics/precision": float(metrics.get("precision", 0.0)),
-                   "metrics/recall": float(metrics.get("recall", 0.0)), "metrics/mAP_0.5": float(metrics.get("mAP50", 0.0)),
-                   "metrics/mAP_0.5:0.95": float(metrics.get("mAP50_95", 0.0)), "fitness": fi,
-                   "x/lr0": lrs[0], "x/lr1": lrs[1], "x/lr2": lrs[2], "time_s": epoch_time,
-                   "images_per_s": n_img * world / max(epoch_time, 1e-9)}
-            history.append(row)
-            log(f"epoch {epoch + 1}/{epochs}: box {row['train/box_loss']:.4f} obj {row['train/obj_loss']:.4f} "
-                f"cls {row['train/cls_loss']:.4f} | P {row['metrics/precision']:.3f} R {row['metrics/recall']:.3f} "
-                f"mAP50 {row['metrics/mAP_0.5']:.3f} mAP50-95 {row['metrics/mAP_0.5:0.95']:.3f} | "
-                f"{epoch_time:.1f} s, {row['images_per_s']:.1f} img/s")
-            write_csv(save_dir / "results.csv", history)
-            if not s.noplots:
-                plot_results(save_dir / "results.csv", save_dir / "results.png")
-            _save_epoch(save_dir, wdir, s, model, ema, optimizer, scaler, epoch, best_fitness, fi, is_best, metrics,
-                        img_hw, final)
-        if ddp:
-            torch.distributed.barrier()
-        if s.time_limit_s is not None and epoch + 1 < stop_epoch:
-            # stop when one more epoch would overrun; rank 0 decides for every process
-            over = (time.time() - t_start) + (time.time() - t0) > float(s.time_limit_s)
-            flag = torch.tensor([1.0 if over else 0.0], device=device)
+        pbar = tqdm(pbar, total=nb, file=sys.stderr, bar_format="{l_bar}{bar:10}{r_bar}", leave=True)
+    ni = epoch * nb - 1
+    for i, (imgs, targets, _paths) in pbar:
+        ni = i + nb * epoch
+        imgs = imgs.to(device, non_blocking=True).float() / 255
+        n_img += imgs.shape[0]
+        if ni <= loop.nw:
+            loop.accumulate = warmup(loop.optimizer, ni, loop.nw, loop.lf, epoch, hyp, batch_size * world, loop.nbs)
+        with torch.autocast(device_type="cuda", enabled=cuda):
+            pred = model(imgs)
+            loss, loss_items = compute_loss(pred, targets.to(device))
             if ddp:
-                torch.distributed.broadcast(flag, 0)
-            if flag.item():
-                log(f"time limit {float(s.time_limit_s):.0f} s: stopping after epoch {epoch + 1} (resume with --resume)")
-                break
+                loss = loss * world
+        loop.scaler.scale(loss).backward()
+        if ni - loop.last_opt_step >= loop.accumulate:
+            _optimizer_step(model, loop.optimizer, loop.scaler, loop.ema)
+            loop.last_opt_step = ni
+        mloss = (mloss * i + loss_items) / (i + 1)
+        if main and s.progress:
+            mem = f"{torch.cuda.memory_reserved(device) / 1e9:.3g}G" if cuda else "cpu"
+            pbar.set_description(f"{epoch + 1}/{epochs} {mem} box {mloss[0]:.4f} obj {mloss[1]:.4f} "
+                                 f"cls {mloss[2]:.4f} inst {targets.shape[0]} {imgs.shape[-1]}")
+    if loop.last_opt_step != ni:  # apply what is still accumulated (see module docstring)
+        _optimizer_step(model, loop.optimizer, loop.scaler, loop.ema)
+        loop.last_opt_step = ni
+    if main and s.progress:
+        pbar.close()
+    return mloss, n_img, [g["lr"] for g in loop.optimizer.param_groups]
 
-    result = {
-        "save_dir": str(save_dir) if save_dir else None,
-        "last": str(wdir / "last.safetensors") if wdir and (wdir / "last.safetensors").exists() else None,
-        "best": str(wdir / "best.safetensors") if wdir and (wdir / "best.safetensors").exists() else None,
-        "epochs_completed": (history[-1]["epoch"] + 1) if history else start_epoch,
-        "epochs": epochs,
-        "best_fitness": best_fitness,
-        "metrics": {k: metrics.get(k) for k in ("precision", "recall", "mAP50", "mAP50_95")} if metrics else {},
-        "history": history,
-        "anchors": vars(anchor_report) if anchor_report else None,
-        "dataset": {"images": rep.n_images, "labels": rep.n_labels, "background": rep.n_background,
-                    "bad_label_lines": rep.n_bad_lines, "skipped": rep.n_skipped},
-        "img_size_hw": list(img_hw),
-        "world_size": world,
-        "time_s": time.time() - t_start,
-    }
-    if main and save_dir:
-        write_text(save_dir / "results.json", json.dumps(_jsonable(result), indent=2) + "\n")
+
+def _end_epoch(s, loop: _Loop, model, data, save_dir, wdir, epoch, epochs, mloss, n_img, lrs, epoch_time, metrics,
+               img_hw, batch_size, world, gs, device, log) -> dict:
+    """Validate (EMA), then make the epoch durable: weights and state (which holds the history)
+    first, ``results.csv`` and the plot after, so a logged epoch always has its weights. Returns the metrics."""
+    final = epoch + 1 == epochs
+    if not s.noval or final:
+        from .val import torch_infer, validate
+
+        metrics = validate(torch_infer(loop.ema.ema, str(device)), data, img_size=max(img_hw),
+                           batch_size=max(batch_size * 2, 1), conf_thres=float(s.conf_thres),
+                           iou_thres=float(s.iou_thres), stride=gs, progress=bool(s.progress))
+    fi = fitness(metrics) if metrics else 0.0
+    loop.best_fitness = max(loop.best_fitness, fi)
+    is_best = fi == loop.best_fitness
+    row = {"epoch": epoch, "train/box_loss": float(mloss[0]), "train/obj_loss": float(mloss[1]),
+           "train/cls_loss": float(mloss[2]), "metrics/precision": float(metrics.get("precision", 0.0)),
+           "metrics/recall": float(metrics.get("recall", 0.0)), "metrics/mAP_0.5": float(metrics.get("mAP50", 0.0)),
+           "metrics/mAP_0.5:0.95": float(metrics.get("mAP50_95", 0.0)), "fitness": fi,
+           "x/lr0": lrs[0], "x/lr1": lrs[1], "x/lr2": lrs[2], "time_s": epoch_time,
+           "images_per_s": n_img * world / max(epoch_time, 1e-9)}
+    loop.history.append(row)
+    log(f"epoch {epoch + 1}/{epochs}: box {row['train/box_loss']:.4f} obj {row['train/obj_loss']:.4f} "
+        f"cls {row['train/cls_loss']:.4f} | P {row['metrics/precision']:.3f} R {row['metrics/recall']:.3f} "
+        f"mAP50 {row['metrics/mAP_0.5']:.3f} mAP50-95 {row['metrics/mAP_0.5:0.95']:.3f} | "
+        f"{epoch_time:.1f} s, {row['images_per_s']:.1f} img/s")
+    _save_epoch(save_dir, wdir, s, model, loop.ema, loop.optimizer, loop.scaler, epoch, loop.best_fitness, fi, is_best,
+                metrics, img_hw, final, loop.history)
+    write_csv(save_dir / "results.csv", loop.history)
+    if not s.noplots:
+        plot_results(save_dir / "results.csv", save_dir / "results.png")
+    return metrics
+
+
+def _over_time_limit(s, t_start: float, t_epoch: float, device, ddp: bool) -> bool:
+    """Would one more epoch overrun ``time_limit_s``? Rank 0 decides for every process."""
+    over = (time.time() - t_start) + (time.time() - t_epoch) > float(s.time_limit_s)
+    flag = torch.tensor([1.0 if over else 0.0], device=device)
     if ddp:
-        torch.distributed.destroy_process_group()
-    return result
+        torch.distributed.broadcast(flag, 0)
+    return bool(flag.item())
 
 
 def _worker_init(_worker_id: int) -> None:
@@ -657,8 +758,9 @@ def _optimizer_step(model, optimizer, scaler, ema) -> None:
 
 
 def _save_epoch(save_dir, wdir, s, model, ema, optimizer, scaler, epoch, best_fitness, fi, is_best, metrics, img_hw,
-                final) -> None:
-    """last/best weights (EMA, safe format), then the resume state (written last: see module docstring)."""
+                final, history) -> None:
+    """last/best weights (EMA, safe format), then the resume state with the history of the epochs
+    (written last: see module docstring)."""
     from ..models import save_model
 
     emodel = ema.ema
@@ -682,4 +784,5 @@ def _save_epoch(save_dir, wdir, s, model, ema, optimizer, scaler, epoch, best_fi
         optimizer=optimizer.state_dict(),
         scaler=scaler.state_dict() if scaler.is_enabled() else None,
         rng=rng_state(),
+        history=_jsonable(history),
     )

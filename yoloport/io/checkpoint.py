@@ -305,6 +305,7 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
         )
     if fmt != "yoloport":
         raise YoloportError(f"{p} is not a yoloport checkpoint (no '{METADATA_KEY}' metadata): {_NOT_A_CHECKPOINT}")
+    check_safetensors_layout(p)
     from safetensors import safe_open
 
     try:
@@ -327,4 +328,141 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
             f"{p} was written by a newer yoloport (checkpoint format {version}, this one reads up to "
             f"{FORMAT_VERSION}); upgrade yoloport"
         )
+    if "yaml" in doc:  # a model checkpoint: its description must be sound before anything is built
+        problem = model_meta_problem(doc)
+        if problem:
+            raise YoloportError(f"{p} has inconsistent model metadata: {problem}")
     return state_dict, doc
+
+
+# --------------------------------------------------------------------------------------------
+# verification
+# --------------------------------------------------------------------------------------------
+_ST_ITEMSIZE = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+                "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
+
+
+def safetensors_layout_problem(header: dict, data_size: int) -> str | None:
+    """What is wrong with a safetensors header for a data section of ``data_size`` bytes, or None.
+
+    Every tensor entry needs a known ``dtype``, a ``shape`` of non-negative ints and ``data_offsets``
+    ``[begin, end]`` with ``end - begin == prod(shape) * itemsize``; the entries, sorted by offset,
+    must tile the data section exactly (no gap, no overlap, nothing missing at the end)."""
+    spans = []
+    for name, e in header.items():
+        if name == "__metadata__":
+            continue
+        if not isinstance(e, dict):
+            return f"tensor {name!r} has no description"
+        dtype, shape, offs = e.get("dtype"), e.get("shape"), e.get("data_offsets")
+        if dtype not in _ST_ITEMSIZE:
+            return f"tensor {name!r} has unknown dtype {dtype!r}"
+        if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+            return f"tensor {name!r} has a malformed shape {shape!r}"
+        if (not isinstance(offs, list) or len(offs) != 2
+                or not all(isinstance(o, int) and not isinstance(o, bool) for o in offs) or not 0 <= offs[0] <= offs[1]):
+            return f"tensor {name!r} has malformed data offsets {offs!r}"
+        n = _ST_ITEMSIZE[dtype]
+        for d in shape:
+            n *= d
+        if offs[1] - offs[0] != n:
+            return f"tensor {name!r} ({dtype} {shape}) needs {n} bytes but its offsets span {offs[1] - offs[0]}"
+        spans.append((offs[0], offs[1], name))
+    end = 0
+    for begin, stop, name in sorted(spans):
+        if begin != end:
+            return f"tensor {name!r} starts at byte {begin} of the data, expected {end} (gap or overlap)"
+        end = stop
+    if end != data_size:
+        return f"the tensors cover {end} bytes but the file holds {data_size} bytes of data (truncated or padded)"
+    return None
+
+
+def check_safetensors_layout(path: Path) -> None:
+    """A YoloportError when ``path``'s safetensors header does not describe its bytes exactly."""
+    header = _safetensors_header(path)
+    if header is None:
+        raise YoloportError(f"{path} is not a readable safetensors file")
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+    problem = safetensors_layout_problem(header, path.stat().st_size - 8 - n)
+    if problem:
+        raise YoloportError(f"{path} is corrupt or truncated: {problem}")
+
+
+def zip_crc_problem(path: Path) -> str | None:
+    """The first member of a zip archive whose bytes fail their CRC-32, as a sentence, or None.
+
+    ``torch.load`` does not check the CRCs a ``torch.save`` archive records, so flipped bytes in a
+    tensor would load as wrong weights without this."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            bad = z.testzip()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as e:
+        return f"its zip archive cannot be read ({e})"
+    except Exception as e:  # noqa: BLE001 - zlib.error and friends from a damaged deflate stream
+        return f"its zip archive cannot be read ({type(e).__name__}: {e})"
+    return None if bad is None else f"zip member {bad!r} fails its CRC check (the file is damaged)"
+
+
+def _is_count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf")
+
+
+def model_meta_problem(meta: Mapping[str, Any]) -> str | None:
+    """What is inconsistent in a model checkpoint's metadata, or None.
+
+    Checked: ``yaml`` is a mapping with a positive int ``nc`` and ``anchors`` (a count or one list of
+    ``w, h`` pairs per level) and ``backbone``/``head`` lists; ``names`` (when given) is a list of
+    strings with exactly ``nc`` entries; ``nc`` (when given) equals the YAML's; ``stride`` is one
+    positive number per detection level; ``anchors_px`` is ``[levels][anchors][2]`` positive numbers;
+    ``img_size`` is ``[h, w]`` positive ints or null."""
+    y = meta.get("yaml")
+    if not isinstance(y, Mapping):
+        return f"'yaml' must be the model's config mapping, got {type(y).__name__} {y!r:.40}"
+    nc = y.get("nc")
+    if not _is_count(nc):
+        return f"the model yaml's nc must be a positive integer, got {nc!r:.40}"
+    if not isinstance(y.get("backbone"), list) or not isinstance(y.get("head"), list):
+        return "the model yaml has no 'backbone' and 'head' layer lists"
+    anchors = y.get("anchors")
+    levels = None
+    if isinstance(anchors, list):
+        if not anchors or not all(isinstance(a, list) and a and len(a) % 2 == 0 and all(_is_number(x) and x > 0 for x in a)
+                                  for a in anchors):
+            return f"the model yaml's anchors must be one list of positive w, h pairs per level, got {anchors!r:.60}"
+        levels = len(anchors)
+    elif not _is_count(anchors):
+        return f"the model yaml's anchors must be a count or per-level lists, got {anchors!r:.40}"
+    if "nc" in meta and meta["nc"] != nc:
+        return f"nc is {meta['nc']!r} but the model yaml says {nc}"
+    names = meta.get("names")
+    if names is not None:
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            return f"names must be a list of strings, got {type(names).__name__} {names!r:.40}"
+        if len(names) != nc:
+            return f"{len(names)} names for {nc} classes"
+    stride = meta.get("stride")
+    if stride is not None:
+        if not isinstance(stride, list) or not stride or not all(_is_number(v) and v > 0 for v in stride):
+            return f"stride must be a list of positive numbers, got {stride!r:.40}"
+        if levels is not None and len(stride) != levels:
+            return f"{len(stride)} strides for {levels} detection levels"
+        levels = len(stride)
+    apx = meta.get("anchors_px")
+    if apx is not None:
+        ok = isinstance(apx, list) and apx and all(
+            isinstance(lv, list) and lv and all(isinstance(a, list) and len(a) == 2 and all(_is_number(x) and x > 0 for x in a)
+                                                for a in lv) for lv in apx)
+        if not ok:
+            return f"anchors_px must be [levels][anchors][w, h] positive numbers, got {apx!r:.60}"
+        if levels is not None and len(apx) != levels:
+            return f"anchors_px has {len(apx)} levels, the model {levels}"
+    size = meta.get("img_size")
+    if size is not None and not (isinstance(size, list) and len(size) == 2 and all(_is_count(v) for v in size)):
+        return f"img_size must be [h, w] positive integers, got {size!r:.40}"
+    return None

@@ -119,13 +119,110 @@ def write_text_atomic(path, text: str) -> Path:
     return atomic_write(path, lambda f: f.write(text.encode()))
 
 
-def json_output_path(json_arg, project, name, filename: str) -> Path:
-    """Where a command writes its JSON: ``--json FILE`` when given (a folder is refused), else
-    ``<project>/<name>N/<filename>`` in a new run folder."""
+def json_output_path(json_arg, project, name, filename: str, overwrite: bool = False) -> Path:
+    """Where a command writes its JSON: ``--json FILE`` when given (a folder is refused, an existing
+    file too unless ``overwrite``: see :func:`claim_output_file`), else ``<project>/<name>N/<filename>``
+    in a new run folder claimed for this run."""
     if json_arg:
-        p = Path(json_arg)
-        if p.is_dir():
-            raise YoloportError(f"--json {p} is a directory; give a file name")
+        return claim_output_file(json_arg, overwrite, what="--json")
+    return claim_run_dir(Path(project) / name, increment=True, what="run folder") / filename
+
+
+def claim_output_file(path, overwrite: bool, what: str = "--out") -> Path:
+    """``path`` as the destination of one output file: a folder is refused, an existing file is
+    refused unless ``overwrite``, a parent that is a file is refused; missing parents are created.
+    The file itself is then written atomically by the caller (``write_text_atomic``)."""
+    p = Path(path)
+    if p.is_dir():
+        raise YoloportError(f"{what} {p} is a folder; give a file name")
+    if p.exists() and not overwrite:
+        raise YoloportError(f"{what} {p} already exists; pass --overwrite to replace it, or choose another name")
+    try:
         p.parent.mkdir(parents=True, exist_ok=True)
-        return p
-    return increment_path(Path(project) / name) / filename
+    except (FileExistsError, NotADirectoryError):
+        raise YoloportError(f"cannot write {what} {p}: a parent of it is a file") from None
+    return p
+
+
+LOCK_NAME = ".yoloport.lock"
+
+
+_HELD: dict[str, int] = {}  # lock path -> open descriptor holding its flock
+
+
+def lock_run_dir(path, what: str = "output folder") -> Path:
+    """Lock ``path`` for this run: an exclusive ``flock`` on ``path/.yoloport.lock`` (which holds
+    this process id, for the message a second run gets). Returns the lock's path.
+
+    Of two runs locking one folder, exactly one gets it; the other gets a YoloportError naming the
+    process that holds it. The kernel drops the lock when its process dies, so a killed run never
+    blocks the folder. Release it with :func:`unlock_run_dir`."""
+    import fcntl
+
+    lock = Path(path) / LOCK_NAME
+    while True:
+        fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise YoloportError(f"{what} {path} is in use by another yoloport run (process {holder}); "
+                                "wait for it or choose another folder") from None
+        try:
+            current = os.stat(lock).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            current = False
+        if not current:  # its holder released (unlinked) it between our open and our lock: again
+            os.close(fd)
+            continue
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        _HELD[str(lock)] = fd
+        return lock
+
+
+def unlock_run_dir(lock: Path | None) -> None:
+    """Release a lock taken by :func:`lock_run_dir` in this process (the lock file is removed)."""
+    fd = _HELD.pop(str(lock), None) if lock is not None else None
+    if fd is None:
+        return
+    try:
+        os.unlink(lock)
+    except OSError:
+        pass
+    os.close(fd)
+
+
+def claim_out_dir(out, *, overwrite: bool, explicit: bool, what: str = "--out") -> tuple[Path, Path]:
+    """The folder a command that builds artifacts (quantize, sensitivity) writes into, and its lock.
+
+    - ``explicit=False`` (the command's default folder): a new one when it is taken (``<name>2``,
+      ``<name>3``..., claimed with an exclusive mkdir), unless ``overwrite``.
+    - ``explicit`` (the user's ``--out``): created if missing; an existing one must hold nothing
+      (or ``overwrite``).
+    - in every case the folder is then locked (:func:`lock_run_dir`) before "is it empty?" is asked,
+      so of two runs started together on one folder (its creator included) exactly one proceeds.
+    Returns ``(folder, lock)``; release the lock with :func:`unlock_run_dir` when done.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise YoloportError(f"{what} {out} is a file, not a folder")
+    if not explicit and not overwrite and out.is_dir() and any(out.iterdir()):
+        out = claim_run_dir(out, increment=True, what=what)  # the default folder is taken: a new one
+    elif not out.exists():
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            os.mkdir(out)
+        except FileExistsError:
+            if not explicit:
+                out = claim_run_dir(out, increment=True, what=what)
+        except NotADirectoryError:
+            raise YoloportError(f"cannot create {what} {out}: a parent of it is a file") from None
+    # a folder this run just created is locked too: of a creator and a run that found it a moment
+    # later, whichever locks first proceeds and the other stops here
+    lock = lock_run_dir(out, what)
+    if not overwrite and any(p.name != LOCK_NAME for p in out.iterdir()):
+        unlock_run_dir(lock)
+        raise YoloportError(f"{what} {out} is not empty: choose another folder or pass --overwrite")
+    return out, lock

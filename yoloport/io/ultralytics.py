@@ -314,6 +314,12 @@ def safe_torch_load(path: str | os.PathLike) -> Any:
         raise YoloportError(f"{p} is a safetensors file, not a PyTorch (.pt) checkpoint")
     if kind not in ("torch-zip", "pickle"):
         raise YoloportError(f"{p} is not a PyTorch checkpoint")
+    if kind == "torch-zip":
+        from .checkpoint import zip_crc_problem
+
+        problem = zip_crc_problem(p)
+        if problem:
+            raise YoloportError(f"{p} is corrupt: {problem}")
     if os.environ.get("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "0").lower() in ("1", "y", "yes", "true"):
         raise YoloportError(
             "TORCH_FORCE_WEIGHTS_ONLY_LOAD is set, which stops yoloport's own restricted unpickler; "
