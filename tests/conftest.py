@@ -53,26 +53,47 @@ def v5n_model():
     return load_model(fixture_path("weights/yolov5n-v6.1.pt"))
 
 
+def signal_model():
+    """A fresh copy of the embedded default model (a yolov5n trained on yoloport's synthetic shapes,
+    6 classes): its head outputs depend strongly on the image (see ``test_guard_signal.py``), so a
+    backend that ignores its input, or runs another model, cannot pass a comparison against it.
+    Random-weight models are useless for that: their outputs change by ~1e-5 between images."""
+    from yoloport.models import load_model
+
+    return load_model("default").eval()
+
+
 @pytest.fixture(scope="session")
 def tiny_model():
-    """A small random-weight YOLOv5n-shaped model (3 classes) for fast, fixture-free tests."""
+    """The shared model for backend, export and compare tests: the embedded default model (6 shape
+    classes) - small (yolov5n) and input-sensitive. Session-wide: tests must not modify it."""
+    return signal_model()
+
+
+def random_model(nc: int = 6, seed: int = 1, names=None):
+    """A random-weight yolov5n: "another model" for negative controls and refusal tests."""
     from yoloport.nn.model import DetectionModel
 
-    torch.manual_seed(0)
-    return DetectionModel("yolov5n", nc=3, names=["circle", "square", "triangle"]).eval()
+    torch.manual_seed(seed)
+    return DetectionModel("yolov5n", nc=nc, names=names).eval()
 
 
-def zero_bias_model(nc: int = 3, names=None):
-    """A random yolov5n whose Detect biases are zero: its outputs are the network's signal, not the
-    objectness/class priors (which would make any int8 comparison look trivially perfect)."""
-    from yoloport.nn.model import DetectionModel
+def write_synth_images(d, n: int = 4, size_hw=(96, 128), seed: int = 0, prefix: str = "im"):
+    """``n`` synthetic-shape images (the default model's domain) written into ``d`` as JPEGs.
 
-    torch.manual_seed(0)
-    m = DetectionModel("yolov5n", nc=nc, names=names).eval()
-    with torch.no_grad():
-        for c in m.detect.m:
-            c.bias.zero_()
-    return m
+    Different ``seed`` values give different images: use one seed for calibration and another
+    for the images an agreement is judged on."""
+    import cv2
+    import numpy as np
+
+    from yoloport.data.synth import RenderOptions, render_image
+
+    d.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    options = RenderOptions(max_objects=6, background_prob=0.0, min_object_size=12.0)
+    for i in range(n):
+        cv2.imwrite(str(d / f"{prefix}{seed}_{i}.jpg"), render_image(tuple(size_hw), rng, options).image)
+    return d
 
 
 def write_box_images(d, n: int = 4, size_hw=(120, 160), boxes: int = 5, box_wh=(35, 25), seed: int = 0):
