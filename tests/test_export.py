@@ -33,10 +33,15 @@ SIZES = {"640x640": (640, 640), "736x416": (416, 736)}  # name W x H -> (h, w)
 IMAGES = ("bus", "zidane")
 BOX_TOL, CONF_TOL = 1e-2, 1e-4
 
-needs_fixtures = pytest.mark.skipif(
+_fixtures_present = pytest.mark.skipif(
     FX is None or not all((FX / "weights" / w).is_file() for w in WEIGHTS.values()),
     reason="shared fixtures (weights/yolov5*.pt, images/*.jpg) not found; set YOLOPORT_FIXTURES",
 )
+
+
+def needs_fixtures(test):
+    """Marked ``fixtures`` and skipped, saying so, when the fixture weights are absent."""
+    return pytest.mark.fixtures(_fixtures_present(test))
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -28,7 +28,10 @@ from yoloport.nn.modules import Conv, Focus, space_to_depth  # noqa: E402
 
 FX = fixtures_dir()
 V5 = FX / "weights" / "yolov5s-v5.0.pt" if FX else None
-needs_v5 = pytest.mark.skipif(V5 is None or not V5.is_file(), reason="fixture weights/yolov5s-v5.0.pt not found")
+def needs_v5(test):
+    """Marked ``fixtures`` and skipped, saying so, when the v5.0 fixture weights are absent."""
+    skip = pytest.mark.skipif(V5 is None or not V5.is_file(), reason="fixture weights/yolov5s-v5.0.pt not found")
+    return pytest.mark.fixtures(skip(test))
 
 
 @pytest.fixture(scope="module")
