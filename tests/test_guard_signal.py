@@ -4,8 +4,9 @@ Every agreement check in the suite compares a backend's outputs with PyTorch's o
 Such a check only means something when the model's outputs move with the image by far more than the
 check's tolerance; a random-weight yolov5n does not (its outputs change by ~1e-5 between a photo and
 all zeros). Measured with the embedded default model at 96x128 on two synthetic-shape images:
-max |difference| 9.0 / 11.9 / 15.5 per level (raw logits) against the fp32 tolerance 1e-4, cosine
-0.68-0.79 against the int8 bound 0.98; different detections.
+max |difference| 18.1 / 13.6 / 11.5 per level (raw logits) against the fp32 tolerance 1e-4 (the
+largest absolute tolerance on raw outputs), cosine 0.61-0.72 against the int8 bound 0.98, decoded
+scores 0.997 against the RKNN fp16 bound 0.06; different detections.
 """
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ def test_outputs_move_with_the_image_far_beyond_every_tolerance(tiny_model, two_
     assert min(diffs) > 1e4 * C.FP32_MAX_ABS  # >= 1 logit on every level, 10^4 times the fp32 tolerance
     assert all(cosine(x, y) < C.INT8_MIN_COSINE - 0.1 and sqnr(x, y) < C.INT8_MIN_SQNR_DB - 5 for x, y in zip(a, b))
     pa, pb = decode_outputs(a, tr.head), decode_outputs(b, tr.head)
-    assert np.abs(pa[..., 4:] - pb[..., 4:]).max() > 100 * C.FP16_MAX_SCORE
+    assert np.abs(pa[..., 4:] - pb[..., 4:]).max() > 10 * C.FP16_MAX_SCORE  # scores: 0.997 vs 0.06
     # every check the suite relies on tells the two images apart
     for check in (C.check_float_outputs_match, C.check_int8_agrees):
         with pytest.raises(AssertionError):
