@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import json
 
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -23,7 +22,6 @@ from yoloport.backends import mlu_sim as ms
 from yoloport.backends.torch_backend import TorchRunner
 from yoloport.data.calibration import load_calibration
 from yoloport.errors import YoloportError
-from yoloport.nn.model import DetectionModel
 from yoloport.ops.postprocess import HeadSpec, end2end_to_detections, postprocess
 
 HW = (128, 160)

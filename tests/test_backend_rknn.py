@@ -18,7 +18,6 @@ import time
 import cv2
 import numpy as np
 import pytest
-import torch
 
 pytest.importorskip("rknn.api")
 
@@ -27,7 +26,6 @@ from yoloport.backends.torch_backend import TorchRunner  # noqa: E402
 from yoloport.data.calibration import load_calibration  # noqa: E402
 from yoloport.deploy.export import export_onnx  # noqa: E402
 from yoloport.errors import YoloportError  # noqa: E402
-from yoloport.nn.model import DetectionModel  # noqa: E402
 from yoloport.ops.postprocess import decode_outputs, postprocess  # noqa: E402
 
 import _checks as C  # noqa: E402

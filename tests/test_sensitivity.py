@@ -11,7 +11,6 @@ import json
 import math
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -20,7 +19,6 @@ from yoloport.analysis import sensitivity as sens
 from yoloport.cli import main
 from yoloport.data.calibration import load_calibration
 from yoloport.errors import YoloportError
-from yoloport.nn.model import DetectionModel
 import _checks as C
 from conftest import write_synth_images
 
