@@ -325,11 +325,11 @@ def main(argv=None) -> int:
 
 def profile_variants(work: Path, names: list[str], x: np.ndarray, threads: int) -> dict:
     """Per-op-type milliseconds per inference of each ORT variant (top 6 printed), from ORT's profiler."""
-    from yoloport.analysis.profile import profile_onnxruntime
+    from yoloport.analysis.profile import profile_artifact
 
     out = {}
     for name in names:
-        table = profile_onnxruntime(work / f"{name}.onnx", x, runs=5, threads=threads, warmup=2)
+        table = profile_artifact("onnxruntime", work / f"{name}.onnx", x, runs=5, threads=threads, warmup=2)
         out[name] = {r.layer: round(r.time_us / 1e3, 2) for r in table.rows}
         top = ", ".join(f"{k} {v:.1f}" for k, v in list(out[name].items())[:6])
         print(f"profile {name}: {table.total / 1e3:.1f} ms in ops: {top} ms", flush=True)

@@ -1,11 +1,18 @@
 """int8 accuracy on every backend, then sensitivity-guided mixed precision: one table.
 
-    python benchmarks/bench_mixed_precision.py --weights yolov5s-v5.0.pt yolov5n-v6.1.pt   # COCO128, 640
+    python benchmarks/bench_mixed_precision.py --weights yolov5s-v5.0.pt yolov5n-v6.1.pt   # coco-extra, 640
     python benchmarks/bench_mixed_precision.py --weights yolov5n-v6.1.pt --img-size 736 416
     python benchmarks/bench_mixed_precision.py --backends onnxruntime:tail,mlu-sim:per_channel=true
 
-For each model and target: the all-int8 build (K = 0) is validated on COCO128 at a fixed letterbox
-and its mAP@0.5:0.95 drop against torch fp32 is compared with the issue's int8 target (onnxruntime
+Data: calibration on the data YAML's train split (default the fixtures' coco-extra: 209 COCO
+train2017 images, none in any validation set); its val split is cut in two halves (sorted): the
+*search* half, which the mixed-precision search chooses layers on, and the *held-out* half, which
+nothing chose anything on. Every verdict ("yes"/"NO" against a target) is judged on the held-out
+half only, and the table names it; when the held-out images overlap the calibration or search images
+(COCO128: train and val are the same images) no verdict is given.
+
+For each model and target: the all-int8 build (K = 0) is validated at a fixed letterbox and its
+mAP@0.5:0.95 drop against torch fp32 is compared with the issue's int8 target (onnxruntime
 and OpenVINO 1.0 point, RKNN and mlu-sim 2.0); if the drop is above ``--max-drop`` (0.5), the layer
 ranking (:func:`yoloport.quant.ranking.layer_sensitivity`, each convolution alone
 fake-quantized in PyTorch, error on ``--eval-n`` calibration images, in the target's scheme) is
@@ -15,9 +22,7 @@ rebuilds and validates the target until the drop is at most ``--max-drop``. A ta
 ``backend[:qconfig]``: after the colon ``+``-separated ``key=value`` qconfig items, a bare word
 being ``head_fp32`` (``onnxruntime:tail`` quantizes the Detect convolutions too, which
 onnxruntime's default ``convs`` keeps in float). Calibration: ``--calib-n`` images of the data
-YAML's train split (COCO128: the same 128 images as val, so this measures quantization error, not
-generalisation; the search also picks its layers on the set it reports). Prints one table (all
-models) and writes JSON (``--json``). Numbers, not asserts.
+YAML's train split. Prints one table (all models) and writes JSON (``--json``). Numbers, not asserts.
 """
 from __future__ import annotations
 
@@ -66,6 +71,63 @@ def data_yaml(path: Path, tmp: Path) -> str:
     return str(out)
 
 
+def split_search_holdout(data: str, out: Path) -> tuple[str, str, list[Path], list[Path]]:
+    """Cut the val split of ``data`` (sorted) into a search half and a held-out half; write a data
+    YAML for each into ``out``. Returns ``(search_yaml, holdout_yaml, search_images, holdout_images)``."""
+    import yaml
+
+    from yoloport.data.dataset import list_images, load_data_yaml
+
+    images = [Path(p).resolve() for p in list_images(load_data_yaml(data).split("val"))]
+    if len(images) < 2:
+        raise SystemExit(f"{data}: the val split needs at least 2 images to hold some out")
+    half = len(images) // 2
+    parts = {"search": images[:half], "holdout": images[half:]}
+    base = yaml.safe_load(Path(data).read_text())
+    base["path"] = str(Path(data).parent.resolve() / str(base.get("path", ".")))
+    yamls = {}
+    for name, imgs in parts.items():
+        lst = out / f"{name}.txt"
+        lst.write_text("".join(f"{p}\n" for p in imgs))
+        y = out / f"{name}.yaml"
+        y.write_text(yaml.safe_dump({**base, "val": str(lst)}))
+        yamls[name] = str(y)
+    return yamls["search"], yamls["holdout"], parts["search"], parts["holdout"]
+
+
+def shared_images(a: list, b: list) -> int:
+    """How many images of ``a`` are also in ``b`` (same bytes, whatever the path)."""
+    import hashlib
+
+    digest = lambda p: hashlib.sha256(Path(p).read_bytes()).hexdigest()  # noqa: E731
+    in_b = {digest(p) for p in b}
+    return sum(digest(p) in in_b for p in a)
+
+
+def holdout_verdicts(backend: str, model, res: dict, holdout: str, hw, ref_holdout: float, threads=None) -> dict:
+    """Validate the search's all-int8 step and its final build on the held-out images: mAP and drop
+    (points below torch fp32 on the same images)."""
+    from yoloport.analysis.mixed_precision import drop_points
+    from yoloport.backends.registry import load_runner
+    from yoloport.engine.val import validate_runner
+
+    def held_out(artifact):
+        runner = load_runner(backend, artifact=artifact, model=model, threads=threads, output="raw")
+        try:
+            m = float(validate_runner(runner, holdout, hw, names=list(model.names))["mAP50_95"])
+        finally:
+            runner.close()
+        return {"mAP50_95": m, "drop": drop_points(ref_holdout, m)}
+
+    s0, f = res["steps"][0], res["final"]
+    out = {"fp32_mAP50_95": ref_holdout}
+    if s0["k"] == 0 and s0.get("artifact"):
+        out["int8"] = held_out(s0["artifact"])
+    if f.get("artifact"):
+        out["final"] = out["int8"] if f["k"] == 0 and "int8" in out else held_out(f["artifact"])
+    return out
+
+
 def parse_backends(spec: str) -> list[tuple[str, dict]]:
     """``"onnxruntime,onnxruntime:tail,mlu-sim:per_channel=true+convs"`` -> ``[(backend, qconfig), ...]``:
     after the colon, ``+``-separated qconfig ``key=value`` items; a bare word is ``head_fp32``."""
@@ -93,27 +155,43 @@ def fmt_row(cols, widths) -> str:
     return "  ".join(f"{c:<{w}}" if i == 0 else f"{c:>{w}}" for i, (c, w) in enumerate(zip(cols, widths)))
 
 
-def print_table(models: list[dict], max_drop: float, hw) -> None:
-    """One table: per model its fp32 line, then per target the full-int8 (K=0) drop against the
-    issue's int8 target and the mixed-precision result against ``max_drop``."""
+def verdict(drop: float | None, limit: float, judged: bool) -> str:
+    """``yes`` / ``NO`` against ``limit``, or ``n/a`` when there is no held-out figure to judge on."""
+    if not judged or drop is None:
+        return "n/a"
+    return "yes" if drop <= limit else "NO"
+
+
+def print_table(models: list[dict], max_drop: float, hw, judged_on: str, judged: bool) -> None:
+    """One table: per model its fp32 line, then per target the full-int8 (K=0) and mixed-precision
+    drops on the search half (what the search saw) and on the held-out half, where the verdicts are
+    judged (against the issue's int8 target and ``max_drop``)."""
     print(f"\nmAP50-95 at {hw[1]}x{hw[0]} (drops in points below torch fp32); int8 targets: onnxruntime/openvino "
           f"<= 1.0, rknn/mlu-sim <= 2.0; mixed precision <= {max_drop}")
-    head = ["model / target", "mAP50-95", "int8 drop", "<=", "ok", "K", "mixed mAP", "drop", "ok", "time s"]
-    widths = [34, 8, 9, 3, 3, 2, 9, 5, 3, 6]
+    print(f"verdicts ('met') judged on: {judged_on}")
+    head = ["model / target", "search", "held-out", "int8 drop", "<=", "met", "K", "search", "held-out", "drop", "met", "time s"]
+    sub = ["", "int8 mAP", "int8 mAP", "held-out", "", "", "", "mixed mAP", "mixed mAP", "held-out", "", ""]
+    widths = [34, 8, 8, 9, 3, 3, 2, 9, 9, 8, 3, 6]
     print(fmt_row(head, widths))
+    print(fmt_row(sub, widths))
     for rec in models:
-        print(fmt_row([f"{rec['model']} torch fp32", f"{rec['fp32_mAP50_95']:.4f}"] + [""] * 8, widths))
+        fh = rec.get("fp32_holdout_mAP50_95")
+        print(fmt_row([f"{rec['model']} torch fp32", f"{rec['fp32_mAP50_95']:.4f}", f"{fh:.4f}" if fh is not None else "-"]
+                      + [""] * 9, widths))
         for r in rec["backends"]:
             tag = f"  {r['target']}"
             if r.get("error"):
                 print(f"{tag:<34}  error: {r['error']}")
                 continue
-            s0, f = r["steps"][0], r["final"]
+            s0, f, h = r["steps"][0], r["final"], r.get("holdout", {})
             k0 = s0["k"] == 0  # --steps may skip the full int8 step
             lim = INT8_TARGET.get(r["target"].split(":")[0], 1.0)
-            print(fmt_row([tag, f"{s0['mAP50_95']:.4f}" if k0 else "-", f"{s0['drop']:+.2f}" if k0 else "-", f"{lim:.1f}",
-                           ("yes" if s0["drop"] <= lim else "NO") if k0 else "-", f["k"], f"{f['mAP50_95']:.4f}",
-                           f"{f['drop']:+.2f}", "yes" if r["met"] else "NO", f"{r['seconds']:.0f}"], widths))
+            hi, hf = h.get("int8"), h.get("final")
+            print(fmt_row([tag, f"{s0['mAP50_95']:.4f}" if k0 else "-", f"{hi['mAP50_95']:.4f}" if hi else "-",
+                           f"{hi['drop']:+.2f}" if hi else "-", f"{lim:.1f}", verdict(hi and hi["drop"], lim, judged),
+                           f["k"], f"{f['mAP50_95']:.4f}", f"{hf['mAP50_95']:.4f}" if hf else "-",
+                           f"{hf['drop']:+.2f}" if hf else "-", verdict(hf and hf["drop"], max_drop, judged),
+                           f"{r['seconds']:.0f}"], widths))
             if f["layers"]:
                 print(f"{'':<36}float: {', '.join(f['layers'])}")
 
@@ -122,7 +200,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--weights", nargs="+", default=["yolov5n-v6.1.pt"], help="fixture weights (names in fixtures/weights or paths)")
     ap.add_argument("--backends", default=DEFAULT_BACKENDS, help=f"comma list, backend[:head_fp32] (default {DEFAULT_BACKENDS})")
-    ap.add_argument("--data", default=None, help="data YAML (default fixtures/coco128/coco128.yaml)")
+    ap.add_argument("--data", default=None, help="data YAML: train split calibrates, val split is cut into a search "
+                    "half and a held-out half (default fixtures/coco-extra/coco-extra.yaml)")
     ap.add_argument("--img-size", nargs="+", type=int, default=[640], metavar="W H",
                     help="input size: one number (square) or W H, e.g. 736 416 (default 640)")
     ap.add_argument("--calib-n", type=int, default=32)
@@ -136,7 +215,7 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=lambda v: [int(k) for k in v.split(",")], default=None,
                     help="explicit K values, e.g. 1,2,4 (default 0,1,2,4,8,... up to --max-float)")
     ap.add_argument("--ref-map", type=float, default=None,
-                    help="torch fp32 mAP50-95 measured before on the same data and size (skips that validation; one model)")
+                    help="torch fp32 mAP50-95 measured before on the search half at the same size (skips that validation; one model)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", default="runs/bench_mixed_precision")
     ap.add_argument("--json", default=None, help="results JSON (default OUT/results.json)")
@@ -156,7 +235,8 @@ def main(argv=None) -> int:
     fx = fixtures()
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    data = data_yaml(Path(args.data) if args.data else fx / "coco128" / "coco128.yaml", out)
+    data = data_yaml(Path(args.data) if args.data else fx / "coco-extra" / "coco-extra.yaml", out)
+    search_data, holdout_data, search_imgs, holdout_imgs = split_search_holdout(data, out)
     if len(args.img_size) not in (1, 2):
         raise SystemExit("--img-size: one number or W H")
     w_, h_ = (args.img_size * 2)[:2]
@@ -169,12 +249,23 @@ def main(argv=None) -> int:
         model = load_model(wp)
         name = wp.stem
         calib = load_calibration(data, n=args.calib_n, img_size_hw=hw, stride=int(model.stride.max()))
+        overlap = shared_images(holdout_imgs, list(calib.paths) + search_imgs)
+        judged = overlap == 0
+        judged_on = (f"{len(holdout_imgs)} held-out val images of {data} (second half, sorted), disjoint from the "
+                     f"{len(calib)} calibration images (train split) and from the {len(search_imgs)} images the "
+                     "search chose its layers on" if judged else
+                     f"nothing: {overlap} of the {len(holdout_imgs)} held-out images are calibration or search images "
+                     "(train and val overlap in this data YAML), so no target is judged")
         t0 = time.perf_counter()
+        fp32 = TorchRunner(model, threads=args.threads)
         ref = args.ref_map if args.ref_map is not None else float(
-            validate_runner(TorchRunner(model, threads=args.threads), data, hw, names=list(model.names))["mAP50_95"])
-        print(f"{name}: torch fp32 mAP50-95 {ref:.4f} ({time.perf_counter() - t0:.0f} s)", flush=True)
+            validate_runner(fp32, search_data, hw, names=list(model.names))["mAP50_95"])
+        ref_holdout = float(validate_runner(fp32, holdout_data, hw, names=list(model.names))["mAP50_95"])
+        print(f"{name}: torch fp32 mAP50-95 {ref:.4f} on the search half, {ref_holdout:.4f} held out "
+              f"({time.perf_counter() - t0:.0f} s)", flush=True)
         rankings: dict = {}  # activation scheme -> SensitivityReport (computed when a backend needs it)
-        rec = {"model": name, "fp32_mAP50_95": ref, "rankings": {}, "backends": []}
+        rec = {"model": name, "fp32_mAP50_95": ref, "fp32_holdout_mAP50_95": ref_holdout, "judged_on": judged_on,
+               "judged": judged, "rankings": {}, "backends": []}
 
         def ranking(scheme, per_channel, outputs):
             key = f"{scheme}-{'channel' if per_channel else 'tensor'}{'-outputs' if outputs else ''}"
@@ -195,11 +286,12 @@ def main(argv=None) -> int:
             try:
                 act, per_channel, quant_outputs = ranking_scheme(backend, q)
                 rank_args = (args.act_scheme or act, per_channel, quant_outputs)
-                res = search_mixed_precision(backend, model, lambda: ranking(*rank_args).names(), calib, data, hw,
+                res = search_mixed_precision(backend, model, lambda: ranking(*rank_args).names(), calib, search_data, hw,
                                              out / name / tag.replace(":", "-"), max_drop=args.max_drop,
                                              max_float=args.max_float, qconfig=q, ref_map=ref, threads=args.threads, steps=args.steps,
                                              strategy=args.strategy, max_tries=args.max_tries,
                                              log=lambda m: print(f"  {m}", flush=True))
+                res["holdout"] = holdout_verdicts(backend, model, res, holdout_data, hw, ref_holdout, args.threads)
                 res.update(target=tag, seconds=round(time.perf_counter() - t0, 1),
                            ranking=f"{rank_args[0]}, per-{'channel' if rank_args[1] else 'tensor'} weights"
                                    f"{', Detect outputs rounded' if rank_args[2] else ''}")
@@ -212,9 +304,10 @@ def main(argv=None) -> int:
             rec["backends"].append(res)
             _write(results | {"models": results["models"] + [rec]}, args, out)
         results["models"].append(rec)
-        print_table([rec], args.max_drop, hw)
+        print_table([rec], args.max_drop, hw, judged_on, judged)
     if len(results["models"]) > 1:
-        print_table(results["models"], args.max_drop, hw)
+        print_table(results["models"], args.max_drop, hw, results["models"][-1]["judged_on"],
+                    all(m["judged"] for m in results["models"]))
     path = _write(results, args, out)
     print(f"\nresults: {path}")
     return 0

@@ -1,55 +1,53 @@
 """mlu-sim: the PyTorch SIMULATION of Cambricon MLU int8 (fake quantization), no Cambricon software.
 
-Measured (this machine): tiny yolov5n 160x128 (Detect biases zeroed so the outputs are signal, not
-the bias priors) raw-output cosine 0.998 int8 / 1.0 int16 (SQNR 26 dB / 74 dB); fixture yolov5n-v6.1
-at 320 on 8 COCO128 images: cosine >= 0.998, SQNR 24.0 dB per-tensor, 28.0 dB per-channel weights,
-25.1 dB use_avg, 75.6 dB int16.
+The model is the embedded default model (input-sensitive); int8 is judged on images that were not
+calibration images. Measured (this machine, default model at 160x128, 6 calibration / 2 evaluation
+synthetic-shape images): int8 raw-output cosine >= 0.999, SQNR 27.8 dB (int16 37.4 dB: on images
+not calibrated on, clipping past the calibrated range limits both); fixture yolov5n-v6.1 at 320,
+8 coco-extra calibration images, 2 COCO128 evaluation images: cosine 0.9973 / SQNR 23.0 dB per-tensor,
+0.9993 / 28.6 dB per-channel weights.
 """
 from __future__ import annotations
 
 import copy
 import json
 
-import cv2
 import numpy as np
 import pytest
 import torch
 
-from conftest import zero_bias_model
+import _checks as C
+from conftest import signal_model, write_synth_images
 from yoloport.backends import mlu_sim as ms
 from yoloport.backends.torch_backend import TorchRunner
 from yoloport.data.calibration import load_calibration
 from yoloport.errors import YoloportError
-from yoloport.fixtures import fixtures_dir
-from yoloport.nn.model import DetectionModel
 from yoloport.ops.postprocess import HeadSpec, end2end_to_detections, postprocess
 
 HW = (128, 160)
+N_CALIB = 6
 
 
 @pytest.fixture(scope="module")
 def tiny():
-    """A random yolov5n (3 classes) whose Detect biases are zero: its outputs are the network's
-    signal, not the objectness/class priors (which would make any comparison trivially close)."""
-    return zero_bias_model(3)
+    """The embedded default model (yolov5n, 6 shape classes): outputs that depend on the image."""
+    return signal_model()
 
 
 @pytest.fixture(scope="module")
 def calib(tmp_path_factory):
-    d = tmp_path_factory.mktemp("calib")
-    rng = np.random.default_rng(1)
-    for i in range(3):
-        im = (rng.random((150, 200, 3)) * (60 + 90 * i)).astype(np.uint8)  # different ranges per image
-        for _ in range(5):
-            x, y = (int(v) for v in rng.integers(0, 150, 2))
-            cv2.circle(im, (x, y), 20, tuple(int(c) for c in rng.integers(0, 255, 3)), -1)
-        cv2.imwrite(str(d / f"c{i}.png"), im)
-    return load_calibration(d, n=3, img_size_hw=HW)
+    """Six synthetic-shape calibration images (their backgrounds differ in range). Three were too few
+    for per-tensor ranges that hold on other images (level-3 cosine 0.981 on the evaluation images)."""
+    d = write_synth_images(tmp_path_factory.mktemp("calib"), N_CALIB, (150, 200), seed=0)
+    return load_calibration(d, n=N_CALIB, img_size_hw=HW)
 
 
 @pytest.fixture(scope="module")
-def batch(calib):
-    return np.concatenate(calib.arrays()[:2], 0)
+def batch(calib, tmp_path_factory):
+    """Two synthetic-shape evaluation images, none of them a calibration image."""
+    ev = load_calibration(write_synth_images(tmp_path_factory.mktemp("eval"), 2, (150, 200), seed=1), n=2, img_size_hw=HW, seed=None)
+    C.check_disjoint(calib.paths, ev.paths)
+    return np.concatenate(ev.arrays(), 0)
 
 
 @pytest.fixture(scope="module")
@@ -144,17 +142,19 @@ def test_int8_close_to_float(tiny, calib, batch, art8, tmp_path):
     r16 = ms.load(_build(tiny, tmp_path / "i16", calib, dtype="int16"), output="raw")
     o8, o16 = r8(batch), r16(batch)
     assert [o.shape for o in o8] == [o.shape for o in ref]
-    c8 = [_cos(a, b) for a, b in zip(o8, ref)]
-    assert min(c8) > 0.99, c8
-    assert ms.sqnr_db(ref, o16) > ms.sqnr_db(ref, o8) + 20  # int16 is ~48 dB better in principle
+    c8 = [c for c, _ in C.check_int8_agrees(ref, o8, min_cosine=0.99)]
+    print("int8 (cosine, SQNR dB):", C.check_int8_agrees(ref, o8, 0.99), "int16 SQNR", ms.sqnr_db(ref, o16))
+    # int16 is ~48 dB better in principle; on images that were not calibrated on, activations past the
+    # calibrated range clip in both, so measured: 37.4 vs 27.8 dB
+    assert ms.sqnr_db(ref, o16) > ms.sqnr_db(ref, o8) + 6
     assert min(c8) < 0.99999  # it really quantizes
 
 
 def test_float_artifact_matches_torch(tiny, batch, tmp_path):
     art = ms.build(tiny, None, HeadSpec.from_model(tiny, "raw"), tmp_path, None, {"precision": "fp32"})
     assert _sidecar(art)["precision"] == "fp32" and not _sidecar(art)["mlu_sim"]["quantized"]
-    with pytest.raises(YoloportError, match="640x640"):
-        ms.load(art, output="raw")(batch)  # built for the model's default size, fixed like an MLU model
+    with pytest.raises(YoloportError, match="320x320"):
+        ms.load(art, output="raw")(batch)  # built for the model's default size (320), fixed like an MLU model
     out = ms.load(art, output="raw", fixed_shape=False)(batch)
     for a, b in zip(out, TorchRunner(tiny)(batch)):
         np.testing.assert_allclose(a, b, atol=1e-4 * float(np.abs(b).max()) + 1e-12)
@@ -169,7 +169,7 @@ def test_use_avg_and_data_scale_change_scales(tiny, calib, art8, tmp_path):
     assert s_max.keys() == s_avg.keys()
     smaller = 0
     for k in s_max:
-        assert s_max[k]["batches"] == 3
+        assert s_max[k]["batches"] == N_CALIB
         assert s_max[k]["input_scale"] == pytest.approx(s_max[k]["max"] / 127)
         assert s_avg[k]["input_scale"] == pytest.approx(s_avg[k]["avg_max"] / 127)
         assert s_avg[k]["input_scale"] <= s_max[k]["input_scale"] * (1 + 1e-6)
@@ -183,7 +183,7 @@ def test_end2end_output_and_sidecar(tiny, batch, art8):
     info = _sidecar(art)
     assert info["backend"] == "mlu-sim" and info["simulated"] is True and "SIMULATION" in info["note"]
     assert info["head"]["mode"] == "end2end" and info["precision"] == "int8"
-    assert info["calibration"]["count"] == 3
+    assert info["calibration"]["count"] == N_CALIB
     runner = ms.load(art, model=tiny, conf_thres=0.001, max_det=50)
     assert runner.describe()["simulated"] is True and runner.head.mode == "end2end"
     count, rows = runner(batch)
@@ -222,15 +222,16 @@ def test_exclude_and_half(tiny, calib, batch, art8, tmp_path):
 @pytest.mark.slow
 @pytest.mark.fixtures
 def test_fixture_weights_int8_sqnr(tmp_path):
-    """yolov5n-v6.1 at 320, 8 COCO128 calibration images: int8 close to float; per-channel better."""
-    fx = fixtures_dir()
-    if fx is None or not (fx / "weights" / "yolov5n-v6.1.pt").is_file():
-        pytest.skip("fixtures not available")
+    """yolov5n-v6.1 at 320, 8 coco-extra calibration images, judged on two COCO128 images (never
+    calibration images): int8 close to float; per-channel better."""
+    from conftest import fixture_path
     from yoloport.models import load_model
 
-    model = load_model(fx / "weights" / "yolov5n-v6.1.pt")
-    cal = load_calibration(fx / "coco128" / "images", n=8, img_size_hw=(320, 320))
-    x = np.concatenate(cal.arrays()[:2], 0)
+    model = load_model(fixture_path("weights/yolov5n-v6.1.pt"))
+    cal = load_calibration(fixture_path("coco-extra/images/calib2017"), n=8, img_size_hw=(320, 320))
+    ev = load_calibration(fixture_path("coco128/images"), n=2, img_size_hw=(320, 320), seed=None)
+    C.check_disjoint(cal.paths, ev.paths)
+    x = np.concatenate(ev.arrays(), 0)
     ref = TorchRunner(model)(x)
     res = {}
     for name, q in {"tensor": {}, "channel": {"per_channel": True}}.items():

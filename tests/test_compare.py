@@ -22,6 +22,8 @@ from yoloport.backends.torch_backend import TorchRunner
 from yoloport.cli import main
 from yoloport.errors import YoloportError
 
+import _checks as C
+
 HW = (96, 128)
 
 
@@ -88,7 +90,7 @@ def test_compare_runners_identical_and_noisy(tiny_model, images):
         assert 25.0 < o["sqnr_db"] < 60.0 and o["cosine"] > 0.99
     assert noisy["settings"]["input_hw"] == list(HW) and noisy["decoded"]["sqnr_db"] > 20
     assert [p["output"] for p in noisy["decoded_parts"]] == ["decoded.xywh", "decoded.obj", "decoded.cls"]
-    assert noisy["decoded_parts"][1]["shape"][-1] == 1 and noisy["decoded_parts"][2]["shape"][-1] == 3
+    assert noisy["decoded_parts"][1]["shape"][-1] == 1 and noisy["decoded_parts"][2]["shape"][-1] == 6
     table = format_compare_table(noisy)
     assert "SQNR" in table and "out0" in table and images[0].name[:20] in table
     json.dumps(jsonable(same))  # strict JSON: inf written as "inf"
@@ -126,7 +128,8 @@ def test_compare_cli(built, images, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "SQNR" in text and "matched" in text
     rep = json.loads(out.read_text())
-    assert rep["summary"]["images"] == 2 and all(float(o["sqnr_db"]) > 80 for o in rep["outputs"])  # fp32 vs torch
+    assert rep["summary"]["images"] == 2
+    C.check_compare_report(rep, 80.0, 0.9999)  # fp32 vs torch
     assert rep["settings"]["test"] == "onnxruntime"
     assert main(["compare", "--weights", str(ckpt), "--artifact", str(art), "--source", src, "--min-sqnr", "1000"]) == 1
     assert "FAIL" in capsys.readouterr().out
@@ -135,12 +138,12 @@ def test_compare_cli(built, images, tmp_path, capsys):
 
 
 def test_compare_cli_user_errors(built, images, tmp_path, capsys):
+    from conftest import random_model
     from yoloport.models import save_model
-    from yoloport.nn.model import DetectionModel
 
     ckpt, art = built
     src = str(images[0].parent)
-    other = save_model(DetectionModel("yolov5n", nc=3).eval(), tmp_path / "other.safetensors")
+    other = save_model(random_model(nc=6), tmp_path / "other.safetensors")
     assert main(["compare", "--weights", str(other), "--artifact", str(art), "--source", src]) == 2
     assert "another model" in capsys.readouterr().err
     assert main(["compare", "--weights", str(ckpt), "--backend", "openvino", "--artifact", str(art), "--source", src]) == 2

@@ -7,6 +7,8 @@ from yoloport.backends.torch_backend import TorchRunner
 from yoloport.engine.predict import detect_image
 from conftest import fixture_path
 
+pytestmark = pytest.mark.fixtures
+
 
 @pytest.mark.parametrize("weights", ["yolov5s-v5.0", "yolov5n-v6.1"])
 @pytest.mark.parametrize("image", ["bus.jpg", "zidane.jpg"])

@@ -33,10 +33,15 @@ SIZES = {"640x640": (640, 640), "736x416": (416, 736)}  # name W x H -> (h, w)
 IMAGES = ("bus", "zidane")
 BOX_TOL, CONF_TOL = 1e-2, 1e-4
 
-needs_fixtures = pytest.mark.skipif(
+_fixtures_present = pytest.mark.skipif(
     FX is None or not all((FX / "weights" / w).is_file() for w in WEIGHTS.values()),
     reason="shared fixtures (weights/yolov5*.pt, images/*.jpg) not found; set YOLOPORT_FIXTURES",
 )
+
+
+def needs_fixtures(test):
+    """Marked ``fixtures`` and skipped, saying so, when the fixture weights are absent."""
+    return pytest.mark.fixtures(_fixtures_present(test))
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -270,20 +275,30 @@ def test_read_meta_errors(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny():
-    """yolov5n from its YAML, random weights, 3 classes: fast exports without fixtures."""
-    from yoloport.nn.model import DetectionModel
+    """The embedded default model (yolov5n, 6 shape classes): fast exports without fixtures, with
+    outputs that depend on the image (a random model's do not, so a graph that drops its input
+    would pass)."""
+    from conftest import signal_model
 
-    torch.manual_seed(0)
-    return DetectionModel("yolov5n", nc=3).eval()
+    return signal_model()
+
+
+def shape_images(n: int, hw) -> np.ndarray:
+    """``n`` synthetic-shape images, letterboxed: float32 ``[n, 3, h, w]`` RGB 0..1."""
+    from yoloport.data.synth import RenderOptions, render_image
+
+    rng = np.random.default_rng(5)
+    opts = RenderOptions(max_objects=6, background_prob=0.0, min_object_size=12.0)
+    return np.stack([preprocess(render_image(tuple(hw), rng, opts).image, tuple(hw), auto=False)[0] for _ in range(n)])
 
 
 @pytest.mark.parametrize("mode", EXPORT_MODES)
 def test_tiny_modes_match_host_decode(tiny, mode):
-    """Graph decode equals the host decode of the eager raw outputs on a random input."""
+    """Graph decode equals the host decode of the eager raw outputs on a shape image."""
     from yoloport.ops.decode import decode_raw
 
     proto, head, meta, _ = build_onnx(tiny, (128, 96), mode, batch=1, conf_thres=0.0, max_det=20)
-    x = np.random.default_rng(0).random((1, 3, 128, 96), dtype=np.float32)
+    x = shape_images(1, (128, 96))
     sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     outs = sess.run(None, {"images": x})
     with torch.no_grad():
@@ -307,7 +322,7 @@ def test_tiny_modes_match_host_decode(tiny, mode):
 def test_torch_decode_matches_numpy(tiny):
     from yoloport.ops.decode import decode_raw
 
-    x = torch.rand(2, 3, 64, 96)
+    x = torch.from_numpy(shape_images(2, (64, 96)))
     with torch.no_grad():
         _, raw = tiny(x)
     raw = [r.permute(0, 1, 4, 2, 3).reshape(2, -1, r.shape[2], r.shape[3]) for r in raw]
@@ -393,7 +408,7 @@ def test_fixture_raw_and_split_pass_rknn_lint(cases, mode):
 
 def test_simplify_and_opsets(tiny):
     pytest.importorskip("onnxslim")
-    x = np.random.default_rng(0).random((1, 3, 64, 64), dtype=np.float32)
+    x = shape_images(1, (64, 64))
     results = []
     for opset, simplify in ((11, False), (12, True), (19, True)):
         proto, *_ = build_onnx(tiny, (64, 64), "split", opset=opset, simplify=simplify)

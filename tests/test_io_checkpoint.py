@@ -156,6 +156,7 @@ def test_foreign_safetensors_and_newer_format(tmp_path):
         read_checkpoint(newer)
 
 
+@pytest.mark.fixtures
 def test_detect_ultralytics_and_torch_files(tmp_path):
     pt = tmp_path / "x.pt"
     torch.save({"w": torch.ones(1)}, pt)

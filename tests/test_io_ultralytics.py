@@ -39,6 +39,7 @@ def _fixture(name: str) -> Path:
 # ---------------------------------------------------------------------------------------------
 # real checkpoints
 # ---------------------------------------------------------------------------------------------
+@pytest.mark.fixtures
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_official_checkpoint(name):
     n_params, first_type, stem_key, has_anchor_grid = EXPECTED[name]
@@ -68,6 +69,7 @@ def test_official_checkpoint(name):
     assert yaml_types == ck.module_types
 
 
+@pytest.mark.fixtures
 def test_checkpoint_is_loaded_without_ultralytics_code():
     ck_path = _fixture("yolov5n-v6.1.pt")
     before = set(sys.modules)
@@ -203,6 +205,7 @@ def test_not_a_checkpoint(tmp_path):
         read_ultralytics_checkpoint(plain_zip)
 
 
+@pytest.mark.fixtures
 def test_truncated_checkpoint(tmp_path):
     src = _fixture("yolov5n-v6.1.pt")
     data = src.read_bytes()

@@ -299,9 +299,28 @@ def test_dynamic_batch_is_an_error_for_rknn_only(x):
     rknn = lint_model(model, "rknn")
     dyn = _fired(rknn, "dynamic-shape", "error")
     assert dyn and dyn[0].nodes == ["images"]
-    assert "op-restriction" not in rknn.rule_ids() or _fired(rknn, "op-restriction", "warning")
+    assert "op-restriction" not in rknn.rule_ids()  # no batch-1-only op in this head
     ort = lint_model(model, "onnxruntime")
     assert ort.ok and _fired(ort, "dynamic-shape", "info")
+
+
+def test_batch1_only_op_with_dynamic_batch_warns_for_rknn(x):
+    """A batch-1-only op (Softmax) under a batch that is not 1: an op-restriction warning naming it;
+    the same graph at batch 1 has none."""
+
+    class SoftmaxHead(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, 2, 1)
+
+        def forward(self, t):
+            return torch.softmax(self.conv(t), 1)
+
+    torch.manual_seed(0)
+    dyn = lint_model(export(SoftmaxHead(), x, opset=12, dynamic_batch=True), "rknn")
+    warn = _fired(dyn, "op-restriction", "warning")
+    assert len(warn) == 1 and warn[0].message.startswith("Softmax") and warn[0].nodes
+    assert "op-restriction" not in lint_model(export(SoftmaxHead(), x, opset=12), "rknn").rule_ids()
 
 
 def test_opset_range():

@@ -101,11 +101,27 @@ def test_loss_lower_for_a_good_prediction_and_gradients_flow():
 
 
 def test_label_smoothing_raises_the_floor_of_class_loss():
+    """Without smoothing a perfectly confident, correct class prediction costs ~0; with smoothing 0.2
+    (targets 0.9 / 0.1) it costs more, and the cheapest prediction is the smoothed target itself,
+    whose class loss (the floor) is above zero."""
     model = tiny_model(nc=3).train()
     x = torch.rand(1, 3, 64, 64)
     t = torch.tensor([[0, 1, 0.5, 0.5, 0.4, 0.4]])
     with torch.no_grad():
         p = model(x)
-        _, a = ComputeLoss(model, dict(HYP, label_smoothing=0.0))(p, t)
-        _, b = ComputeLoss(model, dict(HYP, label_smoothing=0.2))(p, t)
-    assert a[2] != b[2] and a[0] == b[0] and a[1] == b[1]
+
+    def cls_loss(logit_scale, smoothing):
+        q = [o.clone() for o in p]
+        for o in q:  # every cell predicts class 1 with logits +s, the others -s
+            o[..., 5:] = -logit_scale
+            o[..., 6] = logit_scale
+        with torch.no_grad():
+            _, items = ComputeLoss(model, dict(HYP, label_smoothing=smoothing))(q, t)
+        return float(items[2])
+
+    assert cls_loss(20.0, 0.0) < 1e-6
+    floor = math.log(0.9 / 0.1)  # logit of the smoothed target 0.9 (and -logit of 0.1)
+    at_floor = cls_loss(floor, 0.2)
+    assert at_floor > 1e-3  # the floor is above zero
+    assert cls_loss(20.0, 0.2) > at_floor + 1e-3  # over-confidence now costs
+    assert at_floor < min(cls_loss(0.8 * floor, 0.2), cls_loss(1.25 * floor, 0.2))  # the minimum is at the target

@@ -1,8 +1,8 @@
 """``yoloport.analysis.profile`` and ``yoloport profile``: per-op-type tables from the runtimes' own
-profilers. Tables are checked for structure (rows sum to the total, the Focus stem has its own row),
-never for timings."""
+profilers. Tables are checked for structure against the graph itself (every node of the graph
+profiled once, each op type's row counts its nodes, the Focus stem has its own row), never for
+timings."""
 import json
-import math
 
 import numpy as np
 import pytest
@@ -41,11 +41,11 @@ def images():
 
 
 def _check_sums(table):
+    """Structure only. (Rows summing to the total and ratios to 1 hold by construction - the table
+    aggregates its own nodes - so they are not checked; ``_check_against_graph`` checks the nodes.)"""
     rows = table.rows
     assert rows, "empty profile"
-    assert math.isclose(sum(r.time_us for r in rows), table.total, rel_tol=1e-9)
-    assert math.isclose(sum(r.ratio for r in rows), 1.0, rel_tol=1e-9)
-    assert sum(r.count for r in rows) == len(table.nodes)
+    assert all(r.time_us >= 0 and r.count >= 1 for r in rows)
     assert [r.time_us for r in rows] == sorted((r.time_us for r in rows), reverse=True)
     text = table.format(per_node=True)
     assert "layer type" in text and "total" in text and "100.0%" in text
@@ -56,6 +56,20 @@ def _labels(table):
     return {r.layer for r in table.rows}
 
 
+def _check_against_graph(table, onnx_path):
+    """An unoptimised ORT profile ran every node of the ONNX graph exactly once per run: its nodes
+    are the graph's computing nodes, and each op type's count is the graph's count of that type."""
+    import collections
+
+    import onnx
+
+    # Constant nodes become initializers when ORT loads the graph, at every level
+    graph = [n for n in onnx.load(str(onnx_path)).graph.node if n.op_type != "Constant"]
+    assert sorted(n.name for n in table.nodes) == sorted(n.name for n in graph)
+    by_type = collections.Counter(n.op_type for n in graph)
+    assert table.row("Conv").count == by_type["Conv"]
+
+
 def test_onnxruntime_table_sums_and_focus_row(onnx_pair, images):
     focus, conv = onnx_pair
     t = prof.profile_artifact("onnxruntime", focus, images, runs=2, threads=1, warmup=1)
@@ -64,8 +78,10 @@ def test_onnxruntime_table_sums_and_focus_row(onnx_pair, images):
     assert any(label.endswith("(Focus)") for label in _labels(t))  # ORT fuses the slices: SpaceToDepth + Gather
     raw = prof.profile_artifact("onnxruntime", focus, images, runs=1, threads=1, warmup=1, opt_level="none")
     _check_sums(raw)
+    _check_against_graph(raw, focus)
     assert raw.row("Slice (Focus)").count == 6  # the graph as exported: Focus' strided slices
     after = prof.profile_artifact("onnxruntime", conv, images, runs=1, threads=1, warmup=1, opt_level="none")
+    _check_against_graph(after, conv)
     assert not any("Focus" in label or label == "Slice" for label in _labels(after))
 
 
@@ -182,7 +198,7 @@ def test_cli_profile_writes_json(tmp_path, v5_ckpt, capsys):
     assert rc == 0
     doc = json.loads(out.read_text())
     assert doc["backend"] == "onnxruntime" and doc["input_shape"] == [1, 3, 128, 128]
-    assert math.isclose(sum(r["ratio"] for r in doc["rows"]), 1.0, rel_tol=1e-9) and doc["nodes"]
+    assert doc["nodes"] and {r["layer"] for r in doc["rows"]} == {n["label"] for n in doc["nodes"]}
     assert "total" in capsys.readouterr().out
 
 

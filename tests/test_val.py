@@ -123,6 +123,7 @@ def test_coco80_to_91_table():
 
 
 # ------------------------------------------------------------------------------------- COCO128
+@pytest.mark.fixtures
 def test_coco128_counts():
     cfg = load_data_yaml(fixture_path("coco128/coco128.yaml"))
     ds = ValDataset(cfg.split("val"), cfg.nc)
