@@ -269,7 +269,8 @@ def evaluate_wider_folder(runner, folder, img_size: int = 640, conf_thres: float
     if not getattr(runner.head, "nkpt", 0):
         raise YoloportError("WIDER FACE evaluation needs a face model (a head with landmarks); this model has none")
     gt = load_wider_ground_truth(folder / "ground_truth")
-    prepare = partial(face_input, img_size=img_size, pre_resize=False)
+    # a fixed-shape artifact takes the one letterbox to its input size; any-shape runners upstream's
+    prepare = None if getattr(runner, "input_hw", None) else partial(face_input, img_size=img_size, pre_resize=False)
     preds, nme, n_preds = {}, [], 0
     for ev in gt.events:
         for name in gt.images[ev]:
