@@ -153,3 +153,12 @@ def test_val_task_face_with_a_detector_is_one_clear_message(capsys):
     rc = main(["val", "--task", "face", "--weights", "yolov5n", "--data", str(data)])
     err = capsys.readouterr().err
     assert rc != 0 and "needs a face model" in err and "Traceback" not in err
+
+
+def test_face_model_given_to_detector_val_is_one_clear_message(capsys, tmp_path):
+    from yoloport.cli import main
+
+    weights = fixture_path("face/weights/yolov5n-0.5.pt")
+    rc = main(["val", "--weights", str(weights), "--data", str(tmp_path / "none.yaml"), "--project", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc != 0 and "face model" in err and "--task face" in err and "Traceback" not in err

@@ -67,6 +67,11 @@ def run(args: argparse.Namespace) -> int:
     runner = make_runner(s, model, for_val=True)
     if s.task == "face":
         return _run_face(s, model, runner)
+    if getattr(runner.head, "nkpt", 0):
+        raise YoloportError(
+            "this is a face model (a head with landmarks): validate it with --task face on a WIDER FACE folder "
+            "(mAP on 15-column YOLO face labels is not supported yet)"
+        )
     size = s.img_size
     fixed = tuple(runner.input_hw) if runner.input_hw else None
     if size is not None and len(size) == 2 and fixed is None:
