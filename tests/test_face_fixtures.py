@@ -162,3 +162,33 @@ def test_face_model_given_to_detector_val_is_one_clear_message(capsys, tmp_path)
     rc = main(["val", "--weights", str(weights), "--data", str(tmp_path / "none.yaml"), "--project", str(tmp_path)])
     err = capsys.readouterr().err
     assert rc != 0 and "face model" in err and "--task face" in err and "Traceback" not in err
+
+
+def test_api_predict_and_detect_command_carry_landmarks(face_model, face_ref, tmp_path, capsys):
+    from yoloport.api import Model
+    from yoloport.cli import main
+
+    ref = face_ref["detections_detect_face_84bc943"]["images"][1]
+    src = fixture_path(f"face/{ref['image']}")
+    (r,) = Model(face_model).predict(str(src), img_size=640, conf=0.25, iou=0.5)
+    _check_against(r, ref["detections_unrounded"], ref["network_input_hw (letterbox auto, pad to x64, value 114)"])
+
+    out = tmp_path / "det"
+    assert main(["detect", "--weights", str(fixture_path("face/weights/yolov5n-0.5.pt")), "--source", str(src),
+                 "--iou-thres", "0.5", "--save-dir", str(out)]) == 0
+    doc = json.loads((out / "detections.json").read_text())
+    d0 = doc["images"][0]["detections"]
+    assert len(d0) == len(ref["detections_unrounded"]) and len(d0[0]["landmarks"]) == 5
+    line = (out / "labels" / f"{src.stem}.txt").read_text().split()
+    assert len(line) == 6 + 10  # cls xc yc w h conf, then 5 normalised landmarks
+    annotated = cv2.imread(str(out / src.name))
+    assert annotated is not None and annotated.shape[:2] == tuple(doc["images"][0]["orig_hw"])
+
+
+def test_task_face_on_a_detector_is_one_clear_message(capsys, tmp_path):
+    from yoloport.cli import main
+
+    src = next(fixture_path("face/landmarks_train/images").rglob("*.jpg"))
+    rc = main(["detect", "--task", "face", "--weights", "yolov5n", "--source", str(src), "--save-dir", str(tmp_path / "d")])
+    err = capsys.readouterr().err
+    assert rc != 0 and "needs a face model" in err

@@ -158,19 +158,9 @@ def _claim_outputs(s, files: list[Path]) -> tuple[Path, dict]:
 
 def _face_prepare(s, runner, img_hw):
     """yolov5-face's preprocessing for ``--task face`` (the default for a landmark head), else None."""
-    nkpt = getattr(runner.head, "nkpt", 0)
-    task = s.task or ("face" if nkpt else "detect")
-    if task != "face":
-        return None
-    if not nkpt:
-        raise YoloportError("--task face needs a face model (a head with landmarks, e.g. a yolov5-face checkpoint)")
-    if getattr(runner, "input_hw", None):
-        return None  # a fixed-shape artifact: the one letterbox to its input size
-    from functools import partial
+    from ..engine.face import face_prepare_for
 
-    from ..engine.face import face_input
-
-    return partial(face_input, img_size=max(img_hw), pre_resize=True)
+    return face_prepare_for(runner, img_hw, s.task)
 
 
 def _zip_frames(frames, runner, img_hw, s, prepare=None):

@@ -40,3 +40,23 @@ def face_input(im_bgr: np.ndarray, img_size: int = 640, pre_resize: bool = True)
     gain = min(input_hw[0] / orig_hw[0], input_hw[1] / orig_hw[1])
     pad = ((input_hw[1] - orig_hw[1] * gain) / 2, (input_hw[0] - orig_hw[0] * gain) / 2)
     return to_input(boxed), LetterboxMeta(orig_hw, input_hw, gain, pad)
+
+
+def face_prepare_for(runner, img_size_hw: tuple[int, int], task: str | None = None):
+    """The ``prepare`` :func:`yoloport.engine.predict.detect_image` takes for ``runner``: yolov5-face's
+    protocol (long side resized to ``max(img_size_hw)``, padding to 64) when ``task`` is ``'face'``, or
+    by default when the head has landmarks; None (the usual letterbox) otherwise, and for a fixed-shape
+    artifact, which takes the one letterbox to its input size. ``task='face'`` on a head without
+    landmarks is an error."""
+    from functools import partial
+
+    from ..errors import YoloportError
+
+    nkpt = getattr(runner.head, "nkpt", 0)
+    if (task or ("face" if nkpt else "detect")) != "face":
+        return None
+    if not nkpt:
+        raise YoloportError("--task face needs a face model (a head with landmarks, e.g. a yolov5-face checkpoint)")
+    if getattr(runner, "input_hw", None):
+        return None
+    return partial(face_input, img_size=max(img_size_hw), pre_resize=True)
