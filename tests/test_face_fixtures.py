@@ -192,3 +192,12 @@ def test_task_face_on_a_detector_is_one_clear_message(capsys, tmp_path):
     rc = main(["detect", "--task", "face", "--weights", "yolov5n", "--source", str(src), "--save-dir", str(tmp_path / "d")])
     err = capsys.readouterr().err
     assert rc != 0 and "needs a face model" in err
+
+
+def test_val_on_fifteen_column_labels_gives_map_and_nme(face_runner):
+    from yoloport.engine.face_val import evaluate_face_labels
+
+    res = evaluate_face_labels(face_runner, fixture_path("face/landmarks_train"))
+    assert res["images"] == 1 and res["labels"] == 1
+    assert res["mAP50"] > 0.9 and res["nme_faces"] == 1
+    assert 0.005 < res["NME"] < 0.05

@@ -238,14 +238,20 @@ def read_landmark_labels(path: Path, orig_hw: tuple[int, int], nkpt: int = 5):
         if len(vals) != 5 + 2 * nkpt:
             raise YoloportError(f"{path}:{n}: a face label has {5 + 2 * nkpt} values (class, box, {nkpt} x/y pairs), got {len(vals)}")
         try:
-            rows.append([float(v) for v in vals])
+            row = [float(v) for v in vals]
         except ValueError:
             raise YoloportError(f"{path}:{n}: not a number in {line!r}") from None
+        pts = np.asarray(row[5:]).reshape(nkpt, 2)
+        given = ~(pts == -1).all(1)
+        if not all(0 <= v <= 1 for v in row[1:5]) or ((pts[given] < 0) | (pts[given] > 1)).any():
+            raise YoloportError(f"{path}:{n}: box or landmark outside the image (normalised values must be in 0..1, "
+                                f"-1 -1 for a missing landmark): {line.strip()!r}")
+        rows.append(row)
     a = np.asarray(rows, np.float64).reshape(-1, 5 + 2 * nkpt)
     cx, cy, bw, bh = a[:, 1] * w, a[:, 2] * h, a[:, 3] * w, a[:, 4] * h
     xyxy = np.stack((cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2), 1)
     k = a[:, 5:].reshape(-1, nkpt, 2)
-    missing = (k < 0).any(-1, keepdims=True)
+    missing = (k == -1).all(-1, keepdims=True)
     kpts = np.where(missing, -1.0, k * np.array([w, h]))
     return xyxy, kpts
 
