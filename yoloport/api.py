@@ -56,14 +56,17 @@ class Model:
         """Detect on ``source`` (path, folder, glob, video, a BGR numpy image or a list of them).
 
         ``img_size`` is one int or ``(w, h)``. Returns one :class:`Detections` per image with
-        ``xyxy [N, 4]`` (original pixels), ``conf [N]``, ``cls [N]`` and ``names``.
+        ``xyxy [N, 4]`` (original pixels), ``conf [N]``, ``cls [N]`` and ``names``; a face model
+        (landmark head) adds ``landmarks [N, 5, 2]`` and uses yolov5-face's input protocol.
         """
         from .data.sources import iter_frames, resolve_source
+        from .engine.face import face_prepare_for
         from .engine.predict import detect_image
 
         runner = self.runner(backend, artifact)
         hw = parse_img_size(img_size, runner.stride, warn=None)
-        kw = dict(conf=conf, iou=iou, classes=classes, agnostic=agnostic, max_det=max_det)
+        kw = dict(conf=conf, iou=iou, classes=classes, agnostic=agnostic, max_det=max_det,
+                  prepare=face_prepare_for(runner, hw))
         if isinstance(source, np.ndarray):
             return [detect_image(runner, source, hw, **kw)]
         if isinstance(source, (list, tuple)) and source and isinstance(source[0], np.ndarray):

@@ -41,11 +41,15 @@ def model_from_state(yaml_dict: dict, state_dict: dict, names=None, stride=None,
 
 
 def load_ultralytics(path: Path) -> DetectionModel:
-    from .io.ultralytics import read_ultralytics_checkpoint
+    """An Ultralytics YOLOv5 or yolov5-face ``.pt`` (the head's keypoint count becomes the YAML's ``nkpt``)."""
+    from .io.yolov5_face import read_face_checkpoint
 
-    ck = read_ultralytics_checkpoint(path)
-    model = model_from_state(ck.yaml, ck.state_dict, names=ck.names, stride=ck.stride, activation=ck.activation)
+    ck, yaml_dict = read_face_checkpoint(path)
+    model = model_from_state(yaml_dict, ck.state_dict, names=ck.names, stride=ck.stride, activation=ck.activation)
     model.source = {"format": "ultralytics", "path": str(path), **(ck.source or {})}
+    if model.detect.nkpt:
+        model.source["family"] = "yolov5-face"
+    model.source["param_count"] = ck.param_count
     return model
 
 
@@ -55,7 +59,10 @@ def load_yoloport(path: Path) -> DetectionModel:
     state_dict, meta = read_checkpoint(path)
     if "yaml" not in meta:
         raise YoloportError(f"{path} is a safetensors file without yoloport metadata (no model yaml)")
-    model = model_from_state(meta["yaml"], state_dict, names=meta.get("names"), stride=meta.get("stride"))
+    yaml_dict = meta["yaml"]
+    if meta.get("nkpt") and yaml_dict.get("nkpt", meta["nkpt"]) != meta["nkpt"]:
+        raise YoloportError(f"{path}: metadata says {meta['nkpt']} keypoints but its model yaml says {yaml_dict.get('nkpt')}")
+    model = model_from_state(yaml_dict, state_dict, names=meta.get("names"), stride=meta.get("stride"))
     if meta.get("img_size"):
         model.img_size = tuple(meta["img_size"])
     model.source = {"format": "yoloport", "path": str(path), **{k: meta[k] for k in ("created", "origin") if k in meta}}
@@ -72,6 +79,7 @@ def checkpoint_meta(model: DetectionModel, **extra) -> dict:
         "nc": model.nc,
         "stride": model.stride.tolist(),
         "anchors_px": model.detect.anchors_px().tolist(),
+        "nkpt": model.detect.nkpt,
         "img_size": list(model.img_size) if model.img_size else None,
     }
     meta.update(extra)

@@ -1,7 +1,8 @@
 """``yoloport detect``: detection on an image, a folder, a glob or a video, on any backend.
 
 Saves annotated images (or video), YOLO txt labels with confidences (``cls xc yc w h conf``,
-normalised) and one ``detections.json`` with everything.
+normalised; a face model appends its landmarks ``x1 y1 ... x5 y5``, normalised) and one
+``detections.json`` with everything (landmarks in pixels).
 """
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ DEFAULTS = {
     "nosave": False,
     "save_txt": True,
     "backend": "torch",
+    "task": None,
 }
 
 
@@ -60,12 +62,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", default=None,
                    help="with an existing folder, replace files of the same name (never the source images)")
     p.add_argument("--nosave", action="store_true", default=None, help="do not save annotated images")
+    p.add_argument("--task", choices=("detect", "face"),
+                   help="face: yolov5-face's input protocol (long side resized, letterbox padded to 64) and landmarks; "
+                        "the default for a model with a landmark head")
     add_backend_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..data.sources import iter_frames, resolve_source
-    from ..engine.draw import draw_detections
+    from ..engine.draw import draw_detections, draw_landmarks
 
     s = resolve_settings(args, DEFAULTS)
     if not 0 <= s.conf_thres <= 1 or not 0 <= s.iou_thres <= 1:
@@ -75,19 +80,22 @@ def run(args: argparse.Namespace) -> int:
     files = resolve_source(source)
     runner = make_runner(s, model)
     img_hw = img_size_from_settings(s, model, runner.stride)
+    prepare = _face_prepare(s, runner, img_hw)
     save_dir, out_stem = _claim_outputs(s, files)
 
     skipped: list[str] = []
     results, writers = [], {}
     n_det = 0
     try:
-        for fr, det in _zip_frames(iter_frames(files, skipped), runner, img_hw, s):
+        for fr, det in _zip_frames(iter_frames(files, skipped), runner, img_hw, s, prepare):
             results.append(det.to_dict())
             n_det += len(det)
             stem = out_stem[fr.path] if fr.frame is None else f"{out_stem[fr.path]}_{fr.frame}"
             _write_labels(save_dir / "labels" / f"{stem}.txt", det)
             if not s.nosave:
                 im = draw_detections(fr.image, det.xyxy, det.conf, det.cls, det.names)
+                if det.landmarks is not None:
+                    draw_landmarks(im, det.landmarks)
                 if fr.frame is None:
                     cv2.imwrite(str(save_dir / f"{stem}{fr.path.suffix}"), im)
                 else:
@@ -148,13 +156,20 @@ def _claim_outputs(s, files: list[Path]) -> tuple[Path, dict]:
     return save_dir, out_stem
 
 
-def _zip_frames(frames, runner, img_hw, s):
+def _face_prepare(s, runner, img_hw):
+    """yolov5-face's preprocessing for ``--task face`` (the default for a landmark head), else None."""
+    from ..engine.face import face_prepare_for
+
+    return face_prepare_for(runner, img_hw, s.task)
+
+
+def _zip_frames(frames, runner, img_hw, s, prepare=None):
     from ..engine.predict import detect_image
 
     for fr in frames:
         det = detect_image(
             runner, fr.image, img_hw, s.conf_thres, s.iou_thres, s.classes, bool(s.agnostic_nms), s.max_det,
-            path=str(fr.path), frame=fr.frame,
+            path=str(fr.path), frame=fr.frame, prepare=prepare,
         )
         yield fr, det
 
@@ -171,6 +186,9 @@ def _write_labels(path: Path, det) -> None:
         return
     xywhn = xyxy2xywhn(det.xyxy.astype(np.float64), w, h)
     lines = [f"{int(c)} {b[0]:.6f} {b[1]:.6f} {b[2]:.6f} {b[3]:.6f} {p:.6f}" for c, b, p in zip(det.cls, xywhn, det.conf)]
+    if det.landmarks is not None:  # then the landmarks, normalised: x1 y1 ... xK yK
+        pts = det.landmarks.astype(np.float64) / np.array([w, h])
+        lines = [line + "".join(f" {v:.6f}" for v in p.reshape(-1)) for line, p in zip(lines, pts)]
     path.write_text("\n".join(lines) + "\n")
 
 

@@ -32,6 +32,7 @@ DEFAULTS = {
     "overwrite": False,
     "no_rect": False,
     "strict_labels": False,
+    "task": "detect",
 }
 
 
@@ -50,6 +51,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--save-json", dest="save_json", action="store_true", default=None, help="save predictions as COCO JSON")
     p.add_argument("--strict-labels", dest="strict_labels", action="store_true", default=None,
                    help="stop on a malformed label line instead of reporting and skipping it")
+    p.add_argument("--task", choices=("detect", "face"),
+                   help="face: on --data FOLDER with images/<event>/*.jpg and ground_truth/wider_*_val.mat, WIDER FACE "
+                        "easy/medium/hard AP (official protocol); with images/ and labels/ (15-column face labels), "
+                        "mAP@0.5; landmark NME where labels have landmarks")
     p.add_argument("--project", help="parent of the run folder (runs/val)")
     p.add_argument("--name", help="run folder name (exp)")
     p.add_argument("--exist-ok", dest="exist_ok", action="store_true", default=None,
@@ -75,6 +80,13 @@ def run(args: argparse.Namespace) -> int:
     s = resolve_settings(args, DEFAULTS)
     model = load_model_from_settings(s)
     runner = make_runner(s, model, for_val=True)
+    if s.task == "face":
+        return _run_face(s, model, runner)
+    if getattr(runner.head, "nkpt", 0):
+        raise YoloportError(
+            "this is a face model (a head with landmarks): validate it with --task face on a WIDER FACE folder "
+            "(mAP on 15-column YOLO face labels is not supported yet)"
+        )
     size = s.img_size
     fixed = tuple(runner.input_hw) if runner.input_hw else None
     if size is not None and len(size) == 2 and fixed is None:
@@ -99,5 +111,42 @@ def run(args: argparse.Namespace) -> int:
     results["weights"] = str(getattr(model, "source", {}).get("path", "")) if getattr(model, "source", None) else None
     print(format_val_table(results))
     write_text_atomic(save_dir / "val.json", json.dumps(results, indent=1, default=str))
+    print(f"results saved to {save_dir}")
+    return 0
+
+
+def _run_face(s, model, runner) -> int:
+    """``--task face``: WIDER FACE AP (easy / medium / hard) when ``--data FOLDER`` has the official
+    ``ground_truth/``, else mAP on its 15-column YOLO face labels; landmark NME where labels have them."""
+    from ..engine.widerface import evaluate_wider_folder
+
+    if not getattr(runner.head, "nkpt", 0):
+        raise YoloportError("--task face needs a face model (a head with landmarks, e.g. a yolov5-face checkpoint)")
+    if not s.data or not Path(s.data).is_dir():
+        raise YoloportError("--task face needs --data FOLDER: images/<event>/*.jpg with ground_truth/wider_*_val.mat "
+                            "(WIDER FACE AP), or images/ and labels/ with 15-column face labels (mAP@0.5, NME)")
+    size = s.img_size[0] if s.img_size else 640
+    save_dir = increment_path(Path(s.project) / s.name, exist_ok=bool(s.exist_ok))
+    wider = (Path(s.data) / "ground_truth").is_dir()
+    if wider:  # upstream test_widerface.py's defaults unless given
+        conf = 0.02 if s.conf_thres == DEFAULTS["conf_thres"] else s.conf_thres
+        iou = 0.5 if s.iou_thres == DEFAULTS["iou_thres"] else s.iou_thres
+        res = evaluate_wider_folder(runner, s.data, img_size=size, conf_thres=conf, iou_thres=iou)
+    else:
+        from ..engine.face_val import evaluate_face_labels
+
+        conf, iou = s.conf_thres, s.iou_thres
+        res = evaluate_face_labels(runner, s.data, img_size=size, conf_thres=conf, iou_thres=iou, max_det=s.max_det)
+    res.update(backend=runner.backend, img_size=size, conf_thres=conf, iou_thres=iou,
+               weights=str(getattr(model, "source", {}).get("path", "")) if getattr(model, "source", None) else None)
+    nme = "n/a (no landmark labels)" if res["NME"] is None else f"{res['NME']:.4f} ({res['nme_faces']} faces)"
+    if wider:
+        ap = res["AP"]
+        print(f"{'images':>8} {'easy AP':>9} {'medium AP':>10} {'hard AP':>9}  NME")
+        print(f"{res['images']:>8} {ap['easy']:>9.4f} {ap['medium']:>10.4f} {ap['hard']:>9.4f}  {nme}")
+    else:
+        print(f"{'images':>8} {'labels':>7} {'mAP@0.5':>8} {'mAP@.5:.95':>11}  NME")
+        print(f"{res['images']:>8} {res['labels']:>7} {res['mAP50']:>8.4f} {res['mAP50_95']:>11.4f}  {nme}")
+    write_text_atomic(save_dir / "val.json", json.dumps(res, indent=1, default=str))
     print(f"results saved to {save_dir}")
     return 0

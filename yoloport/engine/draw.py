@@ -34,3 +34,17 @@ def draw_detections(image_bgr: np.ndarray, xyxy, conf, cls, names, line_width: i
         org = (p1[0], p1[1] - 2 if outside else p1[1] + h + 2)
         cv2.putText(im, label, org, 0, lw / 3, (255, 255, 255), thickness=tf, lineType=cv2.LINE_AA)
     return im
+
+
+#: BGR colours of the five face landmarks (left eye, right eye, nose, left and right mouth corner).
+LANDMARK_COLORS = [(0, 0, 255), (0, 255, 0), (255, 0, 0), (0, 255, 255), (255, 255, 0)]
+
+
+def draw_landmarks(image_bgr: np.ndarray, landmarks, radius: int | None = None) -> np.ndarray:
+    """``image_bgr`` with ``landmarks [N, K, 2]`` (pixels) drawn as filled dots, one colour per point
+    index (drawn in place; returns the image)."""
+    r = radius or max(round(sum(image_bgr.shape[:2]) / 2 * 0.003), 2)
+    for pts in np.asarray(landmarks).reshape(len(landmarks), -1, 2):
+        for k, (x, y) in enumerate(pts):
+            cv2.circle(image_bgr, (int(round(x)), int(round(y))), r, LANDMARK_COLORS[k % len(LANDMARK_COLORS)], -1, cv2.LINE_AA)
+    return image_bgr

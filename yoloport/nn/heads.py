@@ -44,6 +44,13 @@ def export_forward(det, feats: list[torch.Tensor]):
     """Dispatch on ``det.export_mode``; options come from ``det.export_options``."""
     mode = det.export_mode
     opts = det.export_options or {}
+    if getattr(det, "nkpt", 0) and (mode != "raw" or opts.get("sigmoid")):
+        from ..errors import YoloportError
+
+        raise YoloportError(
+            f"a landmark head ({det.nkpt} keypoints) exports in the plain raw mode only so far; "
+            f"the {mode!r} mode{' with the sigmoid in the graph' if mode == 'raw' else ''} does not carry landmarks yet"
+        )
     if mode == "raw":
         return raw_forward(det, feats, sigmoid=bool(opts.get("sigmoid", False)))
     if mode == "split":

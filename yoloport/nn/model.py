@@ -27,6 +27,7 @@ from .modules import (
     Detect,
     Focus,
 )
+from .face_modules import BlazeBlock, DoubleBlazeBlock, ShuffleV2Block, StemBlock
 
 CFG_DIR = Path(__file__).parent / "cfg"
 
@@ -44,8 +45,12 @@ MODULES = {
     "nn.Upsample": nn.Upsample,
     "Upsample": nn.Upsample,
     "nn.BatchNorm2d": nn.BatchNorm2d,
+    "StemBlock": StemBlock,
+    "ShuffleV2Block": ShuffleV2Block,
+    "BlazeBlock": BlazeBlock,
+    "DoubleBlazeBlock": DoubleBlazeBlock,
 }
-CHANNEL_MODULES = (Conv, Bottleneck, BottleneckCSP, C3, Focus, SPP, SPPF)
+CHANNEL_MODULES = (Conv, Bottleneck, BottleneckCSP, C3, Focus, SPP, SPPF, StemBlock, ShuffleV2Block, BlazeBlock, DoubleBlazeBlock)
 REPEAT_INSIDE = (BottleneckCSP, C3)
 
 
@@ -91,10 +96,20 @@ def _resolve_arg(a, nc, anchors):
     return a
 
 
+def head_keypoints(d: dict) -> int:
+    """The number of keypoints (landmarks) per box a model YAML's head predicts: its ``nkpt`` key
+    (``5`` for yolov5-face), ``0`` for a plain detector."""
+    k = d.get("nkpt", 0) or 0
+    if not isinstance(k, int) or isinstance(k, bool) or k < 0:
+        raise YoloportError(f"model config: nkpt must be a non-negative integer (keypoints per box), got {k!r}")
+    return k
+
+
 def parse_model(d: dict, ch: list[int]) -> tuple[nn.Sequential, list[int]]:
     """Build the layer list; returns ``(nn.Sequential, save)`` where ``save`` lists the layers whose
     outputs later layers read."""
     anchors, nc = d["anchors"], d["nc"]
+    nkpt = head_keypoints(d)
     gd, gw = d.get("depth_multiple", 1.0), d.get("width_multiple", 1.0)
     ActivationDefault.spec = d.get("activation") or "SiLU"
     na = (len(anchors[0]) // 2) if isinstance(anchors, list) else anchors
@@ -124,7 +139,10 @@ def parse_model(d: dict, ch: list[int]) -> tuple[nn.Sequential, list[int]]:
                 args[1] = [list(range(args[1] * 2))] * len(f)
         else:
             c2 = ch[f]
-        m_ = nn.Sequential(*(mod(*args) for _ in range(n))) if n > 1 else mod(*args)
+        if mod is Detect:
+            m_ = Detect(*args, nkpt=nkpt)
+        else:
+            m_ = nn.Sequential(*(mod(*args) for _ in range(n))) if n > 1 else mod(*args)
         m_.i, m_.f, m_.type = i, f, m.replace("nn.", "")
         m_.np = sum(x.numel() for x in m_.parameters())
         save.extend(x % i for x in ([f] if isinstance(f, int) else f) if x != -1)
@@ -191,7 +209,8 @@ class DetectionModel(nn.Module):
         for mi, s in zip(m.m, m.stride):
             b = mi.bias.view(m.na, -1)
             b.data[:, 4] += math.log(8 / (640 / s) ** 2)
-            b.data[:, 5 : 5 + m.nc] += math.log(0.6 / (m.nc - 0.99999)) if cf is None else torch.log(cf / cf.sum())
+            c0 = m.class_offset
+            b.data[:, c0 : c0 + m.nc] += math.log(0.6 / (m.nc - 0.99999)) if cf is None else torch.log(cf / cf.sum())
             mi.bias = nn.Parameter(b.view(-1), requires_grad=True)
 
     def info(self, img_size=640) -> dict:

@@ -176,7 +176,12 @@ class Concat(nn.Module):
 
 
 class Detect(nn.Module):
-    """YOLOv5 detection head: one 1x1 conv per level giving ``na * (5 + nc)`` channels.
+    """YOLOv5 detection head: one 1x1 conv per level giving ``na * no`` channels.
+
+    ``no = 5 + 2 * nkpt + nc``. A plain detector (``nkpt = 0``) orders each anchor's channels
+    ``x y w h obj cls...``; a keypoint head (yolov5-face, ``nkpt = 5``) ``x y w h obj k1x k1y ... cls...``:
+    the keypoints are not squashed by the sigmoid and decode as ``raw * anchor_px + cell * stride``.
+    Decoded rows always put keypoints last: ``x y w h obj cls... k1x k1y ...`` (pixels).
 
     ``anchors`` is a buffer ``[nl, na, 2]`` in grid units of each level (pixels / stride), as in
     Ultralytics checkpoints. Forward:
@@ -189,10 +194,11 @@ class Detect(nn.Module):
 
     stride: torch.Tensor | None = None
 
-    def __init__(self, nc=80, anchors=(), ch=(), inplace=True):
+    def __init__(self, nc=80, anchors=(), ch=(), inplace=True, nkpt: int = 0):
         super().__init__()
         self.nc = nc
-        self.no = nc + 5
+        self.nkpt = int(nkpt)
+        self.no = nc + 5 + 2 * self.nkpt
         self.nl = len(anchors)
         self.na = len(anchors[0]) // 2
         self.register_buffer("anchors", torch.tensor(anchors, dtype=torch.float32).view(self.nl, -1, 2))
@@ -200,6 +206,11 @@ class Detect(nn.Module):
         self.inplace = inplace
         self.export_mode: str | None = None
         self.export_options: dict = {}
+
+    @property
+    def class_offset(self) -> int:
+        """Channel of the first class score in each anchor's raw outputs (after the keypoints)."""
+        return 5 + 2 * self.nkpt
 
     def anchors_px(self) -> torch.Tensor:
         """``[nl, na, 2]`` anchors in input pixels."""
@@ -228,4 +239,8 @@ class Detect(nn.Module):
         anchor = (self.anchors[i] * self.stride[i]).view(1, na, 1, 1, 2).to(y.dtype)
         xy = (y[..., 0:2] * 2 - 0.5 + grid) * self.stride[i]
         wh = (y[..., 2:4] * 2) ** 2 * anchor
-        return torch.cat((xy, wh, y[..., 4:]), -1).view(b, -1, no)
+        if not self.nkpt:
+            return torch.cat((xy, wh, y[..., 4:]), -1).view(b, -1, no)
+        c0 = self.class_offset
+        kpt = x[..., 5:c0].reshape(b, na, h, w, self.nkpt, 2) * anchor.unsqueeze(-2) + (grid * self.stride[i]).unsqueeze(-2)
+        return torch.cat((xy, wh, y[..., 4:5], y[..., c0:], kpt.reshape(b, na, h, w, -1)), -1).view(b, -1, no)

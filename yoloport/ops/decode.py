@@ -21,6 +21,8 @@ import math
 
 import numpy as np
 
+from .keypoints import decode_keypoints, keypoints_last
+
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
     """Logistic function in float32 (``exp`` overflow for very negative inputs correctly gives 0)."""
@@ -43,9 +45,16 @@ def level_to_bhwc(raw: np.ndarray, na: int) -> np.ndarray:
     return raw.reshape(b, na, c // na, h, w).transpose(0, 1, 3, 4, 2)
 
 
-def decode_level(raw: np.ndarray, anchors_px: np.ndarray, stride: float, sigmoid_applied: bool = False) -> np.ndarray:
-    """Decode one level ``[B, na*no, H, W]`` with ``anchors_px: [na, 2]`` -> ``[B, na*H*W, no]``."""
+def decode_level(
+    raw: np.ndarray, anchors_px: np.ndarray, stride: float, sigmoid_applied: bool = False, nkpt: int = 0
+) -> np.ndarray:
+    """Decode one level ``[B, na*no, H, W]`` with ``anchors_px: [na, 2]`` -> ``[B, na*H*W, no]``.
+
+    With ``nkpt`` keypoints (channels ``5 .. 5+2*nkpt`` of each anchor, never squashed), rows are
+    ``x y w h obj cls... k1x k1y ...`` (:mod:`yoloport.ops.keypoints`)."""
     na = len(anchors_px)
+    if nkpt:
+        return _decode_level_keypoints(raw, anchors_px, stride, sigmoid_applied, nkpt)
     y = level_to_bhwc(np.asarray(raw, dtype=np.float32), na)
     if not sigmoid_applied:
         y = sigmoid(y)
@@ -60,17 +69,33 @@ def decode_level(raw: np.ndarray, anchors_px: np.ndarray, stride: float, sigmoid
     return out.reshape(b, na * h * w, no)
 
 
+def _decode_level_keypoints(raw, anchors_px, stride, sigmoid_applied: bool, nkpt: int) -> np.ndarray:
+    """:func:`decode_level` of a keypoint head -> ``[B, na*H*W, 5 + nc + 2*nkpt]`` (keypoints last).
+    ``sigmoid_applied`` means the graph squashed every channel but the keypoints."""
+    na = len(anchors_px)
+    x = level_to_bhwc(np.asarray(raw, dtype=np.float32), na)  # [B, na, H, W, no]
+    y = x.astype(np.float32, copy=True) if sigmoid_applied else sigmoid(x)
+    b, _, h, w, no = y.shape
+    grid = make_grid(h, w)[None, None]
+    anchor = np.asarray(anchors_px, dtype=np.float32).reshape(1, na, 1, 1, 2)
+    c0 = 5 + 2 * nkpt
+    y[..., 0:2] = (y[..., 0:2] * 2 - 0.5 + grid) * np.float32(stride)
+    y[..., 2:4] = (y[..., 2:4] * 2) ** 2 * anchor
+    y[..., 5:c0] = decode_keypoints(x[..., 5:c0], grid, anchor, stride)
+    return keypoints_last(y, nkpt).reshape(b, na * h * w, no)
+
+
 def decode_raw(
-    outputs: list[np.ndarray], anchors_px: np.ndarray, strides, sigmoid_applied: bool = False
+    outputs: list[np.ndarray], anchors_px: np.ndarray, strides, sigmoid_applied: bool = False, nkpt: int = 0
 ) -> np.ndarray:
-    """Decode all levels (``raw`` export mode) -> ``[B, N, 5 + nc]``.
+    """Decode all levels (``raw`` export mode) -> ``[B, N, 5 + nc]`` (``+ 2 * nkpt`` keypoint columns last).
 
     ``anchors_px: [nl, na, 2]`` anchors in input pixels; ``strides: [nl]``.
     """
     anchors_px = np.asarray(anchors_px, dtype=np.float32)
     outs = _levels_by_size(outputs, len(anchors_px))
     return np.concatenate(
-        [decode_level(o, a, s, sigmoid_applied) for o, a, s in zip(outs, anchors_px, strides)], 1
+        [decode_level(o, a, s, sigmoid_applied, nkpt) for o, a, s in zip(outs, anchors_px, strides)], 1
     )
 
 
@@ -102,7 +127,8 @@ def _levels_by_size(outputs: list[np.ndarray], n_levels: int) -> list[np.ndarray
 
 
 def decode_level_above(
-    raw: np.ndarray, anchors_px: np.ndarray, stride: float, obj_thres: float, sigmoid_applied: bool = False
+    raw: np.ndarray, anchors_px: np.ndarray, stride: float, obj_thres: float, sigmoid_applied: bool = False,
+    nkpt: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Decode the candidates of one level ``[B, na*no, H, W]`` whose objectness is ``> obj_thres``.
 
@@ -120,20 +146,29 @@ def decode_level_above(
     cut = obj_thres if sigmoid_applied else prefilter_logit(obj_thres)
     bi, ai, yi, xi = np.nonzero(obj > np.float32(cut))  # NaN never passes, as in the exact test
     rows = cells[bi, ai, :, yi, xi]  # [K, no], a fresh array
+    raw_rows = rows if nkpt else None
     if not sigmoid_applied:
         rows = sigmoid(rows)
+    elif nkpt:
+        rows = rows.copy()
     keep = rows[:, 4] > obj_thres  # the exact test, as on the fully decoded array
     if not keep.all():
         rows, bi, ai, yi, xi = rows[keep], bi[keep], ai[keep], yi[keep], xi[keep]
+        raw_rows = raw_rows[keep] if nkpt else None
     cell_xy = np.stack((xi, yi), 1).astype(np.float32)  # [K, 2], the grid's values
     anchors = np.asarray(anchors_px, dtype=np.float32)[ai]  # [K, 2]
     rows[:, 0:2] = (rows[:, 0:2] * 2 - 0.5 + cell_xy) * np.float32(stride)
     rows[:, 2:4] = (rows[:, 2:4] * 2) ** 2 * anchors
+    if nkpt:
+        c0 = 5 + 2 * nkpt
+        rows[:, 5:c0] = decode_keypoints(raw_rows[:, 5:c0], cell_xy, anchors, stride)
+        rows = keypoints_last(rows, nkpt)
     return bi, rows
 
 
 def decode_raw_above(
-    outputs: list[np.ndarray], anchors_px: np.ndarray, strides, obj_thres: float, sigmoid_applied: bool = False
+    outputs: list[np.ndarray], anchors_px: np.ndarray, strides, obj_thres: float, sigmoid_applied: bool = False,
+    nkpt: int = 0,
 ) -> list[np.ndarray]:
     """Decode only the candidates with objectness ``> obj_thres`` -> one ``[K_b, no]`` array per image.
 
@@ -143,7 +178,9 @@ def decode_raw_above(
     anchors_px = np.asarray(anchors_px, dtype=np.float32)
     levels = _levels_by_size(outputs, len(anchors_px))
     batch = levels[0].shape[0]
-    per_level = [decode_level_above(o, a, s, obj_thres, sigmoid_applied) for o, a, s in zip(levels, anchors_px, strides)]
+    per_level = [
+        decode_level_above(o, a, s, obj_thres, sigmoid_applied, nkpt) for o, a, s in zip(levels, anchors_px, strides)
+    ]
     images = []
     for b in range(batch):
         parts = [rows[bi == b] if batch > 1 else rows for bi, rows in per_level]

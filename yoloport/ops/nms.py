@@ -122,11 +122,15 @@ def _resolve_block(suppresses: np.ndarray) -> np.ndarray:
 
 
 def candidates_to_detections(
-    x: np.ndarray, conf_thres: float, classes=None, multi_label: bool = False
+    x: np.ndarray, conf_thres: float, classes=None, multi_label: bool = False, nc: int | None = None
 ) -> np.ndarray:
     """Candidates ``[K, 5+nc]`` (x, y, w, h, obj, class probabilities) -> ``[M, 6]`` rows (x1, y1, x2, y2,
     conf, cls) with ``conf = obj * class probability > conf_thres``: the best class per candidate, or
-    every class above the threshold with ``multi_label``; only ``classes`` when given."""
+    every class above the threshold with ``multi_label``; only ``classes`` when given.
+
+    With ``nc`` given, columns after ``5 + nc`` (keypoints) are carried through: ``[M, 6 + E]``."""
+    if nc is not None:
+        return _with_extra_columns(x, conf_thres, classes, multi_label, nc)
     scores = x[:, 5:] * x[:, 4:5]  # [K, nc]
     xy, half = x[:, 0:2], x[:, 2:4] / 2
     box = np.concatenate((xy - half, xy + half), 1)  # [K, 4] xyxy
@@ -142,10 +146,25 @@ def candidates_to_detections(
     return det
 
 
+def _with_extra_columns(x: np.ndarray, conf_thres: float, classes, multi_label: bool, nc: int) -> np.ndarray:
+    """:func:`candidates_to_detections` of ``[K, 5 + nc + E]`` candidates -> ``[M, 6 + E]`` rows."""
+    extra = x[:, 5 + nc :]
+    det = candidates_to_detections(x[:, : 5 + nc], conf_thres, None, multi_label)
+    if multi_label:  # rows are (candidate, class) pairs: recover the candidate of each row
+        i, _ = np.nonzero(x[:, 5 : 5 + nc] * x[:, 4:5] > conf_thres)
+    else:
+        scores = x[:, 5 : 5 + nc] * x[:, 4:5]
+        i = np.flatnonzero(scores.max(1) > conf_thres) if nc else np.zeros(0, np.int64)
+    det = np.concatenate([det, extra[i]], 1).astype(np.float32, copy=False)
+    if classes is not None:
+        det = det[np.isin(det[:, 5], np.asarray(classes, dtype=np.float32))]
+    return det
+
+
 def nms_detections(det: np.ndarray, iou_thres: float, agnostic: bool = False, max_det: int = 300) -> np.ndarray:
     """``[M, 6]`` rows -> the at most ``max_det`` rows greedy class-aware NMS keeps, best first (float32)."""
     if not len(det):
-        return np.zeros((0, 6), np.float32)
+        return np.zeros((0, det.shape[1] if det.ndim == 2 else 6), np.float32)
     if len(det) > MAX_NMS:
         det = det[np.argsort(-det[:, 4], kind="stable")[:MAX_NMS]]
     keep = nms(det[:, :4], det[:, 4], iou_thres, None if agnostic else det[:, 5], max_keep=max_det)
@@ -165,8 +184,11 @@ def nms_candidates(
     agnostic: bool = False,
     multi_label: bool = False,
     max_det: int = 300,
+    nc: int | None = None,
 ) -> list[np.ndarray]:
     """YOLOv5 post-processing of candidates already filtered on objectness ``> conf_thres``.
+
+    ``nc`` given: candidates are ``[K_b, 5 + nc + E]`` and detections ``[n, 6 + E]`` (keypoints last).
 
     ``candidates``: one ``[K_b, 5 + nc]`` float32 array per image (as
     :func:`yoloport.ops.decode.decode_raw_above` returns). Returns one ``[n, 6]`` float32 array per
@@ -175,8 +197,9 @@ def nms_candidates(
     _check_thresholds(conf_thres, iou_thres)
     out = []
     for x in candidates:
-        multi = multi_label and x.shape[1] - 5 > 1
-        det = candidates_to_detections(x, conf_thres, classes, multi) if len(x) else np.zeros((0, 6), np.float32)
+        width = 6 if nc is None else 1 + x.shape[1] - nc
+        multi = multi_label and (x.shape[1] - 5 if nc is None else nc) > 1
+        det = candidates_to_detections(x, conf_thres, classes, multi, nc) if len(x) else np.zeros((0, width), np.float32)
         out.append(nms_detections(det, iou_thres, agnostic, max_det))
     return out
 
@@ -189,8 +212,9 @@ def non_max_suppression(
     agnostic: bool = False,
     multi_label: bool = False,
     max_det: int = 300,
+    nc: int | None = None,
 ) -> list[np.ndarray]:
-    """YOLOv5 post-processing of decoded predictions.
+    """YOLOv5 post-processing of decoded predictions (``nc``: see :func:`nms_candidates`).
 
     ``pred: [B, N, 5 + nc]`` with (x, y, w, h) in input pixels, objectness and per-class
     probabilities. Returns one ``[n, 6]`` float32 array per image: (x1, y1, x2, y2, conf, cls),
@@ -199,4 +223,4 @@ def non_max_suppression(
     _check_thresholds(conf_thres, iou_thres)
     pred = np.asarray(pred, dtype=np.float32)
     return nms_candidates([x[x[:, 4] > conf_thres] for x in pred], conf_thres, iou_thres, classes, agnostic,
-                          multi_label, max_det)
+                          multi_label, max_det, nc=nc)

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from .boxes import scale_boxes
+from .keypoints import scale_keypoints
 from .decode import decode_raw, decode_raw_above, decode_split
 from .nms import nms_candidates, non_max_suppression
 
@@ -36,6 +37,12 @@ class HeadSpec:
     sigmoid_applied: bool = False
     names: list = field(default_factory=list)
     convention: str | None = None
+    nkpt: int = 0  # keypoints per box (5 landmarks for yolov5-face); decoded rows carry them last
+
+    @property
+    def n_extra(self) -> int:
+        """Columns a detection row carries after ``x1 y1 x2 y2 conf cls``: ``2 * nkpt`` keypoint coordinates."""
+        return 2 * self.nkpt
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -56,13 +63,16 @@ class HeadSpec:
             sigmoid_applied=sigmoid_applied,
             names=list(model.names),
             convention=convention,
+            nkpt=int(getattr(det, "nkpt", 0)),
         )
 
 
 def decode_outputs(outputs: list[np.ndarray], head: HeadSpec) -> np.ndarray:
     """Outputs of a ``raw``, ``split`` or ``decoded`` head -> ``[B, N, 5+nc]`` decoded predictions."""
     if head.mode == "raw":
-        return decode_raw(outputs, np.asarray(head.anchors_px), head.strides, head.sigmoid_applied)
+        return decode_raw(outputs, np.asarray(head.anchors_px), head.strides, head.sigmoid_applied, head.nkpt)
+    if head.nkpt:
+        raise ValueError(f"a {head.nkpt}-keypoint head is decoded from the raw mode only (not {head.mode!r})")
     if head.mode == "split":
         xy, wh, conf = _split_by_width(outputs, head.nc)
         return decode_split(xy, wh, conf)
@@ -111,21 +121,32 @@ def postprocess(
     """Head outputs -> per-image ``[n, 6]`` detections in input pixels (decode + class-aware NMS).
 
     A ``raw`` head is filtered on objectness before it is decoded (:func:`~yoloport.ops.decode.decode_raw_above`):
-    the same detections as decoding every candidate, without the ``[B, N, 5+nc]`` array."""
+    the same detections as decoding every candidate, without the ``[B, N, 5+nc]`` array.
+
+    A keypoint head (``head.nkpt > 0``) gives ``[n, 6 + 2 * nkpt]`` rows: the keypoints' x, y follow
+    the six usual columns."""
+    nc = head.nc if head.nkpt else None
     if head.mode == "raw":
-        cands = decode_raw_above(outputs, np.asarray(head.anchors_px), head.strides, conf_thres, head.sigmoid_applied)
-        return nms_candidates(cands, conf_thres, iou_thres, classes, agnostic, multi_label, max_det)
+        cands = decode_raw_above(
+            outputs, np.asarray(head.anchors_px), head.strides, conf_thres, head.sigmoid_applied, head.nkpt
+        )
+        return nms_candidates(cands, conf_thres, iou_thres, classes, agnostic, multi_label, max_det, nc=nc)
     if head.mode == "end2end":
         batch = max(np.asarray(o).shape[0] for o in outputs)
         dets = end2end_to_detections(outputs, batch)
         return [d[d[:, 4] > conf_thres] if classes is None else d[(d[:, 4] > conf_thres) & np.isin(d[:, 5], classes)] for d in dets]
     pred = decode_outputs(outputs, head)
-    return non_max_suppression(pred, conf_thres, iou_thres, classes, agnostic, multi_label, max_det)
+    return non_max_suppression(pred, conf_thres, iou_thres, classes, agnostic, multi_label, max_det, nc=nc)
 
 
 def to_original(det: np.ndarray, input_hw, orig_hw, ratio_pad=None) -> np.ndarray:
-    """Scale ``[n, 6]`` detections from input pixels back to the original image (copy)."""
+    """Scale ``[n, 6]`` detections (or ``[n, 6 + 2K]`` with keypoints) from input pixels back to the
+    original image (copy); keypoints are mapped like the boxes and clipped to the image."""
     det = det.copy()
     if len(det):
         scale_boxes(tuple(input_hw), det[:, :4], tuple(orig_hw), ratio_pad)
+        if det.shape[1] > 6:
+            kpts = det[:, 6:].reshape(len(det), -1, 2)
+            scale_keypoints(tuple(input_hw), kpts, tuple(orig_hw), ratio_pad)
+            det[:, 6:] = kpts.reshape(len(det), -1)
     return det
