@@ -126,7 +126,7 @@ def _run_face(s, model, runner) -> int:
         raise YoloportError("--task face needs --data FOLDER: images/<event>/*.jpg with ground_truth/wider_*_val.mat "
                             "(WIDER FACE AP), or images/ and labels/ with 15-column face labels (mAP@0.5, NME)")
     size = s.img_size[0] if s.img_size else 640
-    save_dir = increment_path(Path(s.project) / s.name, exist_ok=bool(s.exist_ok))
+    save_dir = claim_val_dir(s)
     wider = (Path(s.data) / "ground_truth").is_dir()
     if wider:  # upstream test_widerface.py's defaults unless given
         conf = 0.02 if s.conf_thres == DEFAULTS["conf_thres"] else s.conf_thres
