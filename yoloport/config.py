@@ -119,6 +119,17 @@ def resolve_settings(args: argparse.Namespace, defaults: dict) -> argparse.Names
     return argparse.Namespace(**merged)
 
 
+def add_run_folder_arguments(p, default_project: str, replaces: str) -> None:
+    """``--project``, ``--name``, ``--exist-ok`` and ``--overwrite`` of a command that writes a run folder
+    (``replaces``: what ``--overwrite`` replaces there, for the help)."""
+    p.add_argument("--project", help=f"parent of the run folder ({default_project})")
+    p.add_argument("--name", help="run folder name (exp)")
+    p.add_argument("--exist-ok", dest="exist_ok", action="store_true", default=None,
+                   help="write into an existing run folder (files already there are kept: a clash is an error)")
+    p.add_argument("--overwrite", action="store_true", default=None,
+                   help=f"with an existing run folder, replace {replaces} there")
+
+
 def add_common_arguments(p: argparse.ArgumentParser, weights: bool = True) -> None:
     """Flags every model command shares: ``--config``, ``--model-key``, ``--registry``, ``--weights``."""
     p.add_argument("--config", help="run config YAML (flags on the command line override it)")

@@ -317,36 +317,32 @@ def synthetic_jpegs(n: int, hw=(480, 640), seed: int = 0, quality: int = 90) -> 
     return out
 
 
+def _readable_images(source, n: int) -> list[tuple[Path, np.ndarray]]:
+    """Up to ``n`` ``(path, BGR image)`` pairs (sorted) from a file, folder or glob, unreadable files
+    skipped; a YoloportError when none can be read."""
+    from ..data.sources import IMAGE_SUFFIXES, read_image, resolve_source
+
+    out = []
+    for p in resolve_source(source):
+        im = read_image(p) if p.suffix.lower() in IMAGE_SUFFIXES else None
+        if im is not None:
+            out.append((p, im))
+        if len(out) >= int(n):
+            break
+    if not out:
+        raise YoloportError(f"no readable image in {source}")
+    return out
+
+
 def image_files(source, n: int = 32) -> list[Path]:
     """Up to ``n`` readable image files (sorted) from a file, folder or glob: read again at every call of an
     end-to-end bench, as a user's images are."""
-    from ..data.sources import IMAGE_SUFFIXES, read_image, resolve_source
-
-    files = []
-    for p in resolve_source(source):
-        if p.suffix.lower() in IMAGE_SUFFIXES and read_image(p) is not None:
-            files.append(p)
-        if len(files) >= int(n):
-            break
-    if not files:
-        raise YoloportError(f"no readable image in {source}")
-    return files
+    return [p for p, _ in _readable_images(source, n)]
 
 
 def load_bgr_images(source, n: int = 32) -> list[np.ndarray]:
     """Up to ``n`` readable images (sorted) from a file, folder or glob, as BGR arrays."""
-    from ..data.sources import read_image, resolve_source
-
-    ims = []
-    for p in resolve_source(source):
-        im = read_image(p)
-        if im is not None:
-            ims.append(im)
-        if len(ims) >= int(n):
-            break
-    if not ims:
-        raise YoloportError(f"no readable image in {source}")
-    return ims
+    return [im for _, im in _readable_images(source, n)]
 
 
 # ----------------------------------------------------------------------------- runners

@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..config import add_common_arguments, resolve_settings
+from ..config import add_common_arguments, add_run_folder_arguments, resolve_settings
 from ..errors import YoloportError
 from ..io.paths import (
     claim_run_dir,
@@ -55,12 +55,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--classes", nargs="+", type=int, help="keep only these class ids")
     p.add_argument("--agnostic-nms", dest="agnostic_nms", action="store_true", default=None, help="class-agnostic NMS")
     p.add_argument("--save-dir", "--save_dir", dest="save_dir", help="output folder (default: runs/detect/expN)")
-    p.add_argument("--project", help="parent of the run folder (runs/detect)")
-    p.add_argument("--name", help="run folder name (exp)")
-    p.add_argument("--exist-ok", dest="exist_ok", action="store_true", default=None,
-                   help="write into an existing run folder (files already there are kept: a clash is an error)")
-    p.add_argument("--overwrite", action="store_true", default=None,
-                   help="with an existing folder, replace files of the same name (never the source images)")
+    add_run_folder_arguments(p, "runs/detect", "files of the same name (never the source images)")
     p.add_argument("--nosave", action="store_true", default=None, help="do not save annotated images")
     p.add_argument("--task", choices=("detect", "face"),
                    help="face: yolov5-face's input protocol (long side resized, letterbox padded to 64) and landmarks; "

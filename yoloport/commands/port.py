@@ -8,9 +8,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..config import add_common_arguments, resolve_settings
+from ..config import add_common_arguments, add_run_folder_arguments, resolve_settings
 from ..errors import YoloportError
-from ..io.paths import claim_run_dir, lock_run_dir, refuse_existing_outputs, unlock_run_dir
+from ..io.paths import claim_results_dir, lock_run_dir, unlock_run_dir
 from ._model_args import img_size_from_settings, load_model_from_settings, synthetic_val_set
 
 DEFAULTS = {
@@ -55,12 +55,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-bench", dest="no_bench", action="store_true", default=None, help="skip the benchmarks")
     p.add_argument("--full-int8", dest="full_int8", action="store_true", default=None,
                    help="quantize the Detect convolutions too (by default they stay in float on every target)")
-    p.add_argument("--project", help="parent of the run folder (runs/port)")
-    p.add_argument("--name", help="run folder name (exp)")
-    p.add_argument("--exist-ok", dest="exist_ok", action="store_true", default=None,
-                   help="write into an existing run folder (a previous report there is kept: a clash is an error)")
-    p.add_argument("--overwrite", action="store_true", default=None,
-                   help="with an existing run folder, replace the report and artifacts there")
+    add_run_folder_arguments(p, "runs/port", "the report and artifacts")
     from .export import add_graph_arguments
 
     add_graph_arguments(p, "each target's own convention (rknn: rknn_model_zoo, onnxruntime/openvino: ultralytics, mlu-sim: mlu)")
@@ -92,11 +87,7 @@ def run(args: argparse.Namespace) -> int:
 def claim_port_dir(s) -> Path:
     """A new ``runs/port/exp{N}``, or the named folder with --exist-ok, where a previous report is
     refused unless --overwrite (checked before any work)."""
-    exist_ok = bool(s.exist_ok) or bool(s.overwrite)
-    target = Path(s.project) / s.name
-    if exist_ok and target.is_dir():
-        refuse_existing_outputs([target / f"report.{x}" for x in ("json", "md", "html")], bool(s.overwrite))
-    return claim_run_dir(target, exist_ok=exist_ok, increment=True, what="run folder")
+    return claim_results_dir(s.project, s.name, [f"report.{x}" for x in ("json", "md", "html")], s.exist_ok, s.overwrite)
 
 
 def _port(s, model, targets, img_hw, run_dir: Path, graph: dict) -> int:

@@ -5,9 +5,9 @@ import argparse
 import json
 from pathlib import Path
 
-from ..config import add_common_arguments, resolve_settings
+from ..config import add_common_arguments, add_run_folder_arguments, resolve_settings
 from ..errors import YoloportError
-from ..io.paths import claim_run_dir, refuse_existing_outputs, write_text_atomic
+from ..io.paths import claim_results_dir, write_text_atomic
 from ._model_args import (
     add_backend_arguments,
     img_size_from_settings,
@@ -55,23 +55,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="face: on --data FOLDER with images/<event>/*.jpg and ground_truth/wider_*_val.mat, WIDER FACE "
                         "easy/medium/hard AP (official protocol); with images/ and labels/ (15-column face labels), "
                         "mAP@0.5; landmark NME where labels have landmarks")
-    p.add_argument("--project", help="parent of the run folder (runs/val)")
-    p.add_argument("--name", help="run folder name (exp)")
-    p.add_argument("--exist-ok", dest="exist_ok", action="store_true", default=None,
-                   help="write into an existing run folder (files already there are kept: a clash is an error)")
-    p.add_argument("--overwrite", action="store_true", default=None,
-                   help="with an existing run folder, replace val.json / predictions.json there")
+    add_run_folder_arguments(p, "runs/val", "val.json / predictions.json")
     add_backend_arguments(p)
 
 
 def claim_val_dir(s) -> Path:
     """The run folder (a new ``exp{N}``, or the named one with --exist-ok); refuses, before any work,
     to replace result files already there unless --overwrite."""
-    exist_ok = bool(s.exist_ok) or bool(s.overwrite)
-    target = Path(s.project) / s.name
-    if exist_ok and target.is_dir():
-        refuse_existing_outputs([target / "val.json", target / "predictions.json"], bool(s.overwrite))
-    return claim_run_dir(target, exist_ok=exist_ok, increment=True, what="run folder")
+    return claim_results_dir(s.project, s.name, ["val.json", "predictions.json"], s.exist_ok, s.overwrite)
 
 
 def run(args: argparse.Namespace) -> int:

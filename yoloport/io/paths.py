@@ -77,6 +77,17 @@ def claim_run_dir(path, *, exist_ok: bool = False, increment: bool = True, what:
             raise YoloportError(f"cannot create {what} {candidate}: {e.strerror or e}") from None
 
 
+def claim_results_dir(project, name: str, results, exist_ok: bool = False, overwrite: bool = False) -> Path:
+    """The run folder ``project/name`` of a command that writes ``results`` (file names) into it: a new
+    ``name{N}`` unless ``exist_ok`` or ``overwrite``; in an existing folder, results already there are
+    refused (before any work) unless ``overwrite``."""
+    exist_ok = bool(exist_ok) or bool(overwrite)
+    target = Path(project) / name
+    if exist_ok and target.is_dir():
+        refuse_existing_outputs([target / r for r in results], bool(overwrite))
+    return claim_run_dir(target, exist_ok=exist_ok, increment=True, what="run folder")
+
+
 def refuse_output_over_inputs(out_dir: Path, inputs, what: str = "--save-dir") -> None:
     """A YoloportError when ``out_dir`` is the folder of any input file (results written there would
     land beside, or over, the user's own files)."""

@@ -77,20 +77,15 @@ def _pool_shortcut(c1: int, c2: int, stride: int) -> nn.Sequential:
     )
 
 
-class BlazeBlock(nn.Module):
-    """BlazeFace single block: depthwise 5x5 (stride 1 or 2) + 1x1, added to the input (or to a
-    max-pool + 1x1 shortcut when striding), then SiLU."""
+class _BlazeResidual(nn.Module):
+    """What both Blaze blocks share: ``SiLU(branch1(x) + x)``, or with a max-pool + 1x1 ``shortcut`` when
+    the block strides. A subclass builds ``branch1``."""
 
-    def __init__(self, c1, c2, mid=None, stride=1):
+    def __init__(self, c1: int, c2: int, stride: int, name: str):
         super().__init__()
-        mid = mid or c1
         if stride not in (1, 2):
-            raise ValueError(f"BlazeBlock stride must be 1 or 2, got {stride}")
+            raise ValueError(f"{name} stride must be 1 or 2, got {stride}")
         self.use_pool = stride > 1
-        self.branch1 = nn.Sequential(
-            nn.Conv2d(c1, mid, 5, stride, 2, groups=c1), nn.BatchNorm2d(mid),
-            nn.Conv2d(mid, c2, 1, 1), nn.BatchNorm2d(c2),
-        )
         if self.use_pool:
             self.shortcut = _pool_shortcut(c1, c2, stride)
         self.relu = nn.SiLU()
@@ -100,26 +95,29 @@ class BlazeBlock(nn.Module):
         return self.relu(y + (self.shortcut(x) if self.use_pool else x))
 
 
-class DoubleBlazeBlock(nn.Module):
+class BlazeBlock(_BlazeResidual):
+    """BlazeFace single block: depthwise 5x5 (stride 1 or 2) + 1x1, added to the input (or to a
+    max-pool + 1x1 shortcut when striding), then SiLU."""
+
+    def __init__(self, c1, c2, mid=None, stride=1):
+        super().__init__(c1, c2, stride, "BlazeBlock")
+        mid = mid or c1
+        self.branch1 = nn.Sequential(
+            nn.Conv2d(c1, mid, 5, stride, 2, groups=c1), nn.BatchNorm2d(mid),
+            nn.Conv2d(mid, c2, 1, 1), nn.BatchNorm2d(c2),
+        )
+
+
+class DoubleBlazeBlock(_BlazeResidual):
     """BlazeFace double block: two depthwise 5x5 + 1x1 stages (``c1 -> mid -> c2``) with a residual
     (max-pool + 1x1 shortcut when striding), then SiLU."""
 
     def __init__(self, c1, c2, mid=None, stride=1):
-        super().__init__()
+        super().__init__(c1, c2, stride, "DoubleBlazeBlock")
         mid = mid or c1
-        if stride not in (1, 2):
-            raise ValueError(f"DoubleBlazeBlock stride must be 1 or 2, got {stride}")
-        self.use_pool = stride > 1
         self.branch1 = nn.Sequential(
             nn.Conv2d(c1, c1, 5, stride, 2, groups=c1), nn.BatchNorm2d(c1),
             nn.Conv2d(c1, mid, 1, 1), nn.BatchNorm2d(mid), nn.SiLU(),
             nn.Conv2d(mid, mid, 5, 1, 2, groups=mid), nn.BatchNorm2d(mid),
             nn.Conv2d(mid, c2, 1, 1), nn.BatchNorm2d(c2),
         )
-        if self.use_pool:
-            self.shortcut = _pool_shortcut(c1, c2, stride)
-        self.relu = nn.SiLU()
-
-    def forward(self, x):
-        y = self.branch1(x)
-        return self.relu(y + (self.shortcut(x) if self.use_pool else x))

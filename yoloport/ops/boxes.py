@@ -66,6 +66,15 @@ def clip_boxes(boxes: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     return boxes
 
 
+def letterbox_gain_pad(input_hw: tuple[int, int], orig_hw: tuple[int, int], ratio_pad=None) -> tuple[float, tuple]:
+    """``(gain, (padw, padh))`` of the letterbox from ``orig_hw`` to ``input_hw``: ``ratio_pad = (ratio,
+    (padw, padh))`` as the letterbox recorded it, or recomputed from the two shapes as Ultralytics does."""
+    if ratio_pad is None:
+        gain = min(input_hw[0] / orig_hw[0], input_hw[1] / orig_hw[1])
+        return gain, ((input_hw[1] - orig_hw[1] * gain) / 2, (input_hw[0] - orig_hw[0] * gain) / 2)
+    return (ratio_pad[0][0] if np.ndim(ratio_pad[0]) else ratio_pad[0]), ratio_pad[1]
+
+
 def scale_boxes(
     input_hw: tuple[int, int], boxes: np.ndarray, orig_hw: tuple[int, int], ratio_pad=None
 ) -> np.ndarray:
@@ -74,12 +83,7 @@ def scale_boxes(
     ``ratio_pad = (ratio, (padw, padh))`` as recorded by the letterbox; when None it is recomputed from
     the two shapes the way Ultralytics does.
     """
-    if ratio_pad is None:
-        gain = min(input_hw[0] / orig_hw[0], input_hw[1] / orig_hw[1])
-        pad = (input_hw[1] - orig_hw[1] * gain) / 2, (input_hw[0] - orig_hw[0] * gain) / 2
-    else:
-        gain = ratio_pad[0][0] if np.ndim(ratio_pad[0]) else ratio_pad[0]
-        pad = ratio_pad[1]
+    gain, pad = letterbox_gain_pad(input_hw, orig_hw, ratio_pad)
     boxes[..., [0, 2]] -= pad[0]
     boxes[..., [1, 3]] -= pad[1]
     boxes[..., :4] /= gain

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .boxes import letterbox_gain_pad
+
 
 def decode_keypoints(raw: np.ndarray, cell_xy: np.ndarray, anchors_px: np.ndarray, stride: float) -> np.ndarray:
     """``raw: [..., 2K]`` keypoint logits, ``cell_xy: [..., 2]`` cell indices, ``anchors_px: [..., 2]``
@@ -34,12 +36,7 @@ def clip_keypoints(kpts: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
 def scale_keypoints(input_hw: tuple[int, int], kpts: np.ndarray, orig_hw: tuple[int, int], ratio_pad=None) -> np.ndarray:
     """Map ``[..., K, 2]`` keypoints from letterboxed-input pixels to original-image pixels (in place),
     with the same gain and padding as :func:`yoloport.ops.boxes.scale_boxes`, then clip them."""
-    if ratio_pad is None:
-        gain = min(input_hw[0] / orig_hw[0], input_hw[1] / orig_hw[1])
-        pad = (input_hw[1] - orig_hw[1] * gain) / 2, (input_hw[0] - orig_hw[0] * gain) / 2
-    else:
-        gain = ratio_pad[0][0] if np.ndim(ratio_pad[0]) else ratio_pad[0]
-        pad = ratio_pad[1]
+    gain, pad = letterbox_gain_pad(input_hw, orig_hw, ratio_pad)
     kpts[..., 0] -= pad[0]
     kpts[..., 1] -= pad[1]
     kpts /= gain
