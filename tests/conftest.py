@@ -17,6 +17,15 @@ from yoloport.fixtures import fixtures_dir  # noqa: E402
 torch.set_num_threads(2)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """yoloport's reuse cache (the port's fp32 reference) in a folder of this test session, not ~/.cache."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("YOLOPORT_CACHE", str(tmp_path_factory.mktemp("yoloport-cache")))
+    yield
+    mp.undo()
+
+
 def pytest_collection_modifyitems(config, items):
     """Tests marked ``slow`` are skipped (with a reason) in the default run, which must stay within
     ~15 minutes on a 2-core CPU. Run them with ``pytest -m slow`` or ``YOLOPORT_SLOW=1``."""

@@ -93,3 +93,45 @@ def test_port_bad_input(tmp_path, shapes_ckpt, capsys):
     coco_like = save_model(random_model(nc=2, names=["a", "b"]), tmp_path / "ab.safetensors")
     assert main(["port", "--weights", str(coco_like), "--targets", "onnxruntime", "--project", str(tmp_path)]) == 2
     assert "no --data given" in capsys.readouterr().err
+
+
+def test_fp32_reference_is_reused_only_while_model_and_data_are_unchanged(tmp_path, shapes_ckpt, monkeypatch, capsys):
+    """The port's torch reference metrics come from the cache when model and data are the same (a
+    regenerated identical data set too), and are measured again when a label changes or --no-cache."""
+    real = port_mod.validate_runner
+    torch_calls = []
+
+    def counting(runner, *a, **k):
+        if runner.backend == "torch":
+            torch_calls.append(1)
+        return real(runner, *a, **k)
+
+    monkeypatch.setattr(port_mod, "validate_runner", counting)
+    monkeypatch.setenv("YOLOPORT_CACHE", str(tmp_path / "cache"))
+    base = ["port", "--weights", str(shapes_ckpt), "--targets", "onnxruntime", "--val-n", "4", "--calib-n", "2",
+            "--no-bench", "--no-profile", "--project", str(tmp_path)]
+
+    def run(name, *extra):
+        assert main([*base, "--name", name, *extra]) == 0, capsys.readouterr().out
+        return json.loads((tmp_path / name / "report.json").read_text())["reference"]
+
+    first = run("a")
+    assert "val_from_cache" not in first and len(torch_calls) == 1
+    second = run("b")  # a new run folder with its own, identical, generated validation set
+    assert second["val_from_cache"] and len(torch_calls) == 1
+    assert second["val"]["mAP50_95"] == first["val"]["mAP50_95"]
+    run("c", "--no-cache")
+    assert len(torch_calls) == 2
+
+    # the same data with one label changed: another key, measured again
+    data = tmp_path / "b" / "data"
+    yaml_file = next(data.glob("*.yaml"))
+    label = sorted((data / "labels" / "val").glob("*.txt"))[0]
+    label.write_text(label.read_text() + "0 0.5 0.5 0.1 0.1\n")
+    run("d", "--data", str(yaml_file))
+    assert len(torch_calls) == 3
+    (tmp_path / "cache").joinpath("junk").write_text("x")
+    for f in (tmp_path / "cache").glob("reference-*.json"):
+        f.write_text("{not json")  # a damaged entry is not trusted
+    run("e", "--data", str(yaml_file))
+    assert len(torch_calls) == 4

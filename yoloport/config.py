@@ -119,6 +119,12 @@ def resolve_settings(args: argparse.Namespace, defaults: dict) -> argparse.Names
     return argparse.Namespace(**merged)
 
 
+def cache_dir() -> Path:
+    """Where yoloport keeps results it can reuse between runs (the port's fp32 reference metrics):
+    ``$YOLOPORT_CACHE``, else ``~/.cache/yoloport``."""
+    return Path(os.environ.get("YOLOPORT_CACHE") or Path.home() / ".cache" / "yoloport")
+
+
 def add_run_folder_arguments(p, default_project: str, replaces: str) -> None:
     """``--project``, ``--name``, ``--exist-ok`` and ``--overwrite`` of a command that writes a run folder
     (``replaces``: what ``--overwrite`` replaces there, for the help)."""

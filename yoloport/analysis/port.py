@@ -141,6 +141,7 @@ class PortContext:
     reference: dict = field(default_factory=dict)
     ref_runner: object | None = None
     speed_runners: dict = field(default_factory=dict)  # name -> batch-1 runner kept open for the interleaved timing
+    cache_dir: Path | None = None  # where the fp32 reference's metrics are kept between runs (None: no cache)
     graph: dict = field(default_factory=dict)  # graph-shaping export options given by the user (convention, mode, sigmoid, ...)
 
 
@@ -273,8 +274,57 @@ def bench_row(res: dict) -> dict:
             "throughput_ips": res.get("throughput_ips")}
 
 
+def reference_cache_key(model, data, img_hw) -> str:
+    """What the fp32 reference's metrics depend on, hashed: the model's fingerprint (weights and names),
+    the input size, the content of every validation image and its label file (sha256: a regenerated
+    identical set hits, any changed byte misses) and the yoloport version. A cached result is never stale."""
+    import hashlib
+    import json
+
+    from .._version import __version__
+    from ..backends.base import model_fingerprint
+    from ..data.dataset import img2label_path, list_images, load_data_yaml
+
+    cfg = load_data_yaml(data)
+    h = hashlib.sha256()
+    h.update(json.dumps({"model": model_fingerprint(model), "img_hw": list(img_hw), "names": list(cfg.names),
+                         "version": __version__}, sort_keys=True).encode())
+    for img in list_images(cfg.val or cfg.train):
+        for f in (Path(img), img2label_path(img)):
+            h.update(hashlib.sha256(f.read_bytes()).digest() if f.is_file() else b"-")
+    return h.hexdigest()[:24]
+
+
+def _cached_reference(ctx: PortContext, key: str) -> dict | None:
+    import json
+
+    f = ctx.cache_dir / f"reference-{key}.json" if ctx.cache_dir else None
+    if f is None or not f.is_file():
+        return None
+    try:
+        doc = json.loads(f.read_text())
+    except (OSError, ValueError):
+        return None  # a damaged cache entry is not trusted: measure again
+    return doc.get("val") if isinstance(doc, dict) and doc.get("key") == key else None
+
+
+def _store_reference(ctx: PortContext, key: str, val: dict) -> None:
+    import json
+
+    from ..io.paths import write_text_atomic
+
+    if ctx.cache_dir is None:
+        return
+    try:
+        ctx.cache_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(ctx.cache_dir / f"reference-{key}.json", json.dumps({"key": key, "val": val}, default=float))
+    except OSError:
+        pass  # a cache that cannot be written costs time, not correctness
+
+
 def run_reference(model, ctx: PortContext, progress: Progress) -> dict:
-    """Validate (and benchmark) the torch fp32 reference; sets ``ctx.ref_runner``."""
+    """Validate (and benchmark) the torch fp32 reference; sets ``ctx.ref_runner``. The metrics come from
+    ``ctx.cache_dir`` when model and data are unchanged (:func:`reference_cache_key`)."""
     from ..analysis.bench import bench_runner
     from ..backends.registry import REFERENCE, load_runner
 
@@ -282,7 +332,14 @@ def run_reference(model, ctx: PortContext, progress: Progress) -> dict:
     ctx.ref_runner = runner
     rec = {"name": f"{REFERENCE}-fp32", "backend": REFERENCE, "precision": "fp32"}
     with progress.stage(f"{REFERENCE} fp32 reference: validate"):
-        rec["val"] = val_metrics(validate_runner(runner, ctx.data, ctx.img_hw, names=list(model.names)))
+        key = reference_cache_key(model, ctx.data, ctx.img_hw) if ctx.cache_dir else None
+        cached = _cached_reference(ctx, key) if key else None
+        if cached is not None:
+            rec["val"], rec["val_from_cache"] = cached, key
+        else:
+            rec["val"] = val_metrics(validate_runner(runner, ctx.data, ctx.img_hw, names=list(model.names)))
+            if key:
+                _store_reference(ctx, key, rec["val"])
         rec["drop"] = 0.0
     big = [b for b in ctx.bench_batches if b > 1]
     if big:
@@ -295,7 +352,7 @@ def run_reference(model, ctx: PortContext, progress: Progress) -> dict:
 def run_port(model, data, targets: list[Target], run_dir: Path, img_hw, calib_source, calib_n: int = 32,
              max_drop: float = 1.0, bench_batches=(1, 16), warmup: int = 2, repeat: int = 10, threads=None,
              n_compare: int = 4, profile: bool = True, data_note: str | None = None, quiet: bool = False,
-             graph: dict | None = None) -> dict:
+             graph: dict | None = None, cache_dir=None) -> dict:
     """The whole port; returns the report dict (also written into ``run_dir``). ``graph``: export options
     given by the user (``convention``, ``mode``, ``sigmoid``, ...); each target's convention fills the rest."""
     from ..analysis.report import write_report
@@ -313,7 +370,8 @@ def run_port(model, data, targets: list[Target], run_dir: Path, img_hw, calib_so
     val_images = list_images(cfg.val or cfg.train)
     ctx = PortContext(run_dir=run_dir, img_hw=tuple(img_hw), data=data, calibration=calib, max_drop=max_drop,
                       bench_batches=list(bench_batches or []), warmup=warmup, repeat=repeat, threads=threads,
-                      sample_images=[str(p) for p in val_images[:n_compare]], profile=profile, graph=dict(graph or {}))
+                      sample_images=[str(p) for p in val_images[:n_compare]], profile=profile, graph=dict(graph or {}),
+                      cache_dir=Path(cache_dir) if cache_dir else None)
     info = model.info(tuple(img_hw))
     report = {
         "model": {"name": _model_name(model), "parameters": info["parameters"], "gflops": info["gflops"],

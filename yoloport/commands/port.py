@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..config import add_common_arguments, add_run_folder_arguments, resolve_settings
+from ..config import add_common_arguments, add_run_folder_arguments, cache_dir, resolve_settings
 from ..errors import YoloportError
 from ..io.paths import claim_results_dir, lock_run_dir, unlock_run_dir
 from ._model_args import img_size_from_settings, load_model_from_settings, synthetic_val_set
@@ -31,6 +31,7 @@ DEFAULTS = {
     "overwrite": False,
     "no_profile": False,
     "no_bench": False,
+    "no_cache": False,
     "full_int8": False,
 }
 
@@ -53,6 +54,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-n", dest="val_n", type=int, help="images in the generated synthetic validation set (48)")
     p.add_argument("--no-profile", dest="no_profile", action="store_true", default=None, help="skip the per-layer-type profile")
     p.add_argument("--no-bench", dest="no_bench", action="store_true", default=None, help="skip the benchmarks")
+    p.add_argument("--no-cache", dest="no_cache", action="store_true", default=None,
+                   help="validate the fp32 reference again even when model and data are unchanged "
+                        "(default: reuse its metrics from $YOLOPORT_CACHE or ~/.cache/yoloport)")
     p.add_argument("--full-int8", dest="full_int8", action="store_true", default=None,
                    help="quantize the Detect convolutions too (by default they stay in float on every target)")
     add_run_folder_arguments(p, "runs/port", "the report and artifacts")
@@ -101,6 +105,7 @@ def _port(s, model, targets, img_hw, run_dir: Path, graph: dict) -> int:
           f"at {img_hw[1]}x{img_hw[0]} (W x H); run folder {run_dir}")
     report = run_port(model, data, targets, run_dir, img_hw, calib, calib_n=s.calib_n, max_drop=s.max_drop, graph=graph,
                       bench_batches=[] if s.no_bench else s.bench_batches, warmup=s.warmup, repeat=s.repeat,
+                      cache_dir=None if s.no_cache else cache_dir(),
                       threads=s.threads, profile=not s.no_profile, data_note=note)
     print_summary(report)
     if report["failed"]:
