@@ -14,6 +14,7 @@ from ..config import PACKAGE_DIR, model_source
 from ..data.letterbox import parse_img_size
 from ..errors import DependencyMissing, YoloportError
 
+TORCH_PACKAGE = "torch"  # the Python package a checkpoint needs (the [train] extra), not a backend name
 TRAIN_EXTRA = "pip install 'yoloport[train]' (torch)"
 
 
@@ -87,9 +88,9 @@ def load_model_from_settings(s: argparse.Namespace, default: str | None = "defau
     try:
         from ..models import load_model
     except ModuleNotFoundError as e:
-        if (e.name or "").split(".")[0] != "torch":
+        if (e.name or "").split(".")[0] != TORCH_PACKAGE:
             raise
-        raise DependencyMissing("torch", "loading a checkpoint (--weights, --model-key or the default model)",
+        raise DependencyMissing(TORCH_PACKAGE, "loading a checkpoint (--weights, --model-key or the default model)",
                                 f"{TRAIN_EXTRA}; an artifact runs without it: --backend B --artifact A") from None
     return load_model(model_source(s, default), registry=getattr(s, "registry", None))
 
