@@ -11,7 +11,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 PIP=".venv/bin/python -m pip"
 $PIP install -q --disable-pip-version-check "setuptools>=77.0.3,<82" wheel 2>&1 | grep -v "^WARNING: Location" || true
-$PIP install -q --disable-pip-version-check -c requirements/constraints.txt -e ".[deploy,test]" 2>&1 | grep -v "^WARNING: Location" || true
+$PIP install -q --disable-pip-version-check -c requirements/constraints.txt -e ".[port,test]" 2>&1 | grep -v "^WARNING: Location" || true
 $PIP install -q --disable-pip-version-check --no-deps rknn-toolkit2==2.5.0 2>&1 | grep -v "^WARNING: Location" || true
 .venv/bin/python - <<'PY'
 import importlib, sys

@@ -10,6 +10,10 @@ output convolutions and everything after them - sigmoid, grid/anchor decode, con
 logits of box, objectness and classes share one per-tensor uint8 scale). Measured on COCO128 at 640
 (32 calibration images, mAP50-95 drop against fp32): yolov5n-v6.1 0.011 (tail) vs 0.004 (convs),
 yolov5s-v5.0 0.009 vs 0.002, at the same speed.
+
+Running an artifact (:func:`load`, :class:`OrtRunner`) needs ``onnxruntime`` alone: ``onnx`` and
+``onnxruntime.quantization`` are imported inside the functions that build (the light runtime install
+has neither).
 """
 from __future__ import annotations
 
@@ -20,11 +24,10 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnx
 import onnxruntime as ort
-from onnxruntime import quantization as ortq
 
 from ..deploy.onnx_graph import ConvIO, conv_map, tensor_consumers
 from ..errors import YoloportError
@@ -33,6 +36,9 @@ from ..quant.float_scope import FloatScope, scope_from_qconfig
 from .base import Runner, RuntimeProfile, _check_images, _check_runs, mean_node_times, read_sidecar, write_sidecar
 from .registry import artifact_size, call_fixed_batch, check_input, sidecar_info
 from .spec import BackendSpec
+
+if TYPE_CHECKING:  # annotations only: onnx is imported where a graph is built
+    import onnx
 
 NAME = "onnxruntime"
 QUANT_TYPES = {"uint8": "QUInt8", "int8": "QInt8"}
@@ -51,7 +57,7 @@ DEFAULT_QCONFIG = {
 SPEC = BackendSpec(
     name=NAME,
     summary="ONNX Runtime, CPU execution provider: fp32 and static int8 (QDQ, U8S8)",
-    install="pip install 'yoloport[deploy]' (onnxruntime, onnx)",
+    install="pip install onnxruntime (runs an artifact); pip install 'yoloport[port]' builds one",
     precisions=("fp32", "int8"),
     qconfig_defaults=DEFAULT_QCONFIG,
     export_opset=13,  # per-channel QDQ needs DequantizeLinear with an axis (opset 13)
@@ -184,25 +190,30 @@ def resolve_exclude(model: onnx.ModelProto, patterns) -> list[str]:
 # ----------------------------------------------------------------------------- quantization
 
 
-class _CalibReader(ortq.CalibrationDataReader):
-    """``CalibrationDataReader`` over a CalibrationSet, stacking ``batch`` images per feed."""
+def calibration_reader(calibration, input_name: str, batch: int):
+    """An ONNX Runtime ``CalibrationDataReader`` over a CalibrationSet, stacking ``batch`` images per feed
+    (the class is made here: ``onnxruntime.quantization`` is imported only when quantizing)."""
+    from onnxruntime import quantization as ortq
 
-    def __init__(self, calibration, input_name: str, batch: int):
-        self.calibration, self.input_name, self.batch = calibration, input_name, max(int(batch or 1), 1)
-        self.rewind()
+    class _CalibReader(ortq.CalibrationDataReader):
+        def __init__(self):
+            self.calibration, self.input_name, self.batch = calibration, input_name, max(int(batch or 1), 1)
+            self.rewind()
 
-    def rewind(self):
-        self._it = iter(self.calibration.batches(self.batch))
-        self.fed = 0
+        def rewind(self):
+            self._it = iter(self.calibration.batches(self.batch))
+            self.fed = 0
 
-    def get_next(self):
-        x = next(self._it, None)
-        if x is None or (x.shape[0] < self.batch and self.fed):
-            return None  # a fixed-batch graph cannot take a partial last batch
-        if x.shape[0] < self.batch:  # fewer images than one batch: repeat them
-            x = np.concatenate([x] * (-(-self.batch // x.shape[0])), 0)[: self.batch]
-        self.fed += 1
-        return {self.input_name: x}
+        def get_next(self):
+            x = next(self._it, None)
+            if x is None or (x.shape[0] < self.batch and self.fed):
+                return None  # a fixed-batch graph cannot take a partial last batch
+            if x.shape[0] < self.batch:  # fewer images than one batch: repeat them
+                x = np.concatenate([x] * (-(-self.batch // x.shape[0])), 0)[: self.batch]
+            self.fed += 1
+            return {self.input_name: x}
+
+    return _CalibReader()
 
 
 def resolve_qconfig(qconfig: dict | None) -> dict:
@@ -240,7 +251,9 @@ def check_qconfig(qconfig: dict) -> None:
 def quantize_onnx(onnx_in, onnx_out, calibration, qconfig: dict | None = None) -> dict:
     """Static int8 QDQ quantization of ``onnx_in`` into ``onnx_out``; returns the settings used
     (resolved qconfig plus ``excluded_nodes`` and ``pre_processed``)."""
-    q = ortq  # onnxruntime.quantization
+    import onnx
+    from onnxruntime import quantization as q
+
     cfg = resolve_qconfig(qconfig)
     onnx_out = Path(onnx_out)
     scope = FloatScope.from_any(cfg["float_scope"])
@@ -272,7 +285,7 @@ def quantize_onnx(onnx_in, onnx_out, calibration, qconfig: dict | None = None) -
         extra = {"ActivationSymmetric": cfg["act_type"] == "int8", "WeightSymmetric": True}
         if cfg["calib_method"] == "percentile":
             extra["CalibPercentile"] = float(cfg["percentile"])
-        reader = _CalibReader(calibration, inp.name, batch)
+        reader = calibration_reader(calibration, inp.name, batch)
         staged = Path(tmp) / "quantized.onnx"
         try:
             q.quantize_static(
@@ -304,6 +317,8 @@ def build(model, onnx_path, head: HeadSpec, out_dir, calibration, qconfig: dict)
     out_dir.mkdir(parents=True, exist_ok=True)
     precision = str(qconfig.get("precision") or ("int8" if calibration is not None else "fp32")).lower()
     onnx_path = Path(onnx_path)
+    import onnx
+
     m = onnx.load(str(onnx_path), load_external_data=False)
     dims = [d.dim_value for d in m.graph.input[0].type.tensor_type.shape.dim]
     input_hw, batch = (dims[2], dims[3]), (dims[0] or 1)

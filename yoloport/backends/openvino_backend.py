@@ -49,7 +49,7 @@ DEFAULT_QCONFIG = {
 SPEC = BackendSpec(
     name=NAME,
     summary="OpenVINO CPU plugin: fp32/fp16/bf16 IR, int8 through NNCF (f32 precision hint for accuracy)",
-    install="pip install 'yoloport[deploy]' (openvino, nncf)",
+    install="pip install openvino (runs an artifact); pip install 'yoloport[port]' builds one (nncf)",
     precisions=PRECISIONS,
     qconfig_defaults=DEFAULT_QCONFIG,
     export_opset=13,  # per-channel QDQ needs DequantizeLinear with an axis (opset 13)
@@ -206,7 +206,7 @@ def _nncf():
     try:
         import nncf
     except ImportError as e:
-        raise DependencyMissing("nncf", "int8 quantization for OpenVINO", "pip install 'yoloport[deploy]' (nncf)") from e
+        raise DependencyMissing("nncf", "int8 quantization for OpenVINO", "pip install 'yoloport[port]' (nncf)") from e
     return nncf
 
 

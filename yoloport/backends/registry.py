@@ -50,13 +50,14 @@ class Registration(NamedTuple):
 
 REFERENCE = "torch"  # the float reference every port compares against; it has no artifact
 _REGISTERED = {
-    "torch": Registration("yoloport.backends.torch_backend", ("pytorch",), "pip install torch"),
+    "torch": Registration("yoloport.backends.torch_backend", ("pytorch",), "pip install 'yoloport[train]' (torch)"),
     "onnxruntime": Registration("yoloport.backends.onnxruntime_backend", ("ort", "onnx"),
-                                "pip install 'yoloport[deploy]' (onnxruntime, onnx)"),
-    "openvino": Registration("yoloport.backends.openvino_backend", ("ov",), "pip install 'yoloport[deploy]' (openvino, nncf)"),
+                                "pip install onnxruntime (runs an artifact); pip install 'yoloport[port]' builds one"),
+    "openvino": Registration("yoloport.backends.openvino_backend", ("ov",),
+                             "pip install openvino (runs an artifact); pip install 'yoloport[port]' builds one (nncf)"),
     "rknn": Registration("yoloport.backends.rknn", (),
                          "install rknn-toolkit2 from Rockchip's wheels (https://github.com/airockchip/rknn-toolkit2)"),
-    "mlu-sim": Registration("yoloport.backends.mlu_sim", ("mlu", "mlu_sim"), "pip install torch"),
+    "mlu-sim": Registration("yoloport.backends.mlu_sim", ("mlu", "mlu_sim"), "pip install 'yoloport[train]' (torch)"),
 }
 BACKENDS = tuple(_REGISTERED)
 ARTIFACT_BACKENDS = tuple(b for b in BACKENDS if b != REFERENCE)

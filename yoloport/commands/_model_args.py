@@ -1,11 +1,74 @@
-"""Shared pieces of the model commands (detect, val, ...): loading the model and the runner."""
+"""Shared pieces of the model commands (detect, val, ...): loading the model and the runner.
+
+An artifact runs from its sidecar alone: ``--backend onnxruntime --artifact A`` without ``--weights``
+or ``--model-key`` loads no checkpoint (:class:`ArtifactModel` stands for the model), so the light
+runtime install (no torch, no onnx) can detect, validate and benchmark.
+"""
 from __future__ import annotations
 
 import argparse
+import json
+from dataclasses import dataclass, field
 
-from ..config import model_source
+from ..config import PACKAGE_DIR, model_source
 from ..data.letterbox import parse_img_size
-from ..errors import YoloportError
+from ..errors import DependencyMissing, YoloportError
+
+TORCH_PACKAGE = "torch"  # the Python package a checkpoint needs (the [train] extra), not a backend name
+TRAIN_EXTRA = "pip install 'yoloport[train]' (torch)"
+
+
+@dataclass(frozen=True)
+class ArtifactModel:
+    """What the commands read of a model when they run an artifact without its checkpoint, taken from the
+    artifact's sidecar: class ``names``, the built input size ``img_size`` ``(h, w)``, the largest
+    ``stride``, the checkpoint's ``source`` record and ``model_key`` (``"default"`` when the sidecar's
+    source is the embedded default model, else None)."""
+
+    names: tuple[str, ...]
+    img_size: tuple[int, int]
+    stride: int
+    source: dict | None = None
+    model_key: str | None = None
+    fingerprint: str | None = field(default=None, compare=False)
+
+
+def artifact_model(artifact) -> ArtifactModel:
+    """The :class:`ArtifactModel` of ``artifact`` (its sidecar read and checked by ``read_sidecar``)."""
+    from ..backends.base import read_sidecar
+    from ..ops.postprocess import HeadSpec
+
+    info = read_sidecar(artifact)
+    head = HeadSpec.from_dict(info["head"])
+    source = info.get("model_source") if isinstance(info.get("model_source"), dict) else None
+    return ArtifactModel(
+        names=tuple(head.names or ()),
+        img_size=(int(info["input_hw"][0]), int(info["input_hw"][1])),
+        stride=int(max(head.strides)) if head.strides else 32,
+        source=source,
+        model_key="default" if _is_default_model(source) else None,
+        fingerprint=info.get("model_fingerprint"),
+    )
+
+
+def _is_default_model(source: dict | None) -> bool:
+    """Whether a sidecar's ``model_source`` is the embedded default model (same origin and creation time
+    as ``assets/default.json`` records)."""
+    record = PACKAGE_DIR / "assets" / "default.json"
+    if not source or not record.is_file():
+        return False
+    meta = json.loads(record.read_text())
+    return bool(source.get("origin")) and (source.get("origin"), source.get("created")) == (meta.get("origin"), meta.get("created"))
+
+
+def runs_artifact_alone(s: argparse.Namespace) -> bool:
+    """True when the command runs ``--artifact`` on an exported backend and names no checkpoint
+    (``--weights`` / ``--model-key``, on the command line or in the run config)."""
+    from ..backends.registry import REFERENCE, get_spec
+
+    if not getattr(s, "artifact", None) or getattr(s, "weights", None) or getattr(s, "model_key", None):
+        return False
+    return get_spec(getattr(s, "backend", None) or REFERENCE).has_artifact
 
 def add_backend_arguments(p: argparse.ArgumentParser) -> None:
     from ..backends.registry import BACKENDS, REFERENCE
@@ -18,8 +81,17 @@ def add_backend_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def load_model_from_settings(s: argparse.Namespace, default: str | None = "default"):
-    from ..models import load_model
-
+    """The checkpoint the settings name (``--weights``, ``--model-key``, else ``default``); for an artifact
+    run without one, its sidecar's :class:`ArtifactModel` (no torch)."""
+    if runs_artifact_alone(s):
+        return artifact_model(s.artifact)
+    try:
+        from ..models import load_model
+    except ModuleNotFoundError as e:
+        if (e.name or "").split(".")[0] != TORCH_PACKAGE:
+            raise
+        raise DependencyMissing(TORCH_PACKAGE, "loading a checkpoint (--weights, --model-key or the default model)",
+                                f"{TRAIN_EXTRA}; an artifact runs without it: --backend B --artifact A") from None
     return load_model(model_source(s, default), registry=getattr(s, "registry", None))
 
 
@@ -54,7 +126,8 @@ def make_runner(s: argparse.Namespace, model, for_val: bool = False):
 
         options["device_id"] = s.device_id
         options["target"] = (read_sidecar(s.artifact).get("qconfig") or {}).get("platform")
-    return load_runner(backend, artifact=getattr(s, "artifact", None), model=model, **options)
+    checked = None if isinstance(model, ArtifactModel) else model  # the sidecar cannot be checked against itself
+    return load_runner(backend, artifact=getattr(s, "artifact", None), model=checked, **options)
 
 
 SYNTH_VAL_SEED = 20261122  # not the seed the embedded default model was trained with (0)

@@ -125,7 +125,7 @@ def unique_stems(paths) -> dict:
 
 def write_text_atomic(path, text: str) -> Path:
     """Write ``text`` via a temp file + rename, so a reader never sees half a file."""
-    from .checkpoint import atomic_write
+    from .atomic import atomic_write
 
     return atomic_write(path, lambda f: f.write(text.encode()))
 
