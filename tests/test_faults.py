@@ -538,3 +538,35 @@ def test_temp_files_of_a_killed_save_are_removed_on_resume(ds, unbroken, tmp_pat
     train({"resume": str(run), "progress": False})
     assert not [p for p in stale if p.exists()]
     _equal_weights(Path(unbroken["last"]), run / "weights" / "last.safetensors")
+
+
+def test_training_killed_after_its_last_save_finishes_on_resume(ds, unbroken, tmp_path, monkeypatch, capsys):
+    """Killed after the final epoch's weights and state were durable but before its log and results:
+    --resume writes what the run did not (results.csv, results.json) and exits 0; a finished run is
+    then refused as finished."""
+    import yoloport.engine.train as T
+    from yoloport.cli import main
+
+    real = T.write_csv
+    calls = []
+
+    def die_on_last(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:  # the second epoch of two: its weights and state are already saved
+            raise Killed
+        return real(*a, **k)
+
+    monkeypatch.setattr(T, "write_csv", die_on_last)
+    with pytest.raises(Killed):
+        T.train(train_settings(ds, tmp_path))
+    monkeypatch.setattr(T, "write_csv", real)
+    run = tmp_path / "exp"
+    assert not (run / "results.json").exists()
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 0
+    res = json.loads((run / "results.json").read_text())
+    assert res["epochs_completed"] == 2 and res["metrics"]["mAP50_95"] == unbroken["metrics"]["mAP50_95"]
+    _equal_weights(Path(unbroken["last"]), run / "weights" / "last.safetensors")
+    assert len((run / "results.csv").read_text().splitlines()) == 3  # header + both epochs
+    capsys.readouterr()
+    rc = main(["train", "--resume", str(run), "--no-progress"])
+    one_line_error(capsys, rc, "already finished")

@@ -248,7 +248,8 @@ def test_sigkill_mid_training_then_resume(tmp_path, synth):
 
     cfg_path = tmp_path / "tiny.yaml"
     cfg_path.write_text(yaml.safe_dump(tiny_cfg()))
-    cmd = [sys.executable, "-m", "yoloport", "train", "--data", str(synth), "--cfg", str(cfg_path), "--epochs", "4",
+    epochs = 40  # enough that the kill lands mid-run on a fast machine too (a finished run proves nothing)
+    cmd = [sys.executable, "-m", "yoloport", "train", "--data", str(synth), "--cfg", str(cfg_path), "--epochs", str(epochs),
            "--batch-size", "4", "--img-size", "96", "--device", "cpu", "--workers", "0", "--noplots", "--no-progress",
            "--project", str(tmp_path / "runs")]
     env = dict(os.environ, PYTHONPATH=str(REPO))
@@ -260,15 +261,16 @@ def test_sigkill_mid_training_then_resume(tmp_path, synth):
     time.sleep(0.5)  # into the next epoch (or its checkpoint writes)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
     wdir = state.parent
     st = load_state(state)
-    assert 0 <= st["epoch"] < 4
+    assert 0 <= st["epoch"] < epochs - 1
     read_checkpoint(wdir / "last.safetensors")
     assert main(["train", "--resume", str(tmp_path / "runs" / "exp"), "--no-progress"]) == 0
-    assert load_state(state)["epoch"] == 3
+    assert load_state(state)["epoch"] == epochs - 1
     assert not [p for p in wdir.iterdir() if ".tmp-" in p.name]  # a killed write's temp file is cleaned up
     _, meta = read_checkpoint(wdir / "last.safetensors")
-    assert meta["epoch"] == 3
+    assert meta["epoch"] == epochs - 1
 
 
 @pytest.mark.fixtures

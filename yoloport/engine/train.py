@@ -401,7 +401,10 @@ def train(settings) -> dict:
         _restore(loop, resume.state, cuda, save_dir if main else None)
         log(f"resuming {save_dir} from epoch {loop.start_epoch} of {s.epochs}")
         if loop.start_epoch >= int(s.epochs):
-            raise YoloportError(f"{save_dir} already finished its {s.epochs} epochs; nothing to resume")
+            if save_dir is None or (save_dir / "results.json").exists():
+                raise YoloportError(f"{save_dir} already finished its {s.epochs} epochs; nothing to resume")
+            # killed after its last epoch was durable but before it wrote its results: finish that
+            log(f"all {s.epochs} epochs were saved before the run stopped; writing the results it did not")
     model = _wrap_ddp(s, model, device, ddp, cuda, log)
     loss_hyp = scale_loss_gains(hyp, unwrap(model).detect.nl, data.nc, max(img_hw))
     compute_loss = ComputeLoss(model, loss_hyp)
@@ -427,6 +430,10 @@ def train(settings) -> dict:
             log(f"time limit {float(s.time_limit_s):.0f} s: stopping after epoch {epoch + 1} (resume with --resume)")
             break
 
+    if not metrics and loop.history:  # no epoch ran here (a resumed run that had saved them all)
+        last = loop.history[-1]
+        metrics = {k: last.get(f"metrics/{c}") for k, c in
+                   (("precision", "precision"), ("recall", "recall"), ("mAP50", "mAP_0.5"), ("mAP50_95", "mAP_0.5:0.95"))}
     rep = dataset.report
     result = {
         "save_dir": str(save_dir) if save_dir else None,
