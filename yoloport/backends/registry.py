@@ -137,14 +137,11 @@ def sidecar_info(backend, model, head, input_hw, batch, calibration=None, qconfi
 
 
 def artifact_size(artifact) -> int:
-    """Bytes on disk of an artifact (an OpenVINO ``.xml`` counts its ``.bin`` too; a folder its files)."""
-    p = Path(artifact)
-    if p.is_dir():
-        return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
-    size = p.stat().st_size if p.exists() else 0
-    if p.suffix == ".xml" and p.with_suffix(".bin").exists():
-        size += p.with_suffix(".bin").stat().st_size
-    return size
+    """Bytes on disk of an artifact: its files as :func:`yoloport.backends.base.artifact_files` lists them
+    (an OpenVINO ``.xml`` with its ``.bin``, a folder's files); 0 when it does not exist."""
+    from .base import artifact_files
+
+    return sum(f.stat().st_size for f in artifact_files(artifact)) if Path(artifact).exists() else 0
 
 
 def export_for(backend: str, model, path, img_size_hw=(640, 640), mode: str | None = "raw", batch: int = 1,

@@ -67,8 +67,6 @@ def run(args: argparse.Namespace) -> int:
     backend = canonical_name(s.backend)
     has_artifact = get_spec(backend).has_artifact
     batches = [int(b) for b in (s.batch if isinstance(s.batch, (list, tuple)) else [s.batch])]
-    if any(b < 1 for b in batches) or int(s.repeat) < 1 or int(s.warmup) < 0:
-        raise YoloportError(f"--batch and --repeat must be >= 1 and --warmup >= 0 (got {batches}, {s.repeat}, {s.warmup})")
     if s.artifact and s.calib:
         raise YoloportError("--calib builds int8 graphs from --weights; an --artifact is run as built")
     if not has_artifact and s.calib:

@@ -68,8 +68,6 @@ def run(args: argparse.Namespace) -> int:
     from ..engine.draw import draw_detections, draw_landmarks
 
     s = resolve_settings(args, DEFAULTS)
-    if not 0 <= s.conf_thres <= 1 or not 0 <= s.iou_thres <= 1:
-        raise YoloportError(f"--conf-thres and --iou-thres must be between 0 and 1 (got {s.conf_thres}, {s.iou_thres})")
     model = load_model_from_settings(s)
     source = s.source or _default_source(model)
     files = resolve_source(source)

@@ -74,8 +74,6 @@ def run(args: argparse.Namespace) -> int:
     graph = graph_options(s)
     if s.max_drop is None or s.max_drop < 0:
         raise YoloportError(f"--max-drop must be >= 0 points, got {s.max_drop}")
-    if any(b < 1 for b in s.bench_batches or []):
-        raise YoloportError(f"--bench-batches must be positive, got {s.bench_batches}")
     model = load_model_from_settings(s)
     stride = int(model.stride.max())
     img_hw = parse_img_size(s.img_size, stride, warn=lambda m: print(f"warning: {m}")) if s.img_size else \

@@ -58,8 +58,6 @@ def run(args: argparse.Namespace) -> int:
     if not spec.profiler:
         profiled = [b for b in ARTIFACT_BACKENDS if get_spec(b).profiler]
         raise YoloportError(f"profile reads a runtime's own profiler: {', '.join(profiled)}; {backend} has none")
-    if int(s.runs) < 1 or int(s.warmup) < 0 or int(s.batch) < 1:
-        raise YoloportError(f"--runs and --batch must be >= 1, --warmup >= 0 (got {s.runs}, {s.batch}, {s.warmup})")
     out = _json_path(s) if s.json else None  # an existing --json file is refused before any work
     if s.artifact and s.focus_to_conv:
         raise YoloportError("--focus-to-conv applies to --weights (an artifact is profiled as it was built)")

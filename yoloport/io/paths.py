@@ -16,21 +16,6 @@ from pathlib import Path
 from ..errors import YoloportError
 
 
-def increment_path(path, exist_ok: bool = False, mkdir: bool = True) -> Path:
-    """``runs/detect/exp`` -> ``runs/detect/exp2`` (3, ...) when it exists, unless ``exist_ok``.
-
-    With ``mkdir`` the folder is claimed atomically (see :func:`claim_run_dir`)."""
-    path = Path(path)
-    if mkdir:
-        return claim_run_dir(path, exist_ok=exist_ok, increment=True)
-    if path.exists() and not exist_ok:
-        stem, n = _numbered_stem(path)
-        while (path.parent / f"{stem}{n}").exists():
-            n += 1
-        path = path.parent / f"{stem}{n}"
-    return path
-
-
 def _numbered_stem(path: Path) -> tuple[str, int]:
     stem = re.sub(r"\d+$", "", path.name) or path.name
     return stem, 2
