@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._version import package_version
 from ..errors import YoloportError
 from .tables import fmt_float, format_table
 
@@ -385,21 +386,6 @@ def machine_info() -> dict:
         if version:
             info[f"{mod}_version"] = version
     return info
-
-
-def package_version(module: str) -> str | None:
-    """The version of an installed package without importing it (a loaded module's ``__version__`` when it
-    is already imported), or None when it is not installed: recording torch's version must not load torch."""
-    import sys
-    from importlib import metadata
-
-    loaded = sys.modules.get(module)
-    if loaded is not None and getattr(loaded, "__version__", None):
-        return str(loaded.__version__)
-    try:
-        return metadata.version(module)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 def end_to_end_lines(results: list[dict]) -> list[str]:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ...deploy.onnx_graph import conv_map
+from ..._version import package_version
 from ...errors import YoloportError
 from ...ops.postprocess import HeadSpec
 from ...quant.float_scope import FloatScope
@@ -162,7 +163,7 @@ def build(model, onnx_path, head: HeadSpec, out_dir, calibration, qconfig: dict 
         "platform": q["platform"],
         "precision": "int8" if q["do_quantization"] else "fp16",
         "rknn": {
-            "toolkit_version": _toolkit_version(),
+            "toolkit_version": package_version("rknn-toolkit2"),
             "config": config_kwargs(q),
             "do_quantization": q["do_quantization"],
             "hybrid_layers": info["hybrid_layers"],
@@ -193,15 +194,6 @@ def write_convention_files(out_dir: Path, head: HeadSpec, input_hw) -> dict:
     if conv is None or not (conv.anchors_file or conv.names_file):
         return {}
     return write_client_files(conv, out_dir, ARTIFACT_NAME, head, input_hw, PREPROCESS, RUNTIME_INPUT)
-
-
-def _toolkit_version() -> str | None:
-    try:
-        from importlib.metadata import version
-
-        return version("rknn-toolkit2")
-    except Exception:
-        return None
 
 
 def _live_key(artifact) -> tuple:
