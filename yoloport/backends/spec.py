@@ -40,7 +40,8 @@ class BackendSpec:
       (``tail``: the decode after the last convolutions; ``convs``: the Detect convolutions too).
     - ``port_qconfig``: the accuracy recipe ``yoloport port`` builds it with (dropped by ``--full-int8``);
       ``target_defaults``: the options that name a port target (RKNN's platform), always applied.
-    - ``benchmarkable``/``profiler``: whether timings/per-layer profiles on this machine mean anything.
+    - ``benchmarkable``/``profiler``: whether timings/per-layer profiles on this machine mean anything;
+      ``board``: whether it can run on a connected device (``--device-id``) instead of this machine.
     - ``simulated_note``: set when results come from a simulation, said in every report.
     - ``output_convention``: the output convention its standard clients expect
       (:data:`yoloport.deploy.conventions.CONVENTIONS`); ``quantize`` and ``port`` export it by default.
@@ -66,6 +67,7 @@ class BackendSpec:
     target_defaults: Mapping = field(default_factory=dict)
     benchmarkable: bool = False
     profiler: bool = False
+    board: bool = False
     simulated_note: str | None = None
     target_option: Callable[[str], dict | None] | None = None
     output_convention: str = "yoloport"

@@ -120,7 +120,7 @@ def make_runner(s: argparse.Namespace, model, for_val: bool = False):
     if for_val:
         options["output"] = "raw"
     if getattr(s, "device_id", None):
-        if spec.target_option is None:
+        if not spec.board:
             raise YoloportError(f"--device-id is for a backend with a board to connect (rknn), not {spec.name}")
         from ..backends.base import read_sidecar
 

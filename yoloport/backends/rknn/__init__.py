@@ -64,6 +64,7 @@ SPEC = BackendSpec(
     target_defaults={"platform": DEFAULT_QCONFIG["platform"]},
     benchmarkable=False,
     profiler=True,  # RKNN.eval_perf, on a connected board only
+    board=True,  # --device-id: the .rknn itself on a board over adb
     simulated_note="RKNN results come from rknn-toolkit2's x86 simulator (no board connected): accuracy is the "
     "simulator's, and its timings say nothing about the NPU, so RKNN is not benchmarked here.",
     target_option=_platform_option,
