@@ -134,6 +134,14 @@ def test_compare_cli(built, images, tmp_path, capsys):
     assert main(["compare", "--weights", str(ckpt), "--artifact", str(art), "--source", src, "--min-sqnr", "1000"]) == 1
     assert "FAIL" in capsys.readouterr().out
     assert art.with_name(art.name + ".compare.json").is_file()  # the default report path
+    # an existing report (the user's file, or an earlier run's) is kept unless --overwrite
+    out.write_text("mine")
+    assert main(["compare", "--weights", str(ckpt), "--artifact", str(art), "--source", src, "--json", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "--overwrite" in err and "Traceback" not in err and out.read_text() == "mine"
+    assert main(["compare", "--weights", str(ckpt), "--artifact", str(art), "--source", src, "--json", str(out),
+                 "--overwrite"]) == 0
+    assert json.loads(out.read_text())["summary"]["images"] == 2
     assert main(["compare", "--weights", str(ckpt), "--backend", "torch", "--source", src]) == 0
 
 

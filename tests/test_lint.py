@@ -369,6 +369,11 @@ def test_cli_exit_codes(tmp_path, clean, naive, capsys):
     out_json = tmp_path / "r" / "lint.json"
     assert main(["lint", str(ok_path), "--target", "rknn", "--json", str(out_json)]) == 0
     assert json.loads(out_json.read_text())["ok"] is True
+    out_json.write_text("mine")  # an existing file is kept unless --overwrite
+    assert main(["lint", str(ok_path), "--target", "rknn", "--json", str(out_json)]) == 2
+    assert "--overwrite" in capsys.readouterr().err and out_json.read_text() == "mine"
+    assert main(["lint", str(ok_path), "--target", "rknn", "--json", str(out_json), "--overwrite"]) == 0
+    assert json.loads(out_json.read_text())["ok"] is True
     assert main(["lint", str(bad_path), "--target", "rknn"]) == 1
     out = capsys.readouterr().out
     assert "scatternd" in out and "FAIL" in out.splitlines()[-1]

@@ -32,6 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--class-agnostic-match", action="store_true", help="match boxes whatever their classes")
     parser.add_argument("--threads", type=int, default=None, help="runtime threads")
     parser.add_argument("--json", metavar="OUT", help="write the report as JSON here (default: <artifact>.compare.json)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     parser.add_argument("--min-sqnr", type=float, default=None, help="exit 1 if an output's SQNR (dB) is below this")
     parser.add_argument("--min-match-rate", type=float, default=None, help="exit 1 if fewer boxes than this fraction match")
 
@@ -60,6 +61,11 @@ def run(args: argparse.Namespace) -> int:
         raise YoloportError("pass --artifact (and optionally --backend)")
     model = load_model_from_args(args)
     test = load_runner(args.backend, args.artifact, model=model, threads=args.threads)
+    js = args.json or (str(Path(args.artifact).with_name(Path(args.artifact).name + ".compare.json")) if args.artifact else None)
+    if js:
+        from ..io.paths import claim_output_file
+
+        claim_output_file(js, bool(args.overwrite), what="--json")  # refused before the comparison runs
     hw = tuple(test.input_hw) if test.input_hw else resolve_img_size(args, model)
     ref = reference_runner(model, test.head, hw)
     images = load_calibration(args.source, n=args.max_images, img_size_hw=hw, stride=int(model.stride.max()),
@@ -70,14 +76,10 @@ def run(args: argparse.Namespace) -> int:
     )
     report["artifact"] = str(args.artifact) if args.artifact else None
     print(format_compare_table(report))
-    js = args.json or (str(Path(args.artifact).with_name(Path(args.artifact).name + ".compare.json")) if args.artifact else None)
     if js:
-        out = Path(js)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(json.dumps(jsonable(report), indent=2))
-        tmp.replace(out)
-        print(f"report: {out}")
+        from ..io.paths import write_text_atomic
+
+        print(f"report: {write_text_atomic(js, json.dumps(jsonable(report), indent=2))}")
     failed = []
     s = report["summary"]
     if args.min_sqnr is not None:

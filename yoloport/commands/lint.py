@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="ONNX file to check")
     parser.add_argument("--target", choices=TARGETS, default="rknn", help="deployment target (default: rknn)")
     parser.add_argument("--json", metavar="OUT", help="also write the report as JSON to OUT")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     parser.add_argument(
         "--sample-image",
         metavar="IMG",
@@ -53,31 +52,21 @@ def sample_from_image(path: str, model) -> np.ndarray:
     return chw[None]
 
 
-def _write_json(path: str, data: dict) -> None:
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def run(args: argparse.Namespace) -> int:
     try:
         import onnx  # noqa: F401
     except ImportError:
         raise DependencyMissing("onnx", "yoloport lint", "pip install 'yoloport[deploy]'") from None
     from ..deploy.lint import format_report, lint_model, load_onnx
+    from ..io.paths import claim_output_file, write_text_atomic
 
+    if args.json:
+        claim_output_file(args.json, bool(args.overwrite), what="--json")  # refused before any work
     model = load_onnx(args.model)
     sample = sample_from_image(args.sample_image, model) if args.sample_image else None
     report = lint_model(model, args.target, sample_input=sample, model_dir=Path(args.model).parent)
     report.model = str(args.model)
     print(report.summary() if args.quiet else format_report(report))
     if args.json:
-        _write_json(args.json, report.to_dict())
+        write_text_atomic(args.json, json.dumps(report.to_dict(), indent=2))
     return 0 if report.ok else 1
