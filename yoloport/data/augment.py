@@ -6,6 +6,10 @@ index)`` only (see :func:`sample_rng`): training is reproducible, and a resumed 
 images an uninterrupted run would have seen, whatever the number of workers.
 
 Labels here are ``[n, 5]`` float arrays ``(cls, x1, y1, x2, y2)`` in pixels of the image they go with.
+Face labels carry their ``K`` landmarks after the box, ``[n, 5 + 2K]`` ``(..., x1, y1, ..., xK, yK)``
+in the same pixels, ``-1 -1`` for a missing landmark: every geometric step moves them with the
+image, and a landmark that leaves the image becomes ``-1 -1`` (as yolov5-face's augmentation does).
+The column count of these arrays is the loader's decision (by the model's head), not a guess.
 """
 from __future__ import annotations
 
@@ -17,6 +21,65 @@ import numpy as np
 from ..ops.boxes import xywhn2xyxy
 
 FILL = 114
+
+#: Where each of yolov5-face's five landmarks goes under a horizontal flip (left eye, right eye, nose,
+#: left mouth corner, right mouth corner): the eyes swap, the nose stays, the mouth corners swap.
+FACE_FLIP_INDEX = (1, 0, 2, 4, 3)
+
+
+def n_keypoints(labels: np.ndarray) -> int:
+    """Landmarks per row of a label array ``[n, 5 + 2K]`` (0 for detector labels ``[n, 5]``)."""
+    return (labels.shape[1] - 5) // 2
+
+
+def keypoint_missing(pts: np.ndarray) -> np.ndarray:
+    """``pts [..., 2]`` -> bool ``[...]``: the landmark is missing (``-1 -1``, or any negative coordinate)."""
+    return (pts < 0).any(-1)
+
+
+def points_to_pixels(labels: np.ndarray, w: float, h: float, padw: float = 0.0, padh: float = 0.0) -> None:
+    """Normalised landmarks of ``labels [n, 5 + 2K]`` -> pixels ``x * w + padw``, ``y * h + padh``, in
+    place; missing ones stay ``-1``."""
+    if n_keypoints(labels) == 0 or not len(labels):
+        return
+    pts = labels[:, 5:].reshape(len(labels), -1, 2)
+    miss = keypoint_missing(pts)
+    pts[..., 0] = pts[..., 0] * w + padw
+    pts[..., 1] = pts[..., 1] * h + padh
+    pts[miss] = -1
+    labels[:, 5:] = pts.reshape(len(labels), -1)
+
+
+def points_to_normalised(labels: np.ndarray, hw: tuple[int, int]) -> None:
+    """Pixel landmarks of ``labels [n, 5 + 2K]`` in an image of ``hw`` -> normalised, in place; missing stay ``-1``."""
+    if n_keypoints(labels) == 0 or not len(labels):
+        return
+    pts = labels[:, 5:].reshape(len(labels), -1, 2)
+    miss = keypoint_missing(pts)
+    pts[..., 0] /= hw[1]
+    pts[..., 1] /= hw[0]
+    pts[miss] = -1
+    labels[:, 5:] = pts.reshape(len(labels), -1)
+
+
+def drop_points_outside(pts: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """``pts [n, K, 2]`` pixels: a landmark outside ``[0, w] x [0, h]`` (or already missing) becomes ``-1 -1``."""
+    out = pts.copy()
+    bad = keypoint_missing(pts) | (pts[..., 0] > hw[1]) | (pts[..., 1] > hw[0])
+    out[bad] = -1
+    return out
+
+
+def warp_points(pts: np.ndarray, M: np.ndarray, out_hw: tuple[int, int], perspective: bool) -> np.ndarray:
+    """Landmarks ``pts [n, K, 2]`` (pixels, ``-1`` missing) through the 3x3 ``M``; missing ones and those
+    that land outside the ``out_hw`` image become ``-1 -1``."""
+    n, k = pts.shape[:2]
+    xy = np.ones((n * k, 3))
+    xy[:, :2] = pts.reshape(n * k, 2)
+    xy = xy @ M.T
+    xy = (xy[:, :2] / xy[:, 2:3] if perspective else xy[:, :2]).reshape(n, k, 2)
+    xy[keypoint_missing(pts)] = -1
+    return drop_points_outside(xy, out_hw)
 
 
 def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
@@ -113,6 +176,9 @@ def random_perspective(im: np.ndarray, labels: np.ndarray, rng: np.random.Genera
             im = cv2.warpAffine(im, M[:2], dsize=size, borderValue=(FILL, FILL, FILL))
     if len(labels):
         new = warp_boxes(labels[:, 1:5], M, out_hw, bool(perspective))
+        if n_keypoints(labels):
+            pts = labels[:, 5:].reshape(len(labels), -1, 2)
+            labels[:, 5:] = warp_points(pts, M, out_hw, bool(perspective)).reshape(len(labels), -1)
         keep = box_candidates(labels[:, 1:5].T * s, new.T, area_thr=0.10)
         labels = labels[keep]
         labels[:, 1:5] = new[keep]
@@ -146,9 +212,10 @@ def mosaic4(tiles: list[tuple[np.ndarray, np.ndarray]], img_hw: tuple[int, int],
             hyp: dict) -> tuple[np.ndarray, np.ndarray]:
     """4-image mosaic then :func:`random_perspective` back to ``img_hw``.
 
-    ``tiles``: four ``(BGR image resized to fit img_hw, labels [n, 5] (cls, xc, yc, w, h) normalised)``.
-    The centre is drawn from ``U(s/2, 3s/2)`` on a ``2h x 2w`` grey canvas. Returns ``(image,
-    labels [n, 5] (cls, x1, y1, x2, y2) pixels)``.
+    ``tiles``: four ``(BGR image resized to fit img_hw, labels [n, 5] (cls, xc, yc, w, h) normalised)``
+    (face labels ``[n, 5 + 2K]``: normalised landmarks follow). The centre is drawn from
+    ``U(s/2, 3s/2)`` on a ``2h x 2w`` grey canvas. Returns ``(image, labels [n, 5] (cls, x1, y1, x2, y2)
+    pixels)`` (``+ 2K`` landmark columns in pixels, ``-1`` where missing or off the image).
     """
     h0, w0 = img_hw
     canvas_hw = (2 * h0, 2 * w0)
@@ -163,11 +230,15 @@ def mosaic4(tiles: list[tuple[np.ndarray, np.ndarray]], img_hw: tuple[int, int],
         canvas[y1a:y2a, x1a:x2a] = im[y1b:y2b, x1b:x2b]
         lb = lb.copy()
         if len(lb):
-            lb[:, 1:] = xywhn2xyxy(lb[:, 1:], w, h, x1a - x1b, y1a - y1b)
+            lb[:, 1:5] = xywhn2xyxy(lb[:, 1:5], w, h, x1a - x1b, y1a - y1b)
+            points_to_pixels(lb, w, h, x1a - x1b, y1a - y1b)
         all_labels.append(lb)
     labels = np.concatenate(all_labels, 0) if all_labels else np.zeros((0, 5), np.float32)
     labels[:, [1, 3]] = labels[:, [1, 3]].clip(0, canvas_hw[1])
     labels[:, [2, 4]] = labels[:, [2, 4]].clip(0, canvas_hw[0])
+    if n_keypoints(labels) and len(labels):
+        pts = drop_points_outside(labels[:, 5:].reshape(len(labels), -1, 2), canvas_hw)
+        labels[:, 5:] = pts.reshape(len(labels), -1)
     return random_perspective(canvas, labels, rng, hyp.get("degrees", 0.0), hyp.get("translate", 0.1),
                               hyp.get("scale", 0.5), hyp.get("shear", 0.0), hyp.get("perspective", 0.0), border)
 
@@ -181,14 +252,42 @@ def mixup(im: np.ndarray, labels: np.ndarray, im2: np.ndarray, labels2: np.ndarr
 
 
 def flip(im: np.ndarray, labels_xywhn: np.ndarray, rng: np.random.Generator, fliplr: float = 0.5,
-         flipud: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-    """Random vertical then horizontal flip of ``im`` and normalised ``labels [n, 5]`` (cls, xc, yc, w, h)."""
+         flipud: float = 0.0, flip_index=None) -> tuple[np.ndarray, np.ndarray]:
+    """Random vertical then horizontal flip of ``im`` and normalised ``labels [n, 5]`` (cls, xc, yc, w, h).
+
+    Face labels ``[n, 5 + 2K]`` (normalised landmarks, ``-1`` missing): their landmarks are mirrored too,
+    and a horizontal flip reorders them by ``flip_index`` (landmark ``k`` becomes landmark
+    ``flip_index[k]``; default :data:`FACE_FLIP_INDEX` for five landmarks, else unchanged) so that the
+    left eye is still the first point. A vertical flip keeps the order (yolov5-face does the same)."""
+    k = n_keypoints(labels_xywhn)
     if rng.random() < flipud:
         im = np.flipud(im)
         if len(labels_xywhn):
             labels_xywhn[:, 2] = 1 - labels_xywhn[:, 2]
+            if k:
+                _mirror_points(labels_xywhn, axis=1)
     if rng.random() < fliplr:
         im = np.fliplr(im)
         if len(labels_xywhn):
             labels_xywhn[:, 1] = 1 - labels_xywhn[:, 1]
+            if k:
+                _mirror_points(labels_xywhn, axis=0)
+                order = flip_index if flip_index is not None else (FACE_FLIP_INDEX if k == 5 else range(k))
+                labels_xywhn[:, 5:] = swap_points(labels_xywhn[:, 5:], order)
     return im, labels_xywhn
+
+
+def _mirror_points(labels_xywhn: np.ndarray, axis: int) -> None:
+    """``x -> 1 - x`` (axis 0) or ``y -> 1 - y`` (axis 1) of the present landmarks, in place."""
+    pts = labels_xywhn[:, 5:].reshape(len(labels_xywhn), -1, 2)
+    present = ~keypoint_missing(pts)
+    pts[..., axis] = np.where(present, 1 - pts[..., axis], -1)
+    labels_xywhn[:, 5:] = pts.reshape(len(labels_xywhn), -1)
+
+
+def swap_points(flat: np.ndarray, order) -> np.ndarray:
+    """``flat [n, 2K]`` landmarks -> the same with landmark ``k`` moved to position ``order[k]``."""
+    pts = flat.reshape(len(flat), -1, 2)
+    out = np.empty_like(pts)
+    out[:, list(order)] = pts
+    return out.reshape(len(flat), -1)

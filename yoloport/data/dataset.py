@@ -272,6 +272,15 @@ def read_labels(txt: str | os.PathLike, nc: int) -> tuple[np.ndarray, list[str]]
     return labels, problems
 
 
+def _read_split_labels(txt: Path, nc: int, nkpt: int) -> tuple[np.ndarray, list[str]]:
+    """Detector labels (``nkpt == 0``) or face labels with ``nkpt`` landmarks, as the model's head says."""
+    if nkpt:
+        from .face_labels import read_face_labels
+
+        return read_face_labels(txt, nc, nkpt)
+    return read_labels(txt, nc)
+
+
 def _is_float(v: str) -> bool:
     try:
         float(v)
@@ -419,6 +428,8 @@ class ValDataset:
     ``images``: a split spec for :func:`list_images` (folder, ``.txt`` list, or a list of those).
     ``strict``: raise a YoloportError on the first malformed label file instead of dropping lines.
     ``warn``: where :meth:`DatasetReport.console_warnings` go once the split is read (stderr).
+    ``nkpt``: read the labels as faces with that many landmarks (:mod:`yoloport.data.face_labels`,
+    rows ``[n, 5 + 2 * nkpt]``); 0 (the default) reads detector labels.
     """
 
     def __init__(
@@ -433,6 +444,7 @@ class ValDataset:
         fixed_shape_hw: tuple[int, int] | None = None,
         strict: bool = False,
         warn=_warn_stderr,
+        nkpt: int = 0,
     ):
         if batch_size < 1:
             raise YoloportError(f"batch size must be >= 1, got {batch_size}")
@@ -464,7 +476,7 @@ class ValDataset:
                 continue
             lf = img2label_path(f)
             if lf.is_file():
-                lb, problems = read_labels(lf, nc)
+                lb, problems = _read_split_labels(lf, nc, nkpt)
                 if problems and strict:
                     raise YoloportError(f"{len(problems)} label problem(s); first: {problems[0]}")
                 rep.n_bad_lines += len(problems)
@@ -472,7 +484,7 @@ class ValDataset:
                 if not len(lb) and not problems:
                     rep.n_empty_labels += 1
             else:
-                lb = np.zeros((0, 5), np.float32)
+                lb = np.zeros((0, 5 + 2 * nkpt), np.float32)
                 rep.n_missing_labels += 1
             rep.n_background += not len(lb)
             self.files.append(f)
@@ -521,6 +533,7 @@ class ValDataset:
             im, ratio, pad = letterbox(im, shape, auto=False, scaleup=False, stride=self.stride)
         lb = self.labels[i].copy()
         if len(lb):
+            lb = lb[:, :5]  # the box (face labels' landmarks are not validated here)
             lb[:, 1:] = xywhn2xyxy(lb[:, 1:], ratio[0] * w, ratio[1] * h, padw=pad[0], padh=pad[1])
             eps = 1e-3  # Ultralytics clips to (h - eps, w - eps) when re-normalising
             clip_boxes(lb[:, 1:], (im.shape[0] - eps, im.shape[1] - eps))

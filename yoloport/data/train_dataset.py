@@ -13,6 +13,10 @@ Pipeline per sample, as YOLOv5 v7.0 ``LoadImagesAndLabels.__getitem__``:
    letterboxed (to its rectangular batch shape with ``rect``) and, when augmenting,
    :func:`random_perspective`;
 2. labels to normalised ``xywh`` (clipped), HSV gains, vertical and horizontal flips.
+
+A face dataset (``nkpt > 0``, the model's landmark count) reads yolov5-face's labels
+(:mod:`yoloport.data.face_labels`) and every step moves the landmarks with the image
+(:mod:`yoloport.data.augment`); samples then carry ``2 * nkpt`` more columns.
 """
 from __future__ import annotations
 
@@ -25,7 +29,16 @@ import torch
 
 from ..errors import YoloportError
 from ..ops.boxes import xywhn2xyxy
-from .augment import augment_hsv, flip, mixup, mosaic4, random_perspective, sample_rng
+from .augment import (
+    augment_hsv,
+    flip,
+    mixup,
+    mosaic4,
+    points_to_normalised,
+    points_to_pixels,
+    random_perspective,
+    sample_rng,
+)
 from .dataset import DatasetReport, ValDataset, read_image, rect_batch_shapes
 from .letterbox import letterbox
 
@@ -72,16 +85,21 @@ class TrainDataset(torch.utils.data.Dataset):
             shape, no mosaic); ``batch_size`` is then the per-process batch.
         seed: the run's seed.
         cache: keep resized images in memory (per process).
+        nkpt: landmarks per face of a face model's head (0: a detector): labels are then read as
+            ``cls xc yc w h x1 y1 ... xK yK`` and the landmarks follow the augmentation.
 
-    ``__getitem__`` -> ``(image uint8 [3, H, W] RGB, labels float32 [n, 6] (0, cls, xc, yc, w, h), path)``.
+    ``__getitem__`` -> ``(image uint8 [3, H, W] RGB, labels float32 [n, 6] (0, cls, xc, yc, w, h), path)``;
+    with ``nkpt`` the labels are ``[n, 6 + 2 * nkpt]``, normalised landmarks last (``-1`` when missing).
     """
 
     def __init__(self, images, nc: int, img_hw: tuple[int, int], hyp: dict, augment: bool = True,
-                 rect: bool = False, batch_size: int = 16, stride: int = 32, seed: int = 0, cache: bool = False):
+                 rect: bool = False, batch_size: int = 16, stride: int = 32, seed: int = 0, cache: bool = False,
+                 nkpt: int = 0):
         self.img_hw = (int(img_hw[0]), int(img_hw[1]))
         if self.img_hw[0] % stride or self.img_hw[1] % stride:
             raise YoloportError(f"training size {self.img_hw[1]}x{self.img_hw[0]} is not a multiple of the stride {stride}")
-        scan = ValDataset(images, nc, img_size=max(self.img_hw), batch_size=1, stride=stride, rect=False)
+        scan = ValDataset(images, nc, img_size=max(self.img_hw), batch_size=1, stride=stride, rect=False, nkpt=nkpt)
+        self.nkpt = int(nkpt)
         self.report: DatasetReport = scan.report
         self.files: list[Path] = list(scan.files)
         self.labels: list[np.ndarray] = [lb.astype(np.float32) for lb in scan.labels]
@@ -133,7 +151,8 @@ class TrainDataset(torch.utils.data.Dataset):
             img, ratio, pad = letterbox(img, shape, auto=False, scaleup=self.augment, stride=self.stride)
             labels = self.labels[index].copy()
             if len(labels):
-                labels[:, 1:] = xywhn2xyxy(labels[:, 1:], ratio[0] * w, ratio[1] * h, padw=pad[0], padh=pad[1])
+                labels[:, 1:5] = xywhn2xyxy(labels[:, 1:5], ratio[0] * w, ratio[1] * h, padw=pad[0], padh=pad[1])
+                points_to_pixels(labels, ratio[0] * w, ratio[1] * h, pad[0], pad[1])
             if self.augment:
                 img, labels = random_perspective(img, labels, rng, hyp.get("degrees", 0.0), hyp.get("translate", 0.1),
                                                  hyp.get("scale", 0.5), hyp.get("shear", 0.0),
@@ -141,11 +160,12 @@ class TrainDataset(torch.utils.data.Dataset):
         labels = labels.astype(np.float32)
         if len(labels):
             labels[:, 1:5] = xyxy_to_xywhn_clipped(labels[:, 1:5], img.shape[:2])
+            points_to_normalised(labels, img.shape[:2])
         if self.augment:
             img = np.ascontiguousarray(img)
             augment_hsv(img, rng, hyp.get("hsv_h", 0.015), hyp.get("hsv_s", 0.7), hyp.get("hsv_v", 0.4))
             img, labels = flip(img, labels, rng, hyp.get("fliplr", 0.5), hyp.get("flipud", 0.0))
-        out = torch.zeros((len(labels), 6))
+        out = torch.zeros((len(labels), 6 + 2 * self.nkpt))
         if len(labels):
             out[:, 1:] = torch.from_numpy(labels)
         chw = np.ascontiguousarray(img.transpose(2, 0, 1)[::-1])  # HWC BGR -> CHW RGB
@@ -153,7 +173,8 @@ class TrainDataset(torch.utils.data.Dataset):
 
     @staticmethod
     def collate(batch):
-        """-> ``(images uint8 [B, 3, H, W], targets float32 [n, 6] (img_idx, cls, xc, yc, w, h), paths)``."""
+        """-> ``(images uint8 [B, 3, H, W], targets float32 [n, 6] (img_idx, cls, xc, yc, w, h), paths)``
+        (``[n, 6 + 2K]`` with the normalised landmarks of a face dataset)."""
         ims, labels, paths = zip(*batch)
         for i, lb in enumerate(labels):
             lb[:, 0] = i

@@ -18,6 +18,18 @@ from .widerface import landmark_nme, read_landmark_labels
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
+def boxes_only(infer, nc: int):
+    """``infer`` of a keypoint head (decoded rows ``[B, N, 5 + nc + 2K]``, keypoints last) as a box
+    detector's ``infer`` (``[B, N, 5 + nc]``), for :func:`yoloport.engine.val.validate` (box mAP)."""
+
+    def infer_boxes(images: np.ndarray) -> np.ndarray:
+        out = infer(images)
+        out = out[0] if isinstance(out, (tuple, list)) else out
+        return np.asarray(out)[..., : 5 + nc]
+
+    return infer_boxes
+
+
 def face_label_pairs(folder) -> list[tuple[Path, Path]]:
     """``(image, label)`` pairs of ``folder/images/**`` and ``folder/labels/**`` (same relative stem);
     an image without a label file counts as an image with no faces."""

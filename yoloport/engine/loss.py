@@ -13,6 +13,15 @@ each multiplied by its gain ``hyp['box'|'obj'|'cls']`` (see :func:`scale_loss_ga
 multiplied by the batch size. A target is assigned to every anchor whose width and height ratios
 are both within ``anchor_t`` and to its own cell plus the two nearest neighbouring cells
 (offset ``g = 0.5``).
+
+**Landmarks** (a keypoint head, ``Detect.nkpt = K > 0``, as yolov5-face ``utils/loss.py``): targets
+carry ``2K`` more columns, the normalised landmarks (``-1`` when missing). The head's landmark
+channels are not squashed; for a positive in cell ``(gi, gj)`` with anchor ``a`` (grid units) the
+prediction ``raw * a`` is compared with the target landmark in grid units minus ``(gi, gj)`` (the
+same relation the head decodes with: ``raw * anchor_px + grid * stride``) by the wing loss
+(:func:`wing_loss`, ``w = 10, e = 2``), summed over the coordinates present and divided by their
+number; missing landmarks are masked out. Per level these add up, times ``hyp['landmark']``
+(yolov5-face: 0.005, not scaled by the number of levels). A fourth loss item is then returned.
 """
 from __future__ import annotations
 
@@ -25,6 +34,9 @@ from torch import nn
 #: Objectness weight per level (P3, P4, P5) and for 5-level heads, as YOLOv5.
 BALANCE = {3: [4.0, 1.0, 0.4]}
 BALANCE_DEFAULT = [4.0, 1.0, 0.25, 0.06, 0.02]
+
+#: yolov5-face's landmark loss gain (``hyp.scratch.yaml``: ``landmark: 0.005``) when ``hyp`` has none.
+LANDMARK_GAIN = 0.005
 
 #: Neighbour cell offsets (own cell, +x, +y, -x, -y) in units of ``g``.
 _OFFSETS = torch.tensor([[0, 0], [1, 0], [0, 1], [-1, 0], [0, -1]], dtype=torch.float32)
@@ -101,13 +113,32 @@ def scale_loss_gains(hyp: dict, nl: int, nc: int, img_size: int) -> dict:
     return h
 
 
+def wing_loss(pred: torch.Tensor, target: torch.Tensor, w: float = 10.0, e: float = 2.0) -> torch.Tensor:
+    """Wing loss (Feng et al. 2018, https://arxiv.org/abs/1711.06753) per element, same shape as the inputs.
+
+    ``w * ln(1 + |d| / e)`` for ``|d| < w`` (log-shaped, sensitive to small errors), else
+    ``|d| - C`` with ``C = w - w * ln(1 + w / e)`` (linear, continuous at ``|d| = w``)."""
+    d = (pred - target).abs()
+    c = w - w * math.log(1 + w / e)
+    return torch.where(d < w, w * torch.log1p(d / e), d - c)
+
+
+def landmark_loss(pred: torch.Tensor, target: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+    """Masked wing loss of one level's positives: ``pred, target [n, K, 2]`` (grid units relative to
+    the cell), ``present [n, K]`` bool -> scalar: the sum over present coordinates / their count (0 if none)."""
+    mask = present.unsqueeze(-1).expand_as(pred).to(pred.dtype)
+    loss = wing_loss(pred * mask, target * mask)
+    return (loss * mask).sum() / (mask.sum() + 1e-13)
+
+
 @dataclass
 class Assigned:
     """Positives of one level: ``n`` rows each.
 
     ``b, a, gj, gi``: image, anchor, cell row, cell column (long ``[n]``); ``tbox``: ``[n, 4]`` target
     ``(x, y)`` relative to the cell and ``(w, h)`` in grid units; ``anchors``: ``[n, 2]`` grid units;
-    ``tcls``: long ``[n]``.
+    ``tcls``: long ``[n]``. With landmarks: ``tkpt [n, K, 2]`` target landmarks in grid units relative
+    to the cell ``(gi, gj)``, ``kpt_present [n, K]`` bool (None for a detector).
     """
 
     b: torch.Tensor
@@ -117,6 +148,8 @@ class Assigned:
     tbox: torch.Tensor
     anchors: torch.Tensor
     tcls: torch.Tensor
+    tkpt: torch.Tensor | None = None
+    kpt_present: torch.Tensor | None = None
 
 
 def build_targets(shapes: list[tuple[int, int]], targets: torch.Tensor, anchors: torch.Tensor,
@@ -127,16 +160,20 @@ def build_targets(shapes: list[tuple[int, int]], targets: torch.Tensor, anchors:
     matches anchor ``a`` when ``max(w/aw, aw/w, h/ah, ah/h) < anchor_t``; it is then assigned to its
     own cell and to the horizontally and vertically nearest neighbour cells (the centre lies within
     ``g`` of that border; cells on the image edge have no outer neighbour).
+
+    Targets ``[nt, 6 + 2K]`` carry ``K`` normalised landmarks (``-1`` missing) after the box; each
+    assignment then also gets them in grid units relative to its cell (:class:`Assigned` ``tkpt``).
     """
     device = targets.device
     na, nt = anchors.shape[1], targets.shape[0]
+    nkpt = (targets.shape[1] - 6) // 2
     ai = torch.arange(na, device=device, dtype=targets.dtype).view(na, 1).repeat(1, nt)
-    t_all = torch.cat((targets.repeat(na, 1, 1), ai[..., None]), 2)  # [na, nt, 7]: img, cls, x, y, w, h, anchor
+    t_all = torch.cat((targets.repeat(na, 1, 1), ai[..., None]), 2)  # [na, nt, 7 + 2K]: img, cls, x, y, w, h, kpts, anchor
     off = _OFFSETS.to(device, targets.dtype) * g
     out = []
     for i, (h, w) in enumerate(shapes):
         anc = anchors[i].to(targets.dtype)
-        gain = torch.tensor([1, 1, w, h, w, h, 1], device=device, dtype=targets.dtype)
+        gain = torch.tensor([1, 1, w, h, w, h] + [w, h] * nkpt + [1], device=device, dtype=targets.dtype)
         t = t_all * gain  # boxes in grid units
         if nt:
             r = t[..., 4:6] / anc[:, None]  # [na, nt, 2] wh ratio
@@ -152,13 +189,18 @@ def build_targets(shapes: list[tuple[int, int]], targets: torch.Tensor, anchors:
         else:
             t = t_all[0]
             offsets = torch.zeros_like(t[:, 2:4])
-        bc, gxy, gwh, a = t[:, 0:2], t[:, 2:4], t[:, 4:6], t[:, 6]
+        bc, gxy, gwh, a = t[:, 0:2], t[:, 2:4], t[:, 4:6], t[:, -1]
         a = a.long()
         b, c = bc.long().T
         gij = (gxy - offsets).long()
         gi, gj = gij.T
         gj, gi = gj.clamp(0, h - 1), gi.clamp(0, w - 1)
-        out.append(Assigned(b, a, gj, gi, torch.cat((gxy - gij, gwh), 1), anc[a], c))
+        asg = Assigned(b, a, gj, gi, torch.cat((gxy - gij, gwh), 1), anc[a], c)
+        if nkpt:
+            kpt = t[:, 6:6 + 2 * nkpt].reshape(-1, nkpt, 2)
+            asg.kpt_present = (kpt >= 0).all(-1)  # missing landmarks are -1 (times the gain: still negative)
+            asg.tkpt = kpt - gij[:, None, :].to(kpt.dtype)
+        out.append(asg)
     return out
 
 
@@ -166,9 +208,11 @@ class ComputeLoss:
     """YOLOv5's loss for a :class:`~yoloport.nn.model.DetectionModel` (or its DDP wrapper).
 
     ``hyp`` needs ``box, obj, cls`` (already scaled, :func:`scale_loss_gains`), ``cls_pw, obj_pw,
-    anchor_t``, optional ``fl_gamma`` and ``label_smoothing``. Call with the training forward's
-    list of ``[B, na, H, W, no]`` and ``targets [nt, 6]``; returns ``(loss * B [1], items [3])`` where
-    ``items = (box, obj, cls)`` detached.
+    anchor_t``, optional ``fl_gamma``, ``label_smoothing`` and ``landmark`` (the landmark gain of a
+    keypoint head, default :data:`LANDMARK_GAIN`). Call with the training forward's list of
+    ``[B, na, H, W, no]`` and ``targets [nt, 6]`` (``[nt, 6 + 2K]`` for a head with ``K`` landmarks);
+    returns ``(loss * B [1], items)`` where ``items = (box, obj, cls)`` detached (``n_items = 3``), and
+    ``(box, obj, cls, landmark)`` for a keypoint head (``n_items = 4``).
     """
 
     def __init__(self, model, hyp: dict):
@@ -185,6 +229,8 @@ class ComputeLoss:
         self.balance = BALANCE.get(m.nl, BALANCE_DEFAULT)
         self.gr = 1.0
         self.nc, self.nl, self.na = m.nc, m.nl, m.na
+        self.nkpt = int(getattr(m, "nkpt", 0))
+        self.n_items = 4 if self.nkpt else 3
         self.anchors = m.anchors  # buffer: follows AutoAnchor's in-place updates
 
     def __call__(self, p: list[torch.Tensor], targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -192,13 +238,21 @@ class ComputeLoss:
         lcls = torch.zeros(1, device=dev)
         lbox = torch.zeros(1, device=dev)
         lobj = torch.zeros(1, device=dev)
+        lkpt = torch.zeros(1, device=dev)
+        nk = 2 * self.nkpt
+        if targets.shape[1] != 6 + nk:
+            raise ValueError(f"targets have {targets.shape[1]} columns; this head needs {6 + nk} "
+                             f"(img, cls, xc, yc, w, h{f', {self.nkpt} landmark x/y pairs' if nk else ''})")
         shapes = [(pi.shape[2], pi.shape[3]) for pi in p]
         assigned = build_targets(shapes, targets.to(dev), self.anchors.to(dev), float(self.hyp["anchor_t"]))
         for i, (pi, asg) in enumerate(zip(p, assigned)):
             tobj = torch.zeros(pi.shape[:4], dtype=pi.dtype, device=dev)
             n = asg.b.shape[0]
             if n:
-                pxy, pwh, _, pcls = pi[asg.b, asg.a, asg.gj, asg.gi].split((2, 2, 1, self.nc), 1)
+                pxy, pwh, _, pkpt, pcls = pi[asg.b, asg.a, asg.gj, asg.gi].split((2, 2, 1, nk, self.nc), 1)
+                if nk:  # landmarks: raw * anchor against the target relative to the cell (grid units)
+                    pk = pkpt.reshape(n, self.nkpt, 2) * asg.anchors[:, None, :]
+                    lkpt = lkpt + landmark_loss(pk, asg.tkpt, asg.kpt_present)
                 pxy = pxy.sigmoid() * 2 - 0.5
                 pwh = (pwh.sigmoid() * 2) ** 2 * asg.anchors
                 iou = bbox_iou(torch.cat((pxy, pwh), 1), asg.tbox, CIoU=True).squeeze(-1)
@@ -216,4 +270,7 @@ class ComputeLoss:
         lobj = lobj * float(self.hyp["obj"])
         lcls = lcls * float(self.hyp["cls"])
         bs = p[0].shape[0]
-        return (lbox + lobj + lcls) * bs, torch.cat((lbox, lobj, lcls)).detach()
+        if not nk:
+            return (lbox + lobj + lcls) * bs, torch.cat((lbox, lobj, lcls)).detach()
+        lkpt = lkpt * float(self.hyp.get("landmark", LANDMARK_GAIN))
+        return (lbox + lobj + lcls + lkpt) * bs, torch.cat((lbox, lobj, lcls, lkpt)).detach()

@@ -109,7 +109,7 @@ def load_hyp(hyp) -> dict:
         from ..config import read_yaml
 
         extra = read_yaml(hyp, "hyperparameter YAML")
-    unknown = sorted(set(extra) - set(base) - {"anchors", "label_smoothing"})
+    unknown = sorted(set(extra) - set(base) - {"anchors", "label_smoothing", "landmark"})
     if unknown:
         raise YoloportError(f"unknown hyperparameter(s) {', '.join(unknown)}; known: {', '.join(base)}")
     for k, v in extra.items():
@@ -297,7 +297,7 @@ def plot_labels(labels: list[np.ndarray], names: list[str], out: Path, max_boxes
     plt.close(fig)
 
 
-CSV_KEYS = ["epoch", "train/box_loss", "train/obj_loss", "train/cls_loss", "metrics/precision", "metrics/recall",
+CSV_KEYS = ["epoch", "train/box_loss", "train/obj_loss", "train/cls_loss", "train/landmark_loss", "metrics/precision", "metrics/recall",
             "metrics/mAP_0.5", "metrics/mAP_0.5:0.95", "fitness", "x/lr0", "x/lr1", "x/lr2", "time_s", "images_per_s"]
 
 
@@ -378,7 +378,8 @@ def train(settings) -> dict:
     if frozen:
         log(f"frozen: {len(frozen)} parameter tensors ({frozen[0]} ... {frozen[-1]})")
     model.to(device)
-    dataset, sampler, loader = _data_for_run(s, data, hyp, img_hw, batch_size, gs, rank, world, cuda, main, log)
+    nkpt = int(model.detect.nkpt)  # a face model's head: its data are read as faces with landmarks
+    dataset, sampler, loader = _data_for_run(s, data, hyp, img_hw, batch_size, gs, rank, world, cuda, main, log, nkpt)
 
     save_dir = resume.run_dir
     if resume.state is None and resume.run_dir is None and main:
@@ -576,12 +577,13 @@ def _img_hw(s, gs: int, log) -> tuple[int, int]:
     return parse_img_size(size, gs, warn=lambda m: log(f"warning: {m}"))
 
 
-def _data_for_run(s, data, hyp, img_hw, batch_size, gs, rank, world, cuda, main, log):
-    """``(dataset, sampler, loader)`` of the training split; its report is logged."""
+def _data_for_run(s, data, hyp, img_hw, batch_size, gs, rank, world, cuda, main, log, nkpt: int = 0):
+    """``(dataset, sampler, loader)`` of the training split (face labels with ``nkpt`` landmarks when the
+    model's head has them); its report is logged."""
     from ..data.train_dataset import EpochSampler, TrainDataset
 
     dataset = TrainDataset(data.split("train"), data.nc, img_hw, hyp, augment=True, rect=bool(s.rect),
-                           batch_size=batch_size, stride=gs, seed=int(s.seed), cache=bool(s.cache))
+                           batch_size=batch_size, stride=gs, seed=int(s.seed), cache=bool(s.cache), nkpt=nkpt)
     rep = dataset.report
     if main:
         log(f"train: {rep.n_images} images, {rep.n_labels} labels, {rep.n_background} background "
@@ -669,7 +671,7 @@ def _train_epoch(s, loop: _Loop, model, compute_loss, dataset, sampler, loader, 
     dataset.set_epoch(epoch)
     sampler.set_epoch(epoch)
     set_epoch_lr(loop.optimizer, loop.lf, epoch)
-    mloss = torch.zeros(3, device=device)
+    mloss = torch.zeros(compute_loss.n_items, device=device)
     loop.optimizer.zero_grad()
     n_img, nb, epochs = 0, loop.nb, int(s.epochs)
     pbar = enumerate(loader)
@@ -696,8 +698,9 @@ def _train_epoch(s, loop: _Loop, model, compute_loss, dataset, sampler, loader, 
         mloss = (mloss * i + loss_items) / (i + 1)
         if main and s.progress:
             mem = f"{torch.cuda.memory_reserved(device) / 1e9:.3g}G" if cuda else "cpu"
+            lmk = f" lmk {mloss[3]:.4f}" if len(mloss) > 3 else ""
             pbar.set_description(f"{epoch + 1}/{epochs} {mem} box {mloss[0]:.4f} obj {mloss[1]:.4f} "
-                                 f"cls {mloss[2]:.4f} inst {targets.shape[0]} {imgs.shape[-1]}")
+                                 f"cls {mloss[2]:.4f}{lmk} inst {targets.shape[0]} {imgs.shape[-1]}")
     if loop.last_opt_step != ni:  # apply what is still accumulated (see module docstring)
         _optimizer_step(model, loop.optimizer, loop.scaler, loop.ema)
         loop.last_opt_step = ni
@@ -712,23 +715,27 @@ def _end_epoch(s, loop: _Loop, model, data, save_dir, wdir, epoch, epochs, mloss
     first, ``results.csv`` and the plot after, so a logged epoch always has its weights. Returns the metrics."""
     final = epoch + 1 == epochs
     if not s.noval or final:
+        from .face_val import boxes_only
         from .val import torch_infer, validate
 
-        metrics = validate(torch_infer(loop.ema.ema, str(device)), data, img_size=max(img_hw),
+        infer, nkpt = torch_infer(loop.ema.ema, str(device)), int(loop.ema.ema.detect.nkpt)
+        metrics = validate(boxes_only(infer, data.nc) if nkpt else infer, data, img_size=max(img_hw),
                            batch_size=max(batch_size * 2, 1), conf_thres=float(s.conf_thres),
-                           iou_thres=float(s.iou_thres), stride=gs, progress=bool(s.progress))
+                           iou_thres=float(s.iou_thres), stride=gs, progress=bool(s.progress), nkpt=nkpt)
     fi = fitness(metrics) if metrics else 0.0
     loop.best_fitness = max(loop.best_fitness, fi)
     is_best = fi == loop.best_fitness
     row = {"epoch": epoch, "train/box_loss": float(mloss[0]), "train/obj_loss": float(mloss[1]),
-           "train/cls_loss": float(mloss[2]), "metrics/precision": float(metrics.get("precision", 0.0)),
+           "train/cls_loss": float(mloss[2]), "train/landmark_loss": float(mloss[3]) if len(mloss) > 3 else None,
+           "metrics/precision": float(metrics.get("precision", 0.0)),
            "metrics/recall": float(metrics.get("recall", 0.0)), "metrics/mAP_0.5": float(metrics.get("mAP50", 0.0)),
            "metrics/mAP_0.5:0.95": float(metrics.get("mAP50_95", 0.0)), "fitness": fi,
            "x/lr0": lrs[0], "x/lr1": lrs[1], "x/lr2": lrs[2], "time_s": epoch_time,
            "images_per_s": n_img * world / max(epoch_time, 1e-9)}
     loop.history.append(row)
+    lmk = f" landmark {row['train/landmark_loss']:.4f}" if row["train/landmark_loss"] is not None else ""
     log(f"epoch {epoch + 1}/{epochs}: box {row['train/box_loss']:.4f} obj {row['train/obj_loss']:.4f} "
-        f"cls {row['train/cls_loss']:.4f} | P {row['metrics/precision']:.3f} R {row['metrics/recall']:.3f} "
+        f"cls {row['train/cls_loss']:.4f}{lmk} | P {row['metrics/precision']:.3f} R {row['metrics/recall']:.3f} "
         f"mAP50 {row['metrics/mAP_0.5']:.3f} mAP50-95 {row['metrics/mAP_0.5:0.95']:.3f} | "
         f"{epoch_time:.1f} s, {row['images_per_s']:.1f} img/s")
     _save_epoch(save_dir, wdir, s, model, loop.ema, loop.optimizer, loop.scaler, epoch, loop.best_fitness, fi, is_best,

@@ -102,6 +102,7 @@ def validate(
     class_map=None,
     strict: bool = False,
     pad: float = 0.5,
+    nkpt: int = 0,
 ) -> dict:
     """Validate ``infer`` on a split of a data YAML (or :class:`DataConfig`).
 
@@ -131,7 +132,7 @@ def validate(
         raise YoloportError(f"{len(names)} class names given but the data config has {cfg.nc} classes")
     ds = ValDataset(
         cfg.split(split), nc, img_size=img_size, batch_size=batch_size, stride=stride, rect=rect, pad=pad,
-        fixed_shape_hw=fixed_shape_hw, strict=strict,
+        fixed_shape_hw=fixed_shape_hw, strict=strict, nkpt=nkpt,
     )
     class_map = list(class_map) if class_map is not None else default_class_map(names, nc)
     iouv = IOU_THRESHOLDS
