@@ -131,6 +131,21 @@ def make_runner(s: argparse.Namespace, model, for_val: bool = False):
 
 
 SYNTH_VAL_SEED = 20261122  # not the seed the embedded default model was trained with (0)
+FACE_MODEL_KEY = "face"  # the embedded face model's registry key (scripts/train_face_model.py, trained with seed 0)
+
+
+def default_model_key(task: str | None) -> str:
+    """The embedded model a command loads when none is named: the face model for ``--task face``."""
+    return FACE_MODEL_KEY if task == "face" else "default"
+
+
+def synthetic_face_val_set(out, img_hw, n: int):
+    """A new synthetic face set (:mod:`yoloport.data.synth_face`, seed :data:`SYNTH_VAL_SEED`) for a face
+    model when no data is given; returns ``(folder with images/ and labels/, note)``."""
+    from ..data.synth_face import make_face_dataset
+
+    yaml_path = make_face_dataset(out, {"val": n}, (img_hw[1], img_hw[0]), seed=SYNTH_VAL_SEED)
+    return yaml_path.parent / "val", f"synthetic face set generated with seed {SYNTH_VAL_SEED} ({n} images)"
 
 
 def synthetic_val_set(model, out, img_hw, n: int):

@@ -3,10 +3,13 @@
 ``yoloport data synth --out DIR --n N --img-size W H [--seed S] [--val-n M] [--classes ...]``
 writes a deterministic synthetic dataset (see :mod:`yoloport.data.synth`): a ``train`` split of N
 images and a ``val`` split (default ``max(1, N // 5)`` images, its own seed stream).
+``--task face`` writes synthetic faces with five known landmarks instead (:mod:`yoloport.data.synth_face`:
+15-column labels, ``DIR/train`` and ``DIR/val`` each with ``images/`` and ``labels/``).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 from ..errors import YoloportError
@@ -23,7 +26,9 @@ def _add_synth(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-n", type=int, default=None, help="number of validation images (default max(1, N // 5))")
     parser.add_argument("--classes", nargs="+", default=None, metavar="NAME",
                         help=f"shape classes to draw, in class-index order (default all: {' '.join(SHAPE_CLASSES)})")
-    parser.add_argument("--max-objects", type=int, default=12, help="most objects per image (default 12)")
+    parser.add_argument("--max-objects", type=int, default=None, help="most objects per image (default 12; faces: 6)")
+    parser.add_argument("--task", choices=("detect", "face"), default="detect",
+                        help="face: drawn faces with five known landmarks (yolov5-face's 15-column labels)")
     parser.add_argument("--format", choices=IMAGE_FORMATS, default="jpg", help="image file format (default jpg)")
     parser.add_argument("--workers", type=int, default=None, help="rendering processes (default: CPU count, at most 8)")
     parser.add_argument("--overwrite", action="store_true",
@@ -48,10 +53,13 @@ def run_synth(args: argparse.Namespace) -> int:
     val_n = max(1, args.n // 5) if args.val_n is None else args.val_n
     if val_n < 1:
         raise YoloportError(f"--val-n must be >= 1, got {val_n}")
+    if getattr(args, "task", "detect") == "face":
+        return _run_synth_face(args, val_n)
     t0 = time.perf_counter()
     yaml_path = make_synthetic_dataset(
         args.out, {"train": args.n, "val": val_n}, args.img_size, seed=args.seed, classes=args.classes,
-        max_objects=args.max_objects, image_format=args.format, workers=args.workers, overwrite=args.overwrite)
+        max_objects=12 if args.max_objects is None else args.max_objects, image_format=args.format,
+        workers=args.workers, overwrite=args.overwrite)
     elapsed = time.perf_counter() - t0
     report = read_synth_report(yaml_path.parent)
     names = report["names"]
@@ -65,6 +73,32 @@ def run_synth(args: argparse.Namespace) -> int:
         print("  ".join(str(v).rjust(wd) if i else str(v).ljust(wd) for i, (v, wd) in enumerate(zip(r, widths))))
     print(f"data: {yaml_path}")
     print(f"report: {yaml_path.parent / 'synth.json'}")
+    return 0
+
+
+def _run_synth_face(args: argparse.Namespace, val_n: int) -> int:
+    """``data synth --task face``: the synthetic face set; prints its YAML and counts."""
+    from ..data.synth_face import FaceOptions, make_face_dataset
+
+    if args.classes:
+        raise YoloportError("--classes is for the shapes dataset; a face dataset has one class, 'face'")
+    if args.format != "jpg":
+        raise YoloportError("the synthetic face dataset is written as jpg only")
+    max_faces = 6 if args.max_objects is None else args.max_objects
+    if max_faces < 1:
+        raise YoloportError(f"--max-objects must be >= 1, got {max_faces}")
+    t0 = time.perf_counter()
+    yaml_path = make_face_dataset(args.out, {"train": args.n, "val": val_n}, args.img_size, seed=args.seed,
+                                  options=FaceOptions(max_faces=max_faces), overwrite=args.overwrite)
+    report = json.loads((yaml_path.parent / "synth.json").read_text())
+    w, h = report["img_size_wh"]
+    print(f"synthetic face dataset {w}x{h}, seed {report['seed']}, 5 landmarks per face, "
+          f"written in {time.perf_counter() - t0:.1f} s")
+    print(f"{'split':<6} {'images':>7} {'background':>11} {'faces':>6}")
+    for split, c in report["counts"].items():
+        print(f"{split:<6} {c['images']:>7} {c['background_images']:>11} {c['faces']:>6}")
+    print(f"data: {yaml_path}")
+    print(f"validate a face model on it: yoloport val --task face --data {yaml_path.parent / 'val'}")
     return 0
 
 

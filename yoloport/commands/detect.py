@@ -23,7 +23,14 @@ from ..io.paths import (
     write_text_atomic,
 )
 from ..ops.boxes import xyxy2xywhn
-from ._model_args import add_backend_arguments, img_size_from_settings, load_model_from_settings, make_runner
+from ._model_args import (
+    FACE_MODEL_KEY,
+    add_backend_arguments,
+    default_model_key,
+    img_size_from_settings,
+    load_model_from_settings,
+    make_runner,
+)
 
 DEFAULTS = {
     "source": None,
@@ -68,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     from ..engine.draw import draw_detections, draw_landmarks
 
     s = resolve_settings(args, DEFAULTS)
-    model = load_model_from_settings(s)
+    model = load_model_from_settings(s, default=default_model_key(s.task))
     source = s.source or _default_source(model)
     files = resolve_source(source)
     runner = make_runner(s, model)
@@ -195,7 +202,8 @@ def _video_writer(writers: dict, path: Path, fr, im):
 def _default_source(model) -> str:
     from ..config import PACKAGE_DIR
 
-    sample = PACKAGE_DIR / "assets" / "samples"
-    if getattr(model, "model_key", None) == "default" and sample.is_dir():
+    folder = {"default": "samples", FACE_MODEL_KEY: "face_samples"}.get(getattr(model, "model_key", None))
+    sample = PACKAGE_DIR / "assets" / folder if folder else None
+    if sample is not None and sample.is_dir():
         return str(sample)
     raise YoloportError("no --source given: pass an image, a folder, a glob or a video")

@@ -7,6 +7,11 @@ Examples::
     yoloport train --config run.yaml --epochs 5          # flags override the run config
     yoloport train --resume runs/train/exp3              # continue after the last completed epoch
     torchrun --nproc_per_node 2 -m yoloport train --data data.yaml --cfg yolov5n --device cpu
+    yoloport train --task face --data faces/data.yaml --weights yolov5n-0.5.pt --epochs 1   # landmarks too
+
+A model whose head has landmarks (yolov5-face) reads its data as 15-column face labels and learns
+its landmarks; ``--task face`` says that is wanted (a model without landmarks is then refused) and,
+when no model is named, starts from the ``yolov5n-0.5-face`` config.
 
 Everything a run writes goes to ``runs/train/exp{N}`` (see :mod:`yoloport.engine.train`).
 """
@@ -18,6 +23,7 @@ from ..config import add_common_arguments, resolve_settings
 from ..errors import YoloportError
 
 TRUE = dict(action="store_true", default=None)
+FACE_DEFAULT_CFG = "yolov5n-0.5-face"  # what --task face trains when no model is named
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -51,6 +57,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stop-after", dest="stop_after", type=int, metavar="N",
                    help="stop after N epochs of this invocation (resume later with --resume)")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bars")
+    p.add_argument("--task", choices=("detect", "face"),
+                   help="face: train landmarks too (the model must have a landmark head; default cfg yolov5n-0.5-face)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
         v = getattr(s, k, None)
         if v is not None and int(v) < (0 if k == "workers" else 1):
             raise YoloportError(f"--{k.replace('_', '-')} must be >= {0 if k == 'workers' else 1}, got {v}")
+    if getattr(s, "task", None) == "face" and not (s.cfg or s.weights or getattr(s, "model_key", None) or s.resume):
+        s.cfg = FACE_DEFAULT_CFG
     res = train(s)
     if res.get("save_dir"):
         m = res.get("metrics") or {}

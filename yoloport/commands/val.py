@@ -13,6 +13,8 @@ from ._model_args import (
     img_size_from_settings,
     load_model_from_settings,
     make_runner,
+    default_model_key,
+    synthetic_face_val_set,
     synthetic_val_set,
 )
 
@@ -69,14 +71,14 @@ def run(args: argparse.Namespace) -> int:
     from ..engine.val import format_val_table, validate_runner
 
     s = resolve_settings(args, DEFAULTS)
-    model = load_model_from_settings(s)
+    model = load_model_from_settings(s, default=default_model_key(s.task))
     runner = make_runner(s, model, for_val=True)
     if s.task == "face":
         return _run_face(s, model, runner)
     if getattr(runner.head, "nkpt", 0):
         raise YoloportError(
-            "this is a face model (a head with landmarks): validate it with --task face on a WIDER FACE folder "
-            "(mAP on 15-column YOLO face labels is not supported yet)"
+            "this is a face model (a head with landmarks): validate it with --task face (on a WIDER FACE folder, "
+            "or a folder with images/ and 15-column labels/)"
         )
     size = s.img_size
     fixed = tuple(runner.input_hw) if runner.input_hw else None
@@ -113,11 +115,14 @@ def _run_face(s, model, runner) -> int:
 
     if not getattr(runner.head, "nkpt", 0):
         raise YoloportError("--task face needs a face model (a head with landmarks, e.g. a yolov5-face checkpoint)")
-    if not s.data or not Path(s.data).is_dir():
+    if s.data is not None and not Path(s.data).is_dir():
         raise YoloportError("--task face needs --data FOLDER: images/<event>/*.jpg with ground_truth/wider_*_val.mat "
                             "(WIDER FACE AP), or images/ and labels/ with 15-column face labels (mAP@0.5, NME)")
-    size = s.img_size[0] if s.img_size else 640
+    size = s.img_size[0] if s.img_size else max(getattr(model, "img_size", None) or (640,))
     save_dir = claim_val_dir(s)
+    if s.data is None:
+        s.data, note = synthetic_face_val_set(save_dir / "data", (size, size), 48)
+        print(f"no --data given: validating on a {note}")
     wider = (Path(s.data) / "ground_truth").is_dir()
     if wider:  # upstream test_widerface.py's defaults unless given
         conf = 0.02 if s.conf_thres == DEFAULTS["conf_thres"] else s.conf_thres

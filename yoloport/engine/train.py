@@ -91,6 +91,7 @@ DEFAULTS: dict = {
     "nbs": NOMINAL_BATCH,  # nominal batch: gradients are accumulated up to it (YOLOv5: 64)
     "warmup_min_iters": 100,  # warm-up lasts max(warmup_epochs * batches, this) iterations (YOLOv5: 100)
     "time_limit_s": None,  # stop after the epoch that would overrun this wall time (saved, resumable)
+    "task": None,  # "face": the model must have a landmark head (a face model's data are read as faces anyway)
 }
 
 # settings a resumed run takes from the new command line rather than from the saved run
@@ -372,6 +373,7 @@ def train(settings) -> dict:
     hyp = load_hyp(s.hyp)
     hyp["label_smoothing"] = float(s.label_smoothing or 0.0)
     model = _model_for_run(s, resume.state, data.nc, list(data.names), log)
+    _check_task(s, model)
     gs = max(int(model.stride.max()), 32)
     img_hw = _img_hw(s, gs, log)
     frozen = freeze_layers(model, s.freeze)
@@ -542,6 +544,16 @@ def _check_settings(s: argparse.Namespace) -> None:
         raise YoloportError(f"--epochs must be >= 1, got {s.epochs}")
     if int(s.batch_size) < 1:
         raise YoloportError(f"--batch-size must be >= 1, got {s.batch_size}")
+
+
+def _check_task(s: argparse.Namespace, model: DetectionModel) -> None:
+    """``task='face'`` needs a head with landmarks (a yolov5-face config or checkpoint)."""
+    task = getattr(s, "task", None) or "detect"
+    if task not in ("detect", "face"):
+        raise YoloportError(f"unknown task {task!r}: choose detect or face")
+    if task == "face" and not model.detect.nkpt:
+        raise YoloportError("--task face trains a face model (a head with landmarks): start from a yolov5-face "
+                            "config (--cfg yolov5n-0.5-face) or checkpoint; this model's head has none")
 
 
 def _init_processes(s: argparse.Namespace, local_rank: int, world: int) -> tuple[torch.device, bool]:
