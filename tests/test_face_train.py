@@ -366,3 +366,46 @@ def test_fine_tuning_the_fixture_checkpoint_does_not_collapse(tmp_path):
     assert all(math.isfinite(row[k]) for k in ("train/box_loss", "train/obj_loss", "train/landmark_loss"))
     tuned = evaluate_face_labels(TorchRunner(load_model(res["last"])), fresh, img_size=160)
     assert tuned["mAP50"] > 0.05 and tuned["NME"] is not None and tuned["NME"] < 0.5
+
+
+# ------------------------------------------------------------------------------------ the embedded face model
+def test_embedded_face_model_is_small_and_says_how_it_was_made():
+    import json
+
+    from yoloport.config import PACKAGE_DIR
+    from yoloport.models import load_model
+
+    asset = PACKAGE_DIR / "assets" / "face.safetensors"
+    assert asset.stat().st_size < 2e6
+    info = json.loads(asset.with_suffix(".json").read_text())
+    assert info["eval"]["eval_seed"] != info["train_seed"]
+    m = load_model("face")
+    assert m.detect.nkpt == 5 and list(m.names) == ["face"] and tuple(m.img_size) == (320, 320)
+
+
+def test_detect_task_face_with_no_arguments_finds_the_sample_faces(tmp_path, capsys, monkeypatch):
+    import json
+
+    from yoloport.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["detect", "--task", "face"]) == 0
+    doc = json.loads(next(tmp_path.glob("runs/detect/*/detections.json")).read_text())
+    assert doc["names"] == ["face"] and [Path(im["image"]).name for im in doc["images"]] == ["faces0.jpg"]
+    dets = doc["images"][0]["detections"]
+    assert len(dets) >= 1 and all(len(d["landmarks"]) == 5 for d in dets)
+    labels = next(tmp_path.glob("runs/detect/*/labels/*.txt")).read_text().splitlines()
+    assert len(labels) == len(dets) and len(labels[0].split()) == 6 + 10  # cls, box, conf, 5 landmarks
+
+
+def test_val_task_face_with_no_arguments_scores_a_fresh_synthetic_set(tmp_path, capsys, monkeypatch):
+    import json
+
+    from yoloport.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["val", "--task", "face"]) == 0
+    out = capsys.readouterr().out
+    assert "synthetic face set generated with seed" in out
+    res = json.loads(next(tmp_path.glob("runs/val/*/val.json")).read_text())
+    assert res["labels"] > 50 and res["mAP50"] > 0.2 and res["NME"] is not None and res["NME"] < 0.3
