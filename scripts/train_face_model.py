@@ -2,6 +2,7 @@
 
     nice -n 15 python scripts/train_face_model.py                      # ~35 minutes wall time
     python scripts/train_face_model.py --budget-min 4 --out /tmp/f.safetensors   # a quick one
+    nice -n 15 python scripts/train_face_model.py --resume --budget-min 30      # train the last run on
 
 1. generates a synthetic face dataset (:func:`yoloport.data.synth_face.make_face_dataset`: drawn
    faces with five exactly known landmarks, 15-column labels) at ``--img-size``;
@@ -79,6 +80,8 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-n", type=int, default=100, help="images in the fresh evaluation set")
     p.add_argument("--eval-seed", type=int, default=EVAL_SEED)
+    p.add_argument("--resume", action="store_true",
+                   help="continue the previous run in --work (e.g. one a time limit stopped) for another budget")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads (default: 1 when the CPU is oversubscribed, else all cores)")
     a = p.parse_args()
@@ -90,6 +93,10 @@ def main() -> int:
     t_start = time.time()
     budget_s = a.budget_min * 60
     work = Path(a.work)
+    if a.resume:
+        res = train({"resume": str(work / "runs" / "train"), "time_limit_s": budget_s - 120,
+                     "progress": sys.stderr.isatty()})
+        return finish(a, res, t_start)
     data_yaml = make_face_dataset(work / "data", {"train": a.n_train, "val": a.n_val}, a.img_size, seed=a.seed)
     print(f"dataset: {data_yaml} ({a.n_train} train, {a.n_val} val) in {time.time() - t_start:.0f} s")
 

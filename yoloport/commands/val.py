@@ -115,9 +115,10 @@ def _run_face(s, model, runner) -> int:
 
     if not getattr(runner.head, "nkpt", 0):
         raise YoloportError("--task face needs a face model (a head with landmarks, e.g. a yolov5-face checkpoint)")
-    if s.data is not None and not Path(s.data).is_dir():
-        raise YoloportError("--task face needs --data FOLDER: images/<event>/*.jpg with ground_truth/wider_*_val.mat "
-                            "(WIDER FACE AP), or images/ and labels/ with 15-column face labels (mAP@0.5, NME)")
+    if s.data is not None:
+        from ..engine.face_val import face_folder
+
+        s.data = face_folder(s.data, s.split)  # a folder, or a face data YAML's split
     size = s.img_size[0] if s.img_size else max(getattr(model, "img_size", None) or (640,))
     save_dir = claim_val_dir(s)
     if s.data is None:

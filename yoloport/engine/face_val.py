@@ -30,6 +30,24 @@ def boxes_only(infer, nc: int):
     return infer_boxes
 
 
+def face_folder(data, split: str = "val") -> Path:
+    """The folder with ``images/`` and ``labels/`` that ``data`` names: the folder itself, or the
+    ``split`` of a face data YAML whose entry is such an ``images`` folder (``yoloport data synth
+    --task face`` writes ``<split>/images``)."""
+    p = Path(data)
+    if p.is_dir():
+        return p
+    if p.suffix.lower() in (".yaml", ".yml") and p.is_file():
+        from ..data.dataset import load_data_yaml
+
+        entries = load_data_yaml(p).split(split)
+        if len(entries) == 1 and entries[0].is_dir() and entries[0].name == "images":
+            return entries[0].parent
+        raise YoloportError(f"{p}: face validation needs the {split} split as one '.../images' folder with "
+                            f"'labels' beside it, got {', '.join(str(e) for e in entries)}")
+    raise YoloportError(f"--data {data}: not a folder (images/ + labels/, or WIDER FACE) or a face data YAML")
+
+
 def face_label_pairs(folder) -> list[tuple[Path, Path]]:
     """``(image, label)`` pairs of ``folder/images/**`` and ``folder/labels/**`` (same relative stem);
     an image without a label file counts as an image with no faces."""
