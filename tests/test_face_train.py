@@ -346,8 +346,9 @@ def test_one_short_face_epoch_from_a_face_config_reads_faces_and_logs_the_landma
 
 @pytest.mark.fixtures
 def test_fine_tuning_the_fixture_checkpoint_does_not_collapse(tmp_path):
-    """One short epoch of the real yolov5n-0.5 face checkpoint on synthetic faces: the losses stay
-    finite and the fine-tuned model finds faces and their landmarks on unseen synthetic faces."""
+    """One short epoch (three optimiser steps) of the real yolov5n-0.5 face checkpoint on synthetic
+    faces: the losses stay finite, and on unseen synthetic faces the fine-tuned model keeps at least
+    half its box mAP@0.5 and its landmarks do not drift (NME within 1.5x of the checkpoint's)."""
     from conftest import fixture_path
 
     from yoloport.backends.torch_backend import TorchRunner
@@ -359,13 +360,16 @@ def test_fine_tuning_the_fixture_checkpoint_does_not_collapse(tmp_path):
     weights = fixture_path("face/weights/yolov5n-0.5.pt")
     data = make_face_dataset(tmp_path / "d", {"train": 12, "val": 4}, 160, seed=3)
     fresh = make_face_dataset(tmp_path / "e", {"val": 6}, 160, seed=99).parent / "val"
+    before = evaluate_face_labels(TorchRunner(load_model(weights)), fresh, img_size=160)
     res = train({"data": str(data), "weights": str(weights), "task": "face", "epochs": 1, "batch_size": 4,
                  "img_size": [160], "workers": 0, "project": str(tmp_path / "runs"), "progress": False,
-                 "noplots": True, "device": "cpu", "noautoanchor": True})
+                 "noplots": True, "device": "cpu", "noautoanchor": True, "optimizer": "AdamW",
+                 "hyp": {"lr0": 0.001, "warmup_epochs": 0}, "nbs": 4, "warmup_min_iters": 1, "conf_thres": 0.01})
     row = res["history"][-1]
     assert all(math.isfinite(row[k]) for k in ("train/box_loss", "train/obj_loss", "train/landmark_loss"))
-    tuned = evaluate_face_labels(TorchRunner(load_model(res["last"])), fresh, img_size=160)
-    assert tuned["mAP50"] > 0.05 and tuned["NME"] is not None and tuned["NME"] < 0.5
+    after = evaluate_face_labels(TorchRunner(load_model(res["last"])), fresh, img_size=160)
+    assert before["mAP50"] > 0.05 and after["mAP50"] >= 0.5 * before["mAP50"]
+    assert after["NME"] is not None and after["NME"] < 1.5 * before["NME"]
 
 
 # ------------------------------------------------------------------------------------ the embedded face model
