@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from yoloport.data.augment import FACE_FLIP_INDEX, flip, random_perspective, sample_rng, warp_points
+from yoloport.data.augment import FACE_FLIP_INDEX, flip, random_perspective, warp_points
 from yoloport.data.face_labels import read_face_labels, read_face_labels_strict
 from yoloport.errors import YoloportError
 
