@@ -48,6 +48,9 @@ def main(argv=None) -> int:
         return 2
     model = load_model(str(face / "weights" / "yolov5n-0.5.pt")).float().eval()
     run_dir = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="bench_face_port_"))
+    if (run_dir / "report.json").exists():
+        print(f"{run_dir} already holds a report: choose another --out")
+        return 2
     img_hw = (args.img_size[1], args.img_size[0])
     report = run_face_port(model, face / "widerface_val", parse_targets(args.targets), run_dir, img_hw,
                            str(fx / "coco-extra" / "images" / "calib2017"), calib_n=args.calib_n, max_drop=100.0,
