@@ -135,16 +135,6 @@ def test_keypoints_scale_back_like_boxes_and_clip():
     assert k.tolist() == [[[200.0, 200.0]]]
 
 
-def test_landmark_head_refuses_export_modes_it_cannot_carry_yet():
-    m = _face_model()
-    m.detect.export_mode = "split"
-    with pytest.raises(YoloportError, match="landmark head"):
-        m(torch.rand(1, 3, 64, 64))
-    m.detect.export_mode = "raw"
-    outs = m(torch.rand(1, 3, 64, 64))
-    assert [o.shape[1] for o in outs] == [48, 48, 48]
-
-
 def test_detector_head_spec_and_rows_unchanged():
     torch.manual_seed(0)
     m = DetectionModel("yolov5n", nc=3).eval()

@@ -7,7 +7,9 @@ Two views, both against the same preprocessed inputs:
   plus the decoded ``[B, N, 5+nc]`` predictions when both heads have a decoded form, whole and split
   into boxes (``xywh`` pixels), objectness and class probabilities;
 - **detections**: after the shared post-processing, boxes matched greedily by IoU (highest first,
-  same class unless ``class_aware=False``): matched IoU, confidence change, boxes only one side has.
+  same class unless ``class_aware=False``): matched IoU, confidence change, boxes only one side has;
+  for a keypoint head (face landmarks) the displacement of each matched detection's keypoints, in
+  input pixels (the letterboxed image both runners see).
 """
 from __future__ import annotations
 
@@ -40,14 +42,21 @@ def compare_outputs(ref: list[np.ndarray], test: list[np.ndarray], names=None) -
 # ----------------------------------------------------------------------------- detections
 
 
+def _rows(det) -> np.ndarray:
+    """Detections as a 2-D float32 array ``[n, 6 + E]`` (an empty input becomes ``[0, 6]``)."""
+    d = np.asarray(det, dtype=np.float32)
+    return d.reshape(-1, d.shape[-1] if d.ndim == 2 and d.shape[-1] >= 6 else 6)
+
+
 def match_detections(a: np.ndarray, b: np.ndarray, iou_thres: float = 0.5, class_aware: bool = True) -> list[tuple[int, int, float]]:
-    """Greedy one-to-one matching of two ``[n, 6]`` detection sets (x1, y1, x2, y2, conf, cls).
+    """Greedy one-to-one matching of two ``[n, 6]`` detection sets (x1, y1, x2, y2, conf, cls);
+    columns after the sixth (keypoints) are not read.
 
     Pairs are taken in order of decreasing IoU while both boxes are free and ``iou >= iou_thres``
     (and the classes agree when ``class_aware``). Returns ``[(i_a, j_b, iou), ...]``.
     """
-    a = np.asarray(a, dtype=np.float32).reshape(-1, 6)
-    b = np.asarray(b, dtype=np.float32).reshape(-1, 6)
+    a = _rows(a)[:, :6]
+    b = _rows(b)[:, :6]
     if not len(a) or not len(b):
         return []
     iou = box_iou(a[:, :4], b[:, :4])
@@ -66,13 +75,30 @@ def match_detections(a: np.ndarray, b: np.ndarray, iou_thres: float = 0.5, class
     return pairs
 
 
+def keypoint_displacement(ref: np.ndarray, test: np.ndarray, pairs) -> np.ndarray:
+    """``[P, K]`` distances in pixels between the keypoints of matched detections: ``ref [n, 6+2K]`` and
+    ``test [m, 6+2K]`` rows (keypoints x, y after the six usual columns), ``pairs`` from
+    :func:`match_detections`. ``[P, 0]`` when either side carries no keypoints."""
+    ref, test = _rows(ref), _rows(test)
+    k = min(ref.shape[1], test.shape[1]) - 6
+    if k <= 0 or k % 2 or not pairs:
+        return np.zeros((len(pairs), 0), np.float64)
+    i = np.array([p[0] for p in pairs])
+    j = np.array([p[1] for p in pairs])
+    d = (test[j, 6 : 6 + k] - ref[i, 6 : 6 + k]).astype(np.float64).reshape(len(pairs), k // 2, 2)
+    return np.sqrt((d * d).sum(-1))
+
+
 def compare_detections(ref: np.ndarray, test: np.ndarray, iou_thres: float = 0.5, class_aware: bool = True) -> dict:
-    """Summary of one image's matching: counts, mean IoU, confidence changes, unmatched boxes."""
-    ref = np.asarray(ref, dtype=np.float32).reshape(-1, 6)
-    test = np.asarray(test, dtype=np.float32).reshape(-1, 6)
+    """Summary of one image's matching: counts, mean IoU, confidence changes, unmatched boxes, and for
+    keypoint detections (``[n, 6+2K]``) the keypoint displacement of matched pairs in pixels
+    (``landmark_px_mean``/``landmark_px_max`` over every keypoint of every pair; None without keypoints)."""
+    ref, test = _rows(ref), _rows(test)
     pairs = match_detections(ref, test, iou_thres, class_aware)
     ious = np.array([p[2] for p in pairs], dtype=np.float64)
     dconf = np.array([test[j, 4] - ref[i, 4] for i, j, _ in pairs], dtype=np.float64)
+    disp = keypoint_displacement(ref, test, pairs)  # [P, K]
+    has_kpts = disp.shape[1] > 0
     mi = {i for i, _, _ in pairs}
     mj = {j for _, j, _ in pairs}
     return {
@@ -85,7 +111,11 @@ def compare_detections(ref: np.ndarray, test: np.ndarray, iou_thres: float = 0.5
         "max_abs_conf_delta": float(np.abs(dconf).max()) if len(dconf) else None,
         "unmatched_ref": [_box(ref[i]) for i in range(len(ref)) if i not in mi],
         "unmatched_test": [_box(test[j]) for j in range(len(test)) if j not in mj],
-        "pairs": [{"ref": i, "test": j, "iou": iou, "conf_ref": float(ref[i, 4]), "conf_test": float(test[j, 4])} for i, j, iou in pairs],
+        "landmark_px_mean": float(disp.mean()) if has_kpts else None,
+        "landmark_px_max": float(disp.max()) if has_kpts else None,
+        "pairs": [{"ref": i, "test": j, "iou": iou, "conf_ref": float(ref[i, 4]), "conf_test": float(test[j, 4]),
+                   **({"landmark_px": [round(float(v), 3) for v in disp[n]]} if has_kpts else {})}
+                  for n, (i, j, iou) in enumerate(pairs)],
     }
 
 
@@ -139,6 +169,14 @@ def reference_runner(model, head: HeadSpec, img_size_hw=None):
 DECODED_PARTS = {"xywh": slice(0, 4), "obj": slice(4, 5), "cls": slice(5, None)}
 
 
+def decoded_parts(head: HeadSpec) -> dict:
+    """:data:`DECODED_PARTS` of ``head``'s decoded rows; a keypoint head's classes end where its
+    keypoints (last, ``2K`` columns) begin, and the keypoints are a part of their own (``kpts``)."""
+    if not head.nkpt:
+        return dict(DECODED_PARTS)
+    return {"xywh": slice(0, 4), "obj": slice(4, 5), "cls": slice(5, 5 + head.nc), "kpts": slice(5 + head.nc, None)}
+
+
 def _load_image(path):
     from ..data.sources import require_image
 
@@ -174,7 +212,8 @@ def compare_runners(
     out_stats: list[TensorStats] = []
     decodable = "end2end" not in (rh.mode, th.mode)
     decoded = TensorStats("decoded") if decodable else None
-    parts = {k: TensorStats(f"decoded.{k}") for k in DECODED_PARTS} if decodable else {}
+    part_slices = decoded_parts(th)
+    parts = {k: TensorStats(f"decoded.{k}") for k in part_slices} if decodable else {}
     rows = []
     for p in paths:
         x, _ = preprocess(_load_image(p), hw, stride=max(test_runner.stride, 1), auto=False)
@@ -190,7 +229,7 @@ def compare_runners(
         if decoded is not None:
             dr, dt = decode_outputs(ro, rh), decode_outputs(to, th)
             decoded.add(dr, dt)
-            for k, sl in DECODED_PARTS.items():
+            for k, sl in part_slices.items():
                 parts[k].add(dr[..., sl], dt[..., sl])
         rd = postprocess(ro, rh, conf_thres, iou_thres, max_det=max_det)[0]
         td = postprocess(to, th, conf_thres, iou_thres, max_det=max_det)[0]
@@ -214,6 +253,7 @@ def compare_runners(
         "mean_iou": float(np.mean(ious)) if ious else None,
         "mean_abs_conf_delta": float(np.mean(np.abs(dconf))) if dconf else None,
         "max_abs_conf_delta": float(np.max(np.abs(dconf))) if dconf else None,
+        **landmark_summary(rows),
         "min_output_sqnr_db": min((o["sqnr_db"] for o in outputs), default=None),
         "min_output_cosine": min((o["cosine"] for o in outputs), default=None),
     }
@@ -223,6 +263,18 @@ def compare_runners(
         "ref_mode": rh.mode, "test_mode": th.mode, "tensors_compared": same_layout,
     }
     return {"images": rows, "outputs": outputs, "decoded": dec, "decoded_parts": dec_parts, "summary": summary, "settings": settings}
+
+
+def landmark_summary(rows: list[dict]) -> dict:
+    """Keypoint displacement over every matched pair of every image (``rows`` of
+    :func:`compare_detections`): ``landmark_px_mean``, ``landmark_px_p90``, ``landmark_px_max`` (pixels,
+    over all keypoints) and ``landmark_pairs``; None values when the detections carry no keypoints."""
+    d = np.array([v for r in rows for pr in r["pairs"] for v in pr.get("landmark_px", [])], dtype=np.float64)
+    if not d.size:
+        return {"landmark_px_mean": None, "landmark_px_p90": None, "landmark_px_max": None, "landmark_pairs": 0}
+    return {"landmark_px_mean": float(d.mean()), "landmark_px_p90": float(np.percentile(d, 90)),
+            "landmark_px_max": float(d.max()),
+            "landmark_pairs": sum(1 for r in rows for pr in r["pairs"] if pr.get("landmark_px"))}
 
 
 def format_compare_table(report: dict) -> str:
@@ -253,6 +305,11 @@ def format_compare_table(report: dict) -> str:
         f"mean |dconf| {_f(s['mean_abs_conf_delta'], 4)}, max |dconf| {_f(s['max_abs_conf_delta'], 4)} "
         "(dconf = test - ref confidence of matched boxes)"
     )
+    if s.get("landmark_px_mean") is not None:
+        lines.append(
+            f"landmarks of {s['landmark_pairs']} matched detections moved {_f(s['landmark_px_mean'], 2)} px on average "
+            f"(p90 {_f(s['landmark_px_p90'], 2)}, max {_f(s['landmark_px_max'], 2)}; input pixels)"
+        )
     return "\n".join(lines)
 
 

@@ -145,14 +145,15 @@ class PortContext:
     graph: dict = field(default_factory=dict)  # graph-shaping export options given by the user (convention, mode, sigmoid, ...)
 
 
-def target_graph(t: Target, graph: dict) -> tuple[str, bool, str | None, dict]:
+def target_graph(t: Target, graph: dict, nkpt: int = 0) -> tuple[str, bool, str | None, dict]:
     """``(mode, sigmoid, convention, other export options)`` of ``t``'s export: the user's ``graph``
-    options over the target backend's output convention (``SPEC.output_convention``)."""
+    options over the target backend's output convention (``SPEC.output_convention``; its keypoint
+    variant for a head with ``nkpt`` keypoints)."""
     from ..deploy.conventions import resolve_export_choice
 
     g = dict(graph or {})
     mode, sigmoid, conv = resolve_export_choice(g.pop("convention", None), g.pop("mode", None), g.pop("sigmoid", None),
-                                                default=t.spec.output_convention)
+                                                default=t.spec.output_convention, nkpt=nkpt)
     return mode, sigmoid, conv, g
 
 
@@ -171,7 +172,7 @@ def run_target(t: Target, model, ctx: PortContext, progress: Progress) -> dict:
     if t.spec.simulated_note:
         rec["note"] = t.spec.simulated_note
     with progress.stage(f"{t.name}: export + lint ({t.lint_target})"):
-        mode, sigmoid, conv, opts = target_graph(t, ctx.graph)
+        mode, sigmoid, conv, opts = target_graph(t, ctx.graph, model.detect.nkpt)
         exp = export_for(t.backend, model, out / "model.fp32.onnx", img_hw, mode=mode, batch=1,
                          export_options={**opts, "sigmoid": sigmoid}, convention=conv)
         rep = lint_model(str(exp.path), t.lint_target)
@@ -231,7 +232,7 @@ def bench_target(t: Target, model, ctx: PortContext, batches) -> list[dict]:
     from ..analysis.bench import bench_runner, runner_for_batch
 
     rows = []
-    mode, sigmoid, conv, opts = target_graph(t, ctx.graph)
+    mode, sigmoid, conv, opts = target_graph(t, ctx.graph, model.detect.nkpt)
     for b in batches:
         r = runner_for_batch(t.backend, model, ctx.img_hw, b, ctx.run_dir / t.name / "bench",
                              threads=ctx.threads, calibration=ctx.calibration if t.precision == "int8" else None,
@@ -354,7 +355,13 @@ def run_port(model, data, targets: list[Target], run_dir: Path, img_hw, calib_so
              n_compare: int = 4, profile: bool = True, data_note: str | None = None, quiet: bool = False,
              graph: dict | None = None, cache_dir=None) -> dict:
     """The whole port; returns the report dict (also written into ``run_dir``). ``graph``: export options
-    given by the user (``convention``, ``mode``, ``sigmoid``, ...); each target's convention fills the rest."""
+    given by the user (``convention``, ``mode``, ``sigmoid``, ...); each target's convention fills the rest.
+    A keypoint head (a face model) is scored by the face suite instead (:mod:`yoloport.analysis.port_face`)."""
+    if getattr(model.detect, "nkpt", 0):
+        from .port_face import run_face_port
+
+        return run_face_port(model, data, targets, run_dir, img_hw, calib_source, calib_n=calib_n, max_drop=max_drop,
+                             threads=threads, n_compare=n_compare, quiet=quiet, graph=graph)
     from ..analysis.report import write_report
     from ..data.calibration import load_calibration
     from ..data.dataset import list_images, load_data_yaml

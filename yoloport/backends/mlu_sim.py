@@ -20,7 +20,8 @@ The scheme (that of Cambricon's PyTorch ``quantize`` API the seed project used):
 
 The network output is decoded and NMS'd on the host (yoloport's numpy decode + class-aware NMS) and
 returned in the layout of Cambricon's ``yolov5_detection_output``: ``count [B, 1]`` and rows
-``[B, max_det, 7]`` of (batch, class, score, x1, y1, x2, y2) - the ``end2end`` head mode - or, with
+``[B, max_det, 7]`` of (batch, class, score, x1, y1, x2, y2) - the ``end2end`` head mode, a keypoint
+head's rows with its ``2K`` landmark coordinates after the box - or, with
 ``output='raw'``, as the raw head convolutions for SQNR comparisons.
 
 Artifact: ``model.mlusim.safetensors`` = float weights + the calibrated scales (+ JSON metadata) and
@@ -261,13 +262,14 @@ def calibrate(qmodel, qconvs: list[QConv], batches, q: dict) -> dict:
 # ----------------------------------------------------------------------------- end2end layout
 
 
-def pack_detection_output(dets: list[np.ndarray], max_det: int) -> list[np.ndarray]:
+def pack_detection_output(dets: list[np.ndarray], max_det: int, nkpt: int = 0) -> list[np.ndarray]:
     """Per-image ``[n, 6]`` (x1, y1, x2, y2, conf, cls) -> ``yolov5_detection_output`` layout:
     ``count [B, 1]`` int32 and ``rows [B, max_det, 7]`` float32 (batch, class, score, x1, y1, x2, y2),
-    zero padded."""
+    zero padded. A keypoint head's ``[n, 6 + 2K]`` detections (``nkpt = K``) give ``[B, max_det, 7 + 2K]``
+    rows with the keypoints after the box (the ``end2end`` head's layout)."""
     b = len(dets)
     count = np.zeros((b, 1), np.int32)
-    rows = np.zeros((b, max_det, 7), np.float32)
+    rows = np.zeros((b, max_det, 7 + 2 * int(nkpt)), np.float32)
     for i, d in enumerate(dets):
         d = np.asarray(d, np.float32)[:max_det]
         k = len(d)
@@ -277,6 +279,7 @@ def pack_detection_output(dets: list[np.ndarray], max_det: int) -> list[np.ndarr
             rows[i, :k, 1] = d[:, 5]
             rows[i, :k, 2] = d[:, 4]
             rows[i, :k, 3:7] = d[:, :4]
+            rows[i, :k, 7:] = d[:, 6 : 6 + 2 * int(nkpt)]
     return [count, rows]
 
 
@@ -329,7 +332,7 @@ class MluSimRunner(Runner):
         if self.q["output"] == "raw":
             return raw
         dets = postprocess(raw, self.head_raw, self.q["conf_thres"], self.q["iou_thres"], max_det=self.q["max_det"])
-        return pack_detection_output(dets, self.q["max_det"])
+        return pack_detection_output(dets, self.q["max_det"], self.head_raw.nkpt)
 
     def describe(self) -> dict:
         d = super().describe()

@@ -163,7 +163,7 @@ def export_for(backend: str, model, path, img_size_hw=(640, 640), mode: str | No
     opts.pop("convention", None)
     default = spec.output_convention if mode is None and not convention else None
     mode, sigmoid, convention = resolve_export_choice(convention, None if convention else mode, opts.pop("sigmoid", None),
-                                                      default=default)
+                                                      default=default, nkpt=int(getattr(model.detect, "nkpt", 0)))
     return export_model(model, path, tuple(img_size_hw), mode=mode, batch=int(batch),
                         opset=int(opset or spec.export_opset or DEFAULT_OPSET), overwrite=True, sigmoid=sigmoid,
                         convention=convention, **opts)

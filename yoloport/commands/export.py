@@ -60,14 +60,15 @@ def add_graph_arguments(p: argparse.ArgumentParser, default_note: str = "the --t
     g.add_argument("--max-det", dest="max_det", type=int, default=None, help="end2end: detections per image (300)")
 
 
-def graph_choice(s, default_convention: str | None) -> tuple[str, bool, str | None, dict]:
+def graph_choice(s, default_convention: str | None, nkpt: int = 0) -> tuple[str, bool, str | None, dict]:
     """``(mode, sigmoid, convention, other graph options)`` of settings ``s``: ``--convention``, else
-    ``default_convention`` (the target's), overridden by ``--mode``/``--sigmoid``; the other options
-    are those of :data:`GRAPH_OPTIONS` that were given."""
+    ``default_convention`` (the target's; its keypoint variant for a head with ``nkpt`` keypoints),
+    overridden by ``--mode``/``--sigmoid``; the other options are those of :data:`GRAPH_OPTIONS` that
+    were given."""
     from ..deploy.conventions import resolve_export_choice
 
     mode, sigmoid, conv = resolve_export_choice(getattr(s, "convention", None), getattr(s, "mode", None),
-                                                getattr(s, "sigmoid", None), default=default_convention)
+                                                getattr(s, "sigmoid", None), default=default_convention, nkpt=nkpt)
     others = {k: getattr(s, k) for k in GRAPH_OPTIONS if k != "sigmoid" and getattr(s, k, None) is not None}
     return mode, sigmoid, conv, others
 
@@ -133,6 +134,10 @@ def run(args: argparse.Namespace) -> int:
 
     s = export_settings(args)
     model = load_model_from_settings(s, default=None)
+    if getattr(model.detect, "nkpt", 0) and not any(getattr(args, k, None) is not None for k in ("convention", "mode", "sigmoid")):
+        from ..deploy.conventions import TARGET_CONVENTIONS, resolve_export_choice  # a face head: the target's keypoint variant
+
+        s.mode, s.sigmoid, s.convention = resolve_export_choice(default=TARGET_CONVENTIONS.get(s.target), nkpt=model.detect.nkpt)
     hw = img_size_from_settings(s, model, int(model.stride.max()))
     out = Path(s.out) if getattr(s, "out", None) else default_out(s, s.mode, hw)
     overwrite = bool(getattr(s, "overwrite", False))

@@ -33,6 +33,8 @@ DEFAULTS = {
     "no_bench": False,
     "no_cache": False,
     "full_int8": False,
+    "task": None,
+    "nme_data": None,
 }
 
 
@@ -59,6 +61,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(default: reuse its metrics from $YOLOPORT_CACHE or ~/.cache/yoloport)")
     p.add_argument("--full-int8", dest="full_int8", action="store_true", default=None,
                    help="quantize the Detect convolutions too (by default they stay in float on every target)")
+    p.add_argument("--task", choices=("detect", "face"),
+                   help="the metric suite (default: by the model's head): face = WIDER FACE easy/medium/hard AP on a "
+                        "--data FOLDER with ground_truth/ (or mAP@0.5 on 15-column labels), NME, landmark displacement")
+    p.add_argument("--nme-data", dest="nme_data", help="face: a folder of images/ + 15-column labels/ with landmarks, "
+                                                       "for NME when --data has none (WIDER FACE val has none)")
     add_run_folder_arguments(p, "runs/port", "the report and artifacts")
     from .export import add_graph_arguments
 
@@ -75,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
     if s.max_drop is None or s.max_drop < 0:
         raise YoloportError(f"--max-drop must be >= 0 points, got {s.max_drop}")
     model = load_model_from_settings(s)
+    check_task(s, model)
     stride = int(model.stride.max())
     img_hw = parse_img_size(s.img_size, stride, warn=lambda m: print(f"warning: {m}")) if s.img_size else \
         img_size_from_settings(s, model, stride)
@@ -92,8 +100,28 @@ def claim_port_dir(s) -> Path:
     return claim_results_dir(s.project, s.name, [f"report.{x}" for x in ("json", "md", "html")], s.exist_ok, s.overwrite)
 
 
+def check_task(s, model) -> str:
+    """The metric suite of the port: ``--task`` when given (it must fit the model's head), else the
+    head's (``face`` for a head with landmarks). A face port needs ``--data`` and ``--calib`` (before
+    any work)."""
+    face = bool(getattr(model.detect, "nkpt", 0))
+    task = s.task or ("face" if face else "detect")
+    if task == "face" and not face:
+        raise YoloportError("--task face needs a face model (a head with landmarks, e.g. a yolov5-face checkpoint)")
+    if task == "detect" and face:
+        raise YoloportError("this is a face model (a head with landmarks): port it with --task face on a WIDER FACE folder "
+                            "(or images/ + 15-column labels/); the detector suite's mAP does not score landmarks")
+    if task == "face" and not (s.data and s.calib):
+        raise YoloportError("--task face needs --data FOLDER (WIDER FACE: images/<event>/*.jpg + ground_truth/) and "
+                            "--calib images other than the reported ones (e.g. synthetic faces or a disjoint folder)")
+    return task
+
+
 def _port(s, model, targets, img_hw, run_dir: Path, graph: dict) -> int:
     from ..analysis.port import run_port
+
+    if getattr(model.detect, "nkpt", 0):
+        return _port_face(s, model, targets, img_hw, run_dir, graph)
 
     data, note = s.data, None
     if data is None:
@@ -111,6 +139,24 @@ def _port(s, model, targets, img_hw, run_dir: Path, graph: dict) -> int:
             print(f"FAILED {f}")
         return 1
     return 0
+
+
+def _port_face(s, model, targets, img_hw, run_dir: Path, graph: dict) -> int:
+    """The face suite (:func:`yoloport.analysis.port_face.run_face_port`) and its table."""
+    from ..analysis.port_face import format_face_table, run_face_port
+
+    print(f"porting {s.weights or getattr(model, 'model_key', None)} (face, {model.detect.nkpt} landmarks) to "
+          f"{', '.join(t.name for t in targets)} at {img_hw[1]}x{img_hw[0]} (W x H); run folder {run_dir}")
+    report = run_face_port(model, s.data, targets, run_dir, img_hw, s.calib, calib_n=s.calib_n, max_drop=s.max_drop,
+                           threads=s.threads, graph=graph, nme_data=s.nme_data)
+    print()
+    print(format_face_table(report))
+    for n in report.get("notes", []):
+        print(f"note: {n}")
+    print(f"report: {report['paths']['md']} (also report.json)")
+    for f in report["failed"]:
+        print(f"FAILED {f}")
+    return 1 if report["failed"] else 0
 
 
 def graph_options(s) -> dict:

@@ -116,7 +116,7 @@ def registry_export(args) -> dict:
     return dict(lookup_model_key(key, getattr(args, "registry", None)).export or {})
 
 
-def graph_settings(args, backend: str) -> tuple[str, bool, str | None, dict]:
+def graph_settings(args, backend: str, nkpt: int = 0) -> tuple[str, bool, str | None, dict]:
     """``(mode, sigmoid, convention, other graph options)`` of the export: the flags, else the backend's
     output convention (``SPEC.output_convention``); the model key's ``export:`` entry fills the other
     graph options (and a ``convention`` it names)."""
@@ -131,7 +131,7 @@ def graph_settings(args, backend: str) -> tuple[str, bool, str | None, dict]:
             continue  # the backend's convention outranks the registry entry's generic head layout
         if getattr(args, k, None) is None and k in entry:
             setattr(args, k, entry[k])
-    return graph_choice(args, get_spec(backend).output_convention)
+    return graph_choice(args, get_spec(backend).output_convention, nkpt)
 
 
 def summary_rows(info: dict) -> list[tuple[str, str]]:
@@ -183,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
         claim_output_file(args.json, bool(args.overwrite), what="--json")  # refused before any work
     model = load_model_from_args(args)
     hw = resolve_img_size(args, model)
-    graph = graph_settings(args, backend)
+    graph = graph_settings(args, backend, int(getattr(model.detect, "nkpt", 0)))
     out, lock = claim_out_dir(args.out or f"runs/quantize/{backend}", overwrite=bool(args.overwrite),
                               explicit=bool(args.out))
     try:

@@ -20,6 +20,15 @@ A convention is a fact about a target's ecosystem, written down once here as dat
     (batch, class, score, x1, y1, x2, y2). The graph yoloport exports is therefore the raw logits head.
 ``split``
     yoloport's int8-friendly decoded head: ``xy``, ``wh`` and ``conf`` as three outputs.
+``rknn_face``
+    the RKNN ports of yolov5-face: the three raw head convolutions (logits, landmarks included), the
+    sigmoid, decode and NMS on the CPU. rknn_model_zoo has no face demo, and its sigmoid-in-graph
+    layout would join 0..1 probabilities and unbounded landmarks in one int8 tensor.
+
+Keypoint heads (landmarks, ``HeadSpec.nkpt > 0``): each convention says whether it carries them as it
+is (``keypoints``) or which convention a keypoint head follows instead (``keypoint_variant``): a
+target's *default* convention is replaced by its keypoint variant (:func:`default_for_head`); a
+convention the user names is kept (and ``yoloport lint`` says what it costs).
 
 Every backend's :class:`~yoloport.backends.spec.BackendSpec` names its default convention
 (``output_convention``); a user may choose another with ``--convention``, or set the graph-shaping
@@ -51,6 +60,8 @@ class OutputConvention:
     anchors_file: str | None = None
     names_file: str | None = None
     command: str | None = None
+    keypoints: str = ""  # how a keypoint head's landmarks appear in this layout ("" : see keypoint_variant)
+    keypoint_variant: str | None = None  # the convention a keypoint head follows instead of this one
 
     @property
     def export_options(self) -> dict:
@@ -62,19 +73,28 @@ CONVENTIONS: dict[str, OutputConvention] = {
     c.name: c
     for c in (
         OutputConvention("yoloport", "raw", False, "yoloport's host decode (any backend)",
-                         "three [B, na*(5+nc), H, W] head convolutions, stride 8/16/32, logits"),
+                         "three [B, na*(5+nc), H, W] head convolutions, stride 8/16/32, logits",
+                         keypoints="2K raw keypoint channels per anchor after the objectness"),
         OutputConvention("rknn_model_zoo", "raw", True, "rknn_model_zoo examples/yolov5 (python/yolov5.py, cpp/postprocess.cc)",
                          "three [B, na*(5+nc), H, W] head outputs, stride 8/16/32, sigmoid applied",
                          anchors_file="anchors_yolov5.txt", names_file="labels.txt",
                          command="from rknn_model_zoo/examples/yolov5/python, with IMG_SIZE = ({w}, {h}) and CLASSES read "
                                  "from {names} set in yolov5.py:\n\n    python yolov5.py --model_path {artifact} "
-                                 "--anchors {anchors} --target <platform> --img_show"),
+                                 "--anchors {anchors} --target <platform> --img_show",
+                         keypoint_variant="rknn_face"),
         OutputConvention("ultralytics", "decoded", False, "Ultralytics-style ONNX consumers (ONNX Runtime, OpenVINO, OpenCV DNN)",
-                         "one [B, N, 5+nc] output: x, y, w, h in pixels, objectness, class probabilities"),
+                         "one [B, N, 5+nc] output: x, y, w, h in pixels, objectness, class probabilities",
+                         keypoints="[B, N, 5+2K+nc]: the 2K keypoint pixels after the objectness, as yolov5-face's ONNX export"),
         OutputConvention("mlu", "raw", False, "Cambricon yolov5_detection_output plugin (decode + NMS on the MLU)",
-                         "three [B, na*(5+nc), H, W] head convolutions (logits) fed to yolov5_detection_output"),
+                         "three [B, na*(5+nc), H, W] head convolutions (logits) fed to yolov5_detection_output",
+                         keypoints="2K raw keypoint channels per anchor (the detection-output rows carry them after the box)"),
         OutputConvention("split", "split", False, "yoloport's host decode (int8-friendly decoded head)",
-                         "xy [B, N, 2], wh [B, N, 2], conf [B, N, 1+nc] in pixels and probabilities"),
+                         "xy [B, N, 2], wh [B, N, 2], conf [B, N, 1+nc] in pixels and probabilities",
+                         keypoints="a fourth output kpts [B, N, 2K] in pixels, with its own int8 scale"),
+        OutputConvention("rknn_face", "raw", False, "RKNN ports of yolov5-face (sigmoid, decode and NMS on the CPU)",
+                         "three [B, na*(5+2K+nc), H, W] head convolutions, stride 8/16/32, logits (landmarks raw)",
+                         anchors_file="anchors_yolov5.txt", names_file="labels.txt",
+                         keypoints="2K raw keypoint channels per anchor after the objectness"),
     )
 }
 DEFAULT_CONVENTION = "yoloport"
@@ -101,6 +121,11 @@ def target_convention(target: str | None) -> OutputConvention | None:
     return CONVENTIONS[TARGET_CONVENTIONS[target]] if target in TARGET_CONVENTIONS else None
 
 
+def head_default_convention(target: str | None, nkpt: int = 0) -> str | None:
+    """The convention name a lint target's clients expect from a head with ``nkpt`` keypoints."""
+    return default_for_head(TARGET_CONVENTIONS.get(target), nkpt) if target in TARGET_CONVENTIONS else None
+
+
 def matching_convention(mode: str, sigmoid: bool, preferred: str | None = None) -> str | None:
     """The name of the convention produced by ``mode``/``sigmoid``: ``preferred`` when it matches,
     else the first that does (None: no convention has that layout)."""
@@ -114,15 +139,25 @@ def matching_convention(mode: str, sigmoid: bool, preferred: str | None = None) 
     return None
 
 
+def default_for_head(name: str | None, nkpt: int = 0) -> str | None:
+    """A target's default convention ``name`` for a head with ``nkpt`` keypoints: its
+    ``keypoint_variant`` when the head has keypoints and the convention names one, else ``name``."""
+    if not name or not nkpt:
+        return name
+    return get_convention(name).keypoint_variant or get_convention(name).name
+
+
 def resolve_export_choice(convention: str | None = None, mode: str | None = None, sigmoid: bool | None = None,
-                          default: str | None = None) -> tuple[str, bool, str | None]:
+                          default: str | None = None, nkpt: int = 0) -> tuple[str, bool, str | None]:
     """``(mode, sigmoid, convention name)`` of an export.
 
-    ``convention`` (the user's choice) or else ``default`` (the target's) gives the layout; an explicit
+    ``convention`` (the user's choice) or else ``default`` (the target's; for a head with ``nkpt``
+    keypoints its keypoint variant, :func:`default_for_head`) gives the layout; an explicit
     ``mode``/``sigmoid`` overrides it. A ``convention`` contradicted by ``mode``/``sigmoid`` is an error;
     a ``default`` overridden by them is not (the user chose another layout). The returned name is the
     convention the final layout matches (None: none of them).
     """
+    default = default_for_head(default, nkpt)
     base = get_convention(convention) if convention else (get_convention(default) if default else None)
     if convention and mode is not None and mode != base.mode:
         raise YoloportError(f"--convention {base.name} is --mode {base.mode}, not --mode {mode}")

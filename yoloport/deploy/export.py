@@ -34,6 +34,7 @@ OPSET_RANGE = (11, 19)
 DEFAULT_OPSET = 12  # RKNN-Toolkit2's documented sweet spot; NonMaxSuppression needs >= 10
 SILU_MODES = ("keep", "mul-sigmoid")
 OUTPUT_NAMES = {"split": ["xy", "wh", "conf"], "decoded": ["output0"], "end2end": ["num_dets", "detections"]}
+KEYPOINT_OUTPUT = "kpts"  # the split mode's fourth output when the head has keypoints
 
 
 @dataclass
@@ -52,9 +53,12 @@ class ExportResult:
     opset: int = 13
 
 
-def output_names(mode: str, nl: int) -> list[str]:
-    """Graph output names of a head mode (``raw``: ``out0 .. out{nl-1}``, stride 8 first)."""
-    return [f"out{i}" for i in range(nl)] if mode == "raw" else list(OUTPUT_NAMES[mode])
+def output_names(mode: str, nl: int, nkpt: int = 0) -> list[str]:
+    """Graph output names of a head mode (``raw``: ``out0 .. out{nl-1}``, stride 8 first; a keypoint
+    head's ``split`` adds ``kpts``)."""
+    if mode == "raw":
+        return [f"out{i}" for i in range(nl)]
+    return list(OUTPUT_NAMES[mode]) + ([KEYPOINT_OUTPUT] if mode == "split" and nkpt else [])
 
 
 def check_export_args(model, img_size_hw, mode: str, batch: int, opset: int, sigmoid: bool, dynamic: bool,
@@ -164,10 +168,11 @@ def build_onnx(model, img_size_hw=(640, 640), mode: str = "raw", batch: int = 1,
     hw = check_export_args(model, img_size_hw, mode, batch, opset, sigmoid, dynamic, conf_thres, iou_thres, max_det, silu)
     convention = recorded_convention(mode, sigmoid, convention)
     m, applied = prepare_model(model, mode, hw, sigmoid, fuse, focus_to_conv, silu, conf_thres, iou_thres, max_det)
-    names = output_names(mode, m.detect.nl)
+    nkpt = int(getattr(m.detect, "nkpt", 0))
+    names = output_names(mode, m.detect.nl, nkpt)
     proto = onnx.load_from_string(trace_to_onnx(m, hw, int(batch), int(opset), names, dynamic))
     if mode == "end2end":
-        _refresh_shapes(proto, {names[0]: [int(batch), 1], names[1]: [int(batch), int(max_det), 7]})
+        _refresh_shapes(proto, {names[0]: [int(batch), 1], names[1]: [int(batch), int(max_det), 7 + 2 * nkpt]})
     if simplify:
         from .surgery import simplify_onnx
 

@@ -15,6 +15,9 @@ rule id                   what it catches
 ``opset-range``           default-domain opset outside what the target accepts (or documents)
 ``multi-output-head``     a detection graph with fewer than three head outputs (RKNN)
 ``op-restriction``        ops used outside the restrictions rknn-toolkit2 documents (batch 1, Resize mode)
+``landmark-scale``        one tensor joining unbounded values traced to a convolution (landmarks of a
+                          keypoint head) with 0..1 probabilities: one int8 scale cannot hold both
+                          (severity from the target's profile, ``LintProfile.shared_scale``)
 ``output-convention``     outputs that are not what the target's standard clients read
                           (:mod:`yoloport.deploy.conventions`): logits where they expect
                           probabilities or the reverse, another head layout, levels out of stride
@@ -588,6 +591,64 @@ def rule_concat_mixed_range(ctx: _Context) -> list[Finding]:
     return findings
 
 
+LANDMARK_HINT = ("keep landmarks in their own output: --mode split (kpts [B, N, 2K]) or raw logits without "
+                 "--sigmoid (--convention rknn_face / yoloport), decoded on the host")
+
+
+def _traces_to_conv(g: _Graph, name: str, depth: int = 0) -> bool:
+    """Whether float tensor ``name`` is a convolution's output moved only by shape ops, slices and
+    arithmetic with constants (a head channel such as a landmark), not an index or a graph input."""
+    node = g.producer.get(name)
+    if node is None or depth > 40:
+        return False
+    if node.op_type == "Conv":
+        return True
+    if node.op_type not in _TRACED and node.op_type not in ("Split",):
+        return False
+    data = [i for i in node.input if i and g.constant(i) is None]
+    return bool(data) and _traces_to_conv(g, data[0], depth + 1)
+
+
+def _is_probability(g: _Graph, name: str, memo: dict) -> bool:
+    """Whether ``name`` holds data bounded by 1 (a sigmoid's output, or products of them)."""
+    b = value_bound(g, name, memo)
+    return b.data and b.mag is not None and b.mag <= 1.0
+
+
+def _is_unbounded_head_value(g: _Graph, name: str, memo: dict) -> bool:
+    """Whether ``name`` holds data with no static bound that comes straight from a convolution."""
+    b = value_bound(g, name, memo)
+    return b.data and (b.mag is None or math.isinf(b.mag)) and _traces_to_conv(g, name)
+
+
+def rule_landmark_scale(ctx: _Context) -> list[Finding]:
+    """``landmark-scale``: a Concat joining 0..1 probabilities with unbounded convolution values (a
+    keypoint head's landmarks: never squashed, any range), which an int8 target quantizes with one scale.
+
+    Severity from the target's profile (``shared_scale``). The graph's keypoint count (metadata
+    ``nkpt``) names the unbounded values landmarks in the message; the check itself is structural."""
+    severity = op_support.PROFILES[ctx.target].shared_scale
+    if severity is None:
+        return []
+    g = ctx.g
+    memo: dict[str, _Bound] = {}
+    bad, pairs = [], []
+    for n in _concat_candidates(g):
+        inputs = _joined_inputs(n)
+        probs = [i for i in inputs if _is_probability(g, i, memo)]
+        wild = [i for i in inputs if i not in probs and _is_unbounded_head_value(g, i, memo)]
+        if probs and wild:
+            bad.append(g.label(n))
+            pairs.append(f"{wild[0]} with {probs[0]}")
+    if not bad:
+        return []
+    nkpt = _meta_nkpt(ctx.meta)
+    what = f"the {nkpt} landmarks' unbounded values" if nkpt else "unbounded convolution values"
+    return [Finding("landmark-scale", severity, f"{len(bad)} Concat node(s) join {what} with 0..1 probabilities "
+                    f"({'; '.join(pairs[:2])}): one int8 scale per tensor rounds the probabilities to a few levels "
+                    "or clips the landmarks", bad, LANDMARK_HINT)]
+
+
 def rule_sigmoid_multi_consumer(ctx: _Context) -> list[Finding]:
     """``sigmoid-multi-consumer``: Sigmoid outputs read by more than one node (or also a graph output)."""
     g = ctx.g
@@ -711,9 +772,10 @@ def _anchors_file_values(path: Path) -> list[float] | None:
 
 def rule_output_convention(ctx: _Context) -> list[Finding]:
     """``output-convention``: outputs that the target's standard clients would misread."""
-    from .conventions import target_convention
+    from .conventions import get_convention, head_default_convention
 
-    conv = target_convention(ctx.target)
+    name = head_default_convention(ctx.target, _meta_nkpt(ctx.meta))
+    conv = get_convention(name) if name else None
     g = ctx.g
     if conv is None or not any(_looks_like_head_output(g.shapes.get(o)) for o in g.outputs):
         return []
@@ -756,6 +818,14 @@ def rule_output_convention(ctx: _Context) -> list[Finding]:
     return findings
 
 
+def _meta_nkpt(meta: dict) -> int:
+    """The keypoint count a graph's yoloport metadata records (0: none, or a foreign graph)."""
+    try:
+        return int(meta.get("nkpt") or (meta.get("head_spec") or {}).get("nkpt") or 0)
+    except (TypeError, ValueError, AttributeError):
+        return 0
+
+
 def _as_str(v) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
@@ -770,6 +840,7 @@ RULES: dict[str, Rule] = {
     "opset-range": rule_opset_range,
     "multi-output-head": rule_multi_output_head,
     "op-restriction": rule_op_restriction,
+    "landmark-scale": rule_landmark_scale,
     "output-convention": rule_output_convention,
 }
 

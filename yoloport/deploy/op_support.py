@@ -144,6 +144,8 @@ class LintProfile:
     - ``rank5``: severity of >= 5-D tensors and their broadcasts (None: not a concern).
     - ``split_outputs``: quantizes each graph output with one scale, so a detection graph wants three
       per-level head outputs; ``batch1_ops``: some ops run at batch 1 only and Resize modes are restricted.
+    - ``shared_scale``: severity of a tensor joining unbounded values (landmarks) with 0..1 probabilities,
+      which one int8 scale per tensor cannot hold (None: not a concern).
     """
 
     supported: frozenset | None
@@ -154,14 +156,17 @@ class LintProfile:
     split_outputs: bool = False
     batch1_ops: bool = False
     extra_domains: frozenset = frozenset()
+    shared_scale: str | None = None
 
 
 PROFILES: dict[str, LintProfile] = {
     "rknn": LintProfile(RKNN_SUPPORTED_OPS, RKNN_UNSUPPORTED_OPS, "rknn-toolkit2", int8=True, rank5="error",
-                        split_outputs=True, batch1_ops=True),
-    "mlu": LintProfile(MLU_SUPPORTED_OPS, frozenset(), "yoloport MLU (conservative)", int8=True, rank5="warning"),
-    "onnxruntime": LintProfile(None, extra_domains=RUNTIME_EXTRA_DOMAINS["onnxruntime"]),
-    "openvino": LintProfile(None, extra_domains=RUNTIME_EXTRA_DOMAINS["openvino"]),
+                        split_outputs=True, batch1_ops=True, shared_scale="error"),
+    "mlu": LintProfile(MLU_SUPPORTED_OPS, frozenset(), "yoloport MLU (conservative)", int8=True, rank5="warning",
+                       shared_scale="error"),
+    # the CPU runtimes' int8 keeps the head's tail in float by default: a shared tensor is worth knowing only
+    "onnxruntime": LintProfile(None, extra_domains=RUNTIME_EXTRA_DOMAINS["onnxruntime"], shared_scale="info"),
+    "openvino": LintProfile(None, extra_domains=RUNTIME_EXTRA_DOMAINS["openvino"], shared_scale="info"),
 }
 assert tuple(PROFILES) == TARGETS and INT8_TARGETS == {t for t, p in PROFILES.items() if p.int8}
 

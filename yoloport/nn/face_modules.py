@@ -12,9 +12,12 @@ from .modules import Conv
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
-    """``[B, C, H, W]`` -> ``[B, C, H, W]`` with channels interleaved across ``groups`` (ShuffleNet)."""
+    """``[B, C, H, W]`` -> ``[B, C, H, W]`` with channels interleaved across ``groups`` (ShuffleNet).
+
+    Through a 4-D ``[B, groups, C/groups, H*W]`` view (not upstream's 5-D one, same values), so the
+    exported graph has no rank-5 tensor for NPU toolchains to reject."""
     b, c, h, w = x.shape
-    return x.view(b, groups, c // groups, h, w).transpose(1, 2).reshape(b, c, h, w)
+    return x.reshape(b, groups, c // groups, h * w).transpose(1, 2).reshape(b, c, h, w)
 
 
 def _depthwise(c: int, k: int, s: int, p: int) -> nn.Conv2d:

@@ -59,12 +59,14 @@ class NonMaxSuppressionOp(torch.autograd.Function):
 
 
 def detection_output(xy: torch.Tensor, wh: torch.Tensor, conf: torch.Tensor, conf_thres: float, iou_thres: float,
-                     max_det: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Split-head tensors -> ``(num_dets [B, 1] int32, detections [B, max_det, 7] float32)``.
+                     max_det: int, kpts: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split-head tensors -> ``(num_dets [B, 1] int32, detections [B, max_det, 7 (+2K)] float32)``.
 
-    ``xy, wh: [B, N, 2]`` pixels, ``conf: [B, N, 1+nc]`` (objectness, class probabilities). Score is
+    ``xy, wh: [B, N, 2]`` pixels, ``conf: [B, N, 1+nc]`` (objectness, class probabilities), ``kpts``:
+    ``[B, N, 2K]`` keypoints in pixels or None. Score is
     ``obj * cls`` of the best class; candidates with score <= ``conf_thres`` are dropped (as the host's
     ``obj > conf_thres`` then ``conf > conf_thres``). Rows are (batch, class, score, x1, y1, x2, y2),
+    then the selected box's keypoints when ``kpts`` is given,
     best first, zero padded after ``num_dets``. Fixed shapes only: the padding is appended before a
     TopK with a constant ``k = max_det``, so no output size depends on the data.
     """
@@ -80,8 +82,11 @@ def detection_output(xy: torch.Tensor, wh: torch.Tensor, conf: torch.Tensor, con
     bi, ci, ni = sel[:, 0], sel[:, 1], sel[:, 2]
     sel_scores = scores_t.reshape(-1).index_select(0, (bi * nc + ci) * n + ni)  # [K]
     sel_boxes = boxes.reshape(-1, 4).index_select(0, bi * n + ni)  # [K, 4]
-    rows = torch.cat((bi.to(scores.dtype)[:, None], ci.to(scores.dtype)[:, None], sel_scores[:, None], sel_boxes), 1)
-    pad = torch.zeros(max_det, 7, dtype=rows.dtype, device=rows.device)
+    cols = [bi.to(scores.dtype)[:, None], ci.to(scores.dtype)[:, None], sel_scores[:, None], sel_boxes]
+    if kpts is not None:
+        cols.append(kpts.reshape(-1, kpts.shape[2]).index_select(0, bi * n + ni))  # [K, 2K]
+    rows = torch.cat(cols, 1)
+    pad = torch.zeros(max_det, rows.shape[1], dtype=rows.dtype, device=rows.device)
     rows = torch.cat((rows, pad), 0)  # [K + max_det, 7]
     counts, dets = [], []
     for b in range(bsz):  # static batch: unrolled while tracing

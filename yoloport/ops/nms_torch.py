@@ -53,26 +53,29 @@ def xywh2xyxy_torch(x: torch.Tensor) -> torch.Tensor:
 
 
 def torch_non_max_suppression(pred: torch.Tensor, conf_thres: float = 0.25, iou_thres: float = 0.45,
-                              max_det: int = 300, multi_label: bool = False) -> list[torch.Tensor]:
+                              max_det: int = 300, multi_label: bool = False, nc: int | None = None) -> list[torch.Tensor]:
     """Torch twin of :func:`yoloport.ops.nms.non_max_suppression` (class-aware).
 
-    ``pred: [B, N, 5+nc]`` decoded -> per image ``[n, 6]`` (x1, y1, x2, y2, conf, cls).
+    ``pred: [B, N, 5+nc]`` decoded -> per image ``[n, 6]`` (x1, y1, x2, y2, conf, cls). With ``nc``
+    given, ``pred`` is ``[B, N, 5+nc+E]`` and the ``E`` extra columns (keypoints) follow: ``[n, 6+E]``.
     """
     out = []
-    multi_label = multi_label and pred.shape[2] > 6
+    nc = pred.shape[2] - 5 if nc is None else int(nc)
+    multi_label = multi_label and nc > 1
     for x in pred:
         x = x[x[:, 4] > conf_thres]
         if not x.shape[0]:
-            out.append(torch.zeros(0, 6))
+            out.append(torch.zeros(0, 1 + pred.shape[2] - nc))
             continue
-        scores = x[:, 5:] * x[:, 4:5]
+        scores = x[:, 5 : 5 + nc] * x[:, 4:5]
+        extra = x[:, 5 + nc :]
         box = xywh2xyxy_torch(x[:, :4])
         if multi_label:
             i, j = torch.nonzero(scores > conf_thres, as_tuple=True)
-            det = torch.cat((box[i], scores[i, j, None], j[:, None].float()), 1)
+            det = torch.cat((box[i], scores[i, j, None], j[:, None].float(), extra[i]), 1)
         else:
             conf, j = scores.max(1)
-            det = torch.cat((box, conf[:, None], j[:, None].float()), 1)[conf > conf_thres]
+            det = torch.cat((box, conf[:, None], j[:, None].float(), extra), 1)[conf > conf_thres]
         if det.shape[0] > MAX_NMS:
             det = det[torch.sort(-det[:, 4], stable=True).indices[:MAX_NMS]]
         keep = torch_nms(det[:, :4], det[:, 4], iou_thres, det[:, 5], max_keep=max_det)

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from .boxes import scale_boxes
-from .keypoints import scale_keypoints
+from .keypoints import keypoints_last, scale_keypoints
 from .decode import decode_raw, decode_raw_above, decode_split
 from .nms import nms_candidates, non_max_suppression
 
@@ -25,6 +25,9 @@ class HeadSpec:
     ``sigmoid_applied``), ``split`` (``xy [B,N,2]``, ``wh [B,N,2]``, ``conf [B,N,1+nc]``), ``decoded``
     (``[B, N, 5+nc]``) or ``end2end`` (``count [B]`` or ``[B,1]`` and ``[B, max_det, 7]`` rows of
     batch, class, score, x1, y1, x2, y2 as Cambricon's ``yolov5_detection_output``).
+    With ``nkpt = K`` keypoints: ``split`` has a fourth output ``kpts [B,N,2K]``, ``decoded`` is
+    ``[B, N, 5+2K+nc]`` in the head's channel order, ``end2end`` rows carry the ``2K`` keypoint values
+    after the seven (see :mod:`yoloport.nn.heads`).
     ``convention``: the output convention this layout follows (a name of
     ``yoloport.deploy.conventions.CONVENTIONS``; None: not recorded). Decoding reads only ``mode`` and
     ``sigmoid_applied``.
@@ -68,43 +71,52 @@ class HeadSpec:
 
 
 def decode_outputs(outputs: list[np.ndarray], head: HeadSpec) -> np.ndarray:
-    """Outputs of a ``raw``, ``split`` or ``decoded`` head -> ``[B, N, 5+nc]`` decoded predictions."""
+    """Outputs of a ``raw``, ``split`` or ``decoded`` head -> ``[B, N, 5+nc]`` decoded predictions
+    (``[B, N, 5+nc+2K]`` with the keypoints last for a ``K``-keypoint head, whatever the mode)."""
     if head.mode == "raw":
         return decode_raw(outputs, np.asarray(head.anchors_px), head.strides, head.sigmoid_applied, head.nkpt)
-    if head.nkpt:
-        raise ValueError(f"a {head.nkpt}-keypoint head is decoded from the raw mode only (not {head.mode!r})")
     if head.mode == "split":
-        xy, wh, conf = _split_by_width(outputs, head.nc)
-        return decode_split(xy, wh, conf)
+        parts = split_outputs_in_order(outputs, head.nc, head.nkpt)
+        return decode_split(*parts[:3]) if not head.nkpt else np.concatenate([decode_split(*parts[:3]), parts[3]], -1)
     if head.mode == "decoded":
-        return np.asarray(outputs[0], dtype=np.float32)
+        pred = np.asarray(outputs[0], dtype=np.float32)
+        return keypoints_last(pred, head.nkpt) if head.nkpt else pred
     raise ValueError(f"head mode {head.mode!r} has no decoded form (end2end outputs are final detections)")
 
 
-def _split_by_width(outputs, nc):
-    """Order the split head's outputs by last-dim width: xy (2), wh (2), conf (1 + nc)."""
-    conf = [o for o in outputs if o.shape[-1] == 1 + nc]
-    two = [o for o in outputs if o.shape[-1] == 2]
-    if len(conf) != 1 or len(two) != 2:
-        raise ValueError(f"split head outputs have unexpected shapes {[o.shape for o in outputs]}")
-    return two[0], two[1], conf[0]
+def split_outputs_in_order(outputs, nc: int, nkpt: int = 0) -> list[np.ndarray]:
+    """The split head's outputs as ``[xy, wh, conf (, kpts)]``: in the given order when their last-dim
+    widths are ``2, 2, 1+nc (, 2K)``; else told apart by width (a runtime may reorder them), which needs
+    ``1 + nc`` and ``2K`` to differ from 2 and from each other."""
+    widths = [np.shape(o)[-1] for o in outputs]
+    expected = [2, 2, 1 + nc] + ([2 * nkpt] if nkpt else [])
+    if widths == expected:
+        return list(outputs)
+    if sorted(widths) != sorted(expected) or len(set(expected[2:]) | {2}) != len(expected) - 1:
+        raise ValueError(f"split head outputs have unexpected shapes {[np.shape(o) for o in outputs]} "
+                         f"(expected last dims {expected})")
+    two = [o for o in outputs if np.shape(o)[-1] == 2]
+    rest = [next(o for o in outputs if np.shape(o)[-1] == w) for w in expected[2:]]
+    return [two[0], two[1], *rest]
 
 
-def end2end_to_detections(outputs: list[np.ndarray], batch_size: int) -> list[np.ndarray]:
-    """``yolov5_detection_output`` layout -> one ``[n, 6]`` (x1, y1, x2, y2, conf, cls) per image.
+def end2end_to_detections(outputs: list[np.ndarray], batch_size: int, nkpt: int = 0) -> list[np.ndarray]:
+    """``yolov5_detection_output`` layout -> one ``[n, 6]`` (x1, y1, x2, y2, conf, cls) per image
+    (``[n, 6 + 2K]`` with the keypoints last when the rows carry ``nkpt = K`` keypoints).
 
-    The two outputs are told apart by shape (rows ``[B, max_det, 7]``, count ``[B]`` or ``[B, 1]``), so a
-    runtime may return them in either order."""
+    The two outputs are told apart by shape (rows ``[B, max_det, 7 + 2K]``, count ``[B]`` or ``[B, 1]``),
+    so a runtime may return them in either order."""
+    width = 7 + 2 * int(nkpt)
     arrays = [np.asarray(o) for o in outputs]
-    rows_i = next((i for i, a in enumerate(arrays) if a.ndim == 3 and a.shape[-1] == 7), None)
+    rows_i = next((i for i, a in enumerate(arrays) if a.ndim == 3 and a.shape[-1] == width), None)
     if rows_i is None or len(arrays) != 2:
-        raise ValueError(f"end2end outputs must be a count and [B, max_det, 7] rows, got {[a.shape for a in arrays]}")
-    rows = arrays[rows_i].astype(np.float32).reshape(batch_size, -1, 7)
+        raise ValueError(f"end2end outputs must be a count and [B, max_det, {width}] rows, got {[a.shape for a in arrays]}")
+    rows = arrays[rows_i].astype(np.float32).reshape(batch_size, -1, width)
     count = arrays[1 - rows_i].reshape(batch_size, -1)[:, 0].astype(int)
     dets = []
     for b in range(batch_size):
         r = rows[b, : count[b]]
-        dets.append(np.concatenate([r[:, 3:7], r[:, 2:3], r[:, 1:2]], 1).astype(np.float32))
+        dets.append(np.concatenate([r[:, 3:7], r[:, 2:3], r[:, 1:2], r[:, 7:]], 1).astype(np.float32))
     return dets
 
 
@@ -133,7 +145,7 @@ def postprocess(
         return nms_candidates(cands, conf_thres, iou_thres, classes, agnostic, multi_label, max_det, nc=nc)
     if head.mode == "end2end":
         batch = max(np.asarray(o).shape[0] for o in outputs)
-        dets = end2end_to_detections(outputs, batch)
+        dets = end2end_to_detections(outputs, batch, head.nkpt)
         return [d[d[:, 4] > conf_thres] if classes is None else d[(d[:, 4] > conf_thres) & np.isin(d[:, 5], classes)] for d in dets]
     pred = decode_outputs(outputs, head)
     return non_max_suppression(pred, conf_thres, iou_thres, classes, agnostic, multi_label, max_det, nc=nc)
