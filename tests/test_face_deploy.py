@@ -278,9 +278,27 @@ def test_port_task_checks_fit_the_head(model):
         check_task(s, model)
     with pytest.raises(YoloportError, match="needs a face model"):
         check_task(SimpleNamespace(task="face", data="d", calib="c"), DetectionModel("yolov5n", nc=2))
-    with pytest.raises(YoloportError, match="--calib"):
-        check_task(SimpleNamespace(task=None, data="d", calib=None), model)
     assert check_task(SimpleNamespace(task=None, data="d", calib="c"), model) == "face"
+    assert check_task(SimpleNamespace(task=None, data=None, calib=None), model) == "face"  # synthetic faces
+
+
+def test_face_port_with_no_data_runs_the_embedded_face_model_on_synthetic_faces(capsys, tmp_path):
+    """``port --task face`` on a fresh machine: the embedded face model, reported on new synthetic faces,
+    calibrated on other synthetic faces (disjoint: the port refuses shared images)."""
+    import json
+
+    from yoloport.cli import main
+
+    rc = main(["port", "--task", "face", "--targets", "onnxruntime", "--calib-n", "4", "--val-n", "6",
+               "--project", str(tmp_path), "--name", "face"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "reporting on a synthetic face set" in out and "calibrating on synthetic faces" in out
+    report = json.loads((tmp_path / "face" / "report.json").read_text())
+    ref = report["reference"]
+    assert report["task"] == "face" and report["model"]["nkpt"] == 5
+    assert ref["val"]["mAP50"] > 0.5 and ref["val"]["NME"] is not None, ref  # the embedded face model finds its faces
+    assert [t["name"] for t in report["targets"]] == ["onnxruntime-int8"] and not report["failed"]
 
 
 @pytest.mark.fixtures

@@ -148,6 +148,18 @@ def synthetic_face_val_set(out, img_hw, n: int):
     return yaml_path.parent / "val", f"synthetic face set generated with seed {SYNTH_VAL_SEED} ({n} images)"
 
 
+SYNTH_CALIB_SEED = SYNTH_VAL_SEED + 1  # calibration images for a port with no --calib: neither trained on nor reported
+
+
+def synthetic_face_calibration(out, img_hw, n: int):
+    """Synthetic face calibration images (seed :data:`SYNTH_CALIB_SEED`: other images than the training
+    set's and the validation set's); returns ``(images folder, note)``."""
+    from ..data.synth_face import make_face_dataset
+
+    yaml_path = make_face_dataset(out, {"calib": n}, (img_hw[1], img_hw[0]), seed=SYNTH_CALIB_SEED)
+    return yaml_path.parent / "calib" / "images", f"synthetic faces generated with seed {SYNTH_CALIB_SEED} ({n} images)"
+
+
 def synthetic_val_set(model, out, img_hw, n: int):
     """A new synthetic validation set in the model's classes (only for models trained on synthetic
     shapes, such as the embedded default model); returns ``(data_yaml, note)``."""

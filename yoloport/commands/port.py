@@ -11,7 +11,14 @@ from pathlib import Path
 from ..config import add_common_arguments, add_run_folder_arguments, cache_dir, resolve_settings
 from ..errors import YoloportError
 from ..io.paths import claim_results_dir, lock_run_dir, unlock_run_dir
-from ._model_args import img_size_from_settings, load_model_from_settings, synthetic_val_set
+from ._model_args import (
+    default_model_key,
+    img_size_from_settings,
+    load_model_from_settings,
+    synthetic_face_calibration,
+    synthetic_face_val_set,
+    synthetic_val_set,
+)
 
 DEFAULTS = {
     "data": None,
@@ -81,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     graph = graph_options(s)
     if s.max_drop is None or s.max_drop < 0:
         raise YoloportError(f"--max-drop must be >= 0 points, got {s.max_drop}")
-    model = load_model_from_settings(s)
+    model = load_model_from_settings(s, default=default_model_key(s.task))
     check_task(s, model)
     stride = int(model.stride.max())
     img_hw = parse_img_size(s.img_size, stride, warn=lambda m: print(f"warning: {m}")) if s.img_size else \
@@ -102,8 +109,8 @@ def claim_port_dir(s) -> Path:
 
 def check_task(s, model) -> str:
     """The metric suite of the port: ``--task`` when given (it must fit the model's head), else the
-    head's (``face`` for a head with landmarks). A face port needs ``--data`` and ``--calib`` (before
-    any work)."""
+    head's (``face`` for a head with landmarks), checked before any work. A face port with no ``--data``
+    reports on new synthetic faces and, with no ``--calib``, calibrates on other synthetic faces."""
     face = bool(getattr(model.detect, "nkpt", 0))
     task = s.task or ("face" if face else "detect")
     if task == "face" and not face:
@@ -111,9 +118,6 @@ def check_task(s, model) -> str:
     if task == "detect" and face:
         raise YoloportError("this is a face model (a head with landmarks): port it with --task face on a WIDER FACE folder "
                             "(or images/ + 15-column labels/); the detector suite's mAP does not score landmarks")
-    if task == "face" and not (s.data and s.calib):
-        raise YoloportError("--task face needs --data FOLDER (WIDER FACE: images/<event>/*.jpg + ground_truth/) and "
-                            "--calib images other than the reported ones (e.g. synthetic faces or a disjoint folder)")
     return task
 
 
@@ -147,7 +151,14 @@ def _port_face(s, model, targets, img_hw, run_dir: Path, graph: dict) -> int:
 
     print(f"porting {s.weights or getattr(model, 'model_key', None)} (face, {model.detect.nkpt} landmarks) to "
           f"{', '.join(t.name for t in targets)} at {img_hw[1]}x{img_hw[0]} (W x H); run folder {run_dir}")
-    report = run_face_port(model, s.data, targets, run_dir, img_hw, s.calib, calib_n=s.calib_n, max_drop=s.max_drop,
+    data, calib = s.data, s.calib
+    if data is None:
+        data, note = synthetic_face_val_set(run_dir / "data", img_hw, s.val_n)
+        print(f"no --data given: reporting on a {note}")
+    if calib is None:
+        calib, note = synthetic_face_calibration(run_dir / "calib", img_hw, s.calib_n)
+        print(f"no --calib given: calibrating on {note}")
+    report = run_face_port(model, data, targets, run_dir, img_hw, calib, calib_n=s.calib_n, max_drop=s.max_drop,
                            threads=s.threads, graph=graph, nme_data=s.nme_data)
     print()
     print(format_face_table(report))
