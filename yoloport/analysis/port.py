@@ -403,6 +403,7 @@ def run_port(model, data, targets: list[Target], run_dir: Path, img_hw, calib_so
     from ..analysis.report import write_report
     from ..data.calibration import load_calibration
     from ..data.dataset import load_data_yaml
+    from ..data.protocol import used_calibration
 
     big = [b for b in (bench_batches or []) if b > 1]
     n_stages = 2 + (1 if big else 0) + (1 if 1 in (bench_batches or []) else 0) + sum(
@@ -414,6 +415,7 @@ def run_port(model, data, targets: list[Target], run_dir: Path, img_hw, calib_so
         calib = load_calibration(list(sets["calibration"].paths), n=calib_n, img_size_hw=img_hw,
                                  stride=int(model.stride.max()), warn=lambda m: print(f"warning: {m}"))
         calib.source = str(calib_source)
+        sets["record"]["calibration"] = used_calibration(calib, sets["record"]["calibration"])
     val_images = list(sets["reporting"].paths)
     ctx = PortContext(run_dir=run_dir, img_hw=tuple(img_hw), data=replace(cfg, val=val_images), calibration=calib,
                       max_drop=max_drop, n_boot=n_boot,
@@ -488,7 +490,7 @@ def port_image_sets(calib_source, cfg, data, overlap: str) -> dict:
     (calib_set, report_set), overlaps = make_disjoint([calib_set, report_set], overlap,
                                                       warn=lambda m: print(f"warning: {m}"))
     record = protocol_record([calib_set, report_set], overlaps, overlap,
-                             not_used={"selection": "port makes no decision on images (no search, no accuracy control)"})
+                             not_used={"selection": "port makes no decision on images: no search, no accuracy control"})
     return {"calibration": calib_set, "reporting": report_set, "record": record}
 
 

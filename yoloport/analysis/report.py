@@ -117,7 +117,8 @@ def protocol_lines(report: dict) -> list[str]:
         if r.get("source") is None:
             lines.append(f"{role} set: none ({r.get('note', 'not used')})")
         else:
-            lines.append(f"{role} set: {r['source']}, {r['n_images']} images (fingerprint {r['fingerprint']})")
+            pool = f"; drawn from {r['pool_images']} disjoint candidates" if r.get("pool_images") else ""
+            lines.append(f"{role} set: {r['source']}, {r['n_images']} images (fingerprint {r['fingerprint']}{pool})")
     for o in (proto.get("overlap") or {}).get("found") or []:
         lines.append(f"overlap: the {' and '.join(o['sets'])} sets shared {o['shared']} images "
                      f"({o['same_file']} same files, {o['same_content']} same content): {proto['overlap']['policy']}")

@@ -164,5 +164,41 @@ def protocol_record(sets: list[ImageSet], overlaps: list[dict], policy: str, not
     return rec
 
 
+def used_calibration(calib, pool_record: dict) -> dict:
+    """The record of the calibration images a quantizer actually used (``calib``: a CalibrationSet drawn
+    from the disjoint pool ``pool_record`` describes), with the pool's size."""
+    used = image_set("calibration", calib.source, calib.paths).to_dict()
+    return {**used, "pool_images": pool_record["n_images"], "pool_fingerprint": pool_record["fingerprint"]}
+
+
+def labelled_split(source: str, default_split: str = "val"):
+    """``data.yaml`` or ``data.yaml:split`` -> ``(DataConfig, split, images)``; anything else is a YoloportError."""
+    from .dataset import list_images, load_data_yaml
+
+    src, split = str(source), default_split
+    if ":" in src and not src.lower().endswith((".yaml", ".yml")):
+        src, split = src.rsplit(":", 1)
+    if not src.lower().endswith((".yaml", ".yml")):
+        raise YoloportError(f"{source}: a labelled image set must be a data YAML[:split]")
+    cfg = load_data_yaml(src)
+    return cfg, split, list_images(cfg.split(split))
+
+
+def write_image_set_yaml(out_dir, name: str, cfg, paths: Sequence) -> Path:
+    """A data YAML ``out_dir/<name>.yaml`` whose ``val`` split is exactly ``paths`` (listed in
+    ``<name>.txt``, absolute), with ``cfg``'s class names: how a disjoint set is handed to code that
+    reads a data YAML. Returns the YAML path."""
+    import yaml
+
+    from ..io.paths import write_text_atomic
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lst = write_text_atomic(out_dir / f"{name}.txt", "".join(f"{Path(p).resolve()}\n" for p in paths))
+    doc = {"path": str(out_dir.resolve()), "val": lst.name, "nc": len(cfg.names), "names": list(cfg.names)}
+    return write_text_atomic(out_dir / f"{name}.yaml", yaml.safe_dump(doc, sort_keys=False))
+
+
 __all__ = ["OVERLAP_POLICIES", "ROLES", "ImageSet", "Overlap", "describe_overlap", "file_sha256", "find_overlap",
-           "fingerprint", "image_set", "make_disjoint", "protocol_record"]
+           "fingerprint", "image_set", "labelled_split", "make_disjoint", "protocol_record", "used_calibration",
+           "write_image_set_yaml"]
