@@ -130,3 +130,22 @@ def test_port_overlap_error_refuses_same_content_under_another_name(tmp_path, sh
     assert rc == 2
     assert err.count("\n") == 1 and "share 2 image(s) (2 same image(s) under another name)" in err
     assert "Traceback" not in err
+
+
+def test_quantize_selection_is_kept_apart_from_calibration(tmp_path, shapes_data, capsys):
+    """quantize --val-data: the accuracy control's selection images never calibrate (same files split)."""
+    import argparse
+
+    from yoloport.commands.quantize import selection_protocol
+
+    yaml_path, _ = shapes_data
+    args = argparse.Namespace(calib=f"{yaml_path}:val", overlap=None)
+    calib_paths, selection, rec = selection_protocol(args, {"validation": str(yaml_path), "validation_n": 8}, tmp_path)
+    assert "share 4 image(s)" in capsys.readouterr().out
+    chosen = (tmp_path / "selection.txt").read_text().split()
+    assert selection == f"{tmp_path / 'selection.yaml'}:val" and len(chosen) == 2 == len(calib_paths)
+    assert not {str(p.resolve()) for p in calib_paths} & set(chosen)
+    assert rec["selection"]["n_images"] == 2 and rec["reporting"]["source"] is None
+    args.overlap = "error"
+    with pytest.raises(YoloportError, match="share 4 image"):
+        selection_protocol(args, {"validation": str(yaml_path), "validation_n": 8}, tmp_path)
