@@ -104,7 +104,8 @@ def _resampled_map(cv: _Curves, weights: np.ndarray) -> tuple[np.ndarray, np.nda
     (count ``J`` = detections so far, ``T`` = true positives so far, both with multiplicity): the
     start sentinel (recall 0, precision 1); for every anchor the point just before it (the last false
     positive of the run before, or a repeat of the previous point) and one point per copy of it (slots
-    ``1..S``; slots beyond its multiplicity repeat the last copy); the last detection; the end sentinel
+    ``1..S_k``, ``S_k`` its image's largest multiplicity in the chunk; slots beyond the multiplicity of
+    a resample repeat its last copy); the last detection; the end sentinel
     (recall 1, precision 0). Repeated points and dropped mid-run false positives do not change the
     envelope or the interpolation, so this equals the AP of the explicitly repeated images."""
     B = len(weights)
@@ -115,9 +116,11 @@ def _resampled_map(cv: _Curves, weights: np.ndarray) -> tuple[np.ndarray, np.nda
     present = n_lab > 0
     if not C:
         return np.zeros(B), np.zeros(B)
-    S = max(int(weights.max()), 1)
     counts = np.bincount(cv.anchor_class, minlength=C)  # anchors per class
-    n_pts = counts * (S + 1) + 3  # points per class segment
+    # slots per anchor: its image's largest multiplicity in this chunk (at least 1)
+    slots = np.maximum(weights[:, cv.anchor_img].max(0), 1).astype(np.int64) if K else np.zeros(0, np.int64)
+    width = 1 + slots  # the pre-point and the slots
+    n_pts = np.bincount(cv.anchor_class, weights=width, minlength=C).astype(np.int64) + 3  # points per class segment
     seg_start = np.concatenate([[0], np.cumsum(n_pts)[:-1]])
     P = int(n_pts.sum())
     seg_of_point = np.repeat(np.arange(C), n_pts)
@@ -132,14 +135,15 @@ def _resampled_map(cv: _Curves, weights: np.ndarray) -> tuple[np.ndarray, np.nda
         first = a_start[cv.anchor_class]  # index of the first anchor of each anchor's class
         base = np.where(first > 0, cum[..., np.maximum(first - 1, 0)], 0.0)
         t_before = cum - contrib - base  # [B, T, K] exclusive, within the class
-        rank = np.arange(K) - first  # anchor's rank within its class
-        pre = seg_start[cv.anchor_class] + 1 + rank * (S + 1)  # the pre-point's index
+        offset = np.cumsum(width) - width  # points before each anchor's block, over all anchors
+        pre = seg_start[cv.anchor_class] + 1 + offset - (offset[first] if K else 0)  # the pre-point's index
         J[:, pre] = j_before
         Tp[:, :, pre] = t_before
-        for s in range(1, S + 1):
-            k = np.minimum(s, w_anchor)  # copies so far
-            J[:, pre + s] = j_before + k
-            Tp[:, :, pre + s] = t_before + k[:, None, :] * cv.anchor_tp.T[None]
+        for s in range(1, int(slots.max()) + 1):
+            has = slots >= s
+            k = np.minimum(s, w_anchor[:, has])  # copies so far
+            J[:, pre[has] + s] = j_before[:, has] + k
+            Tp[:, :, pre[has] + s] = t_before[:, :, has] + k[:, None, :] * cv.anchor_tp[has].T[None]
         t_total = np.zeros((B, T, C))
         np.add.at(t_total, (slice(None), slice(None), cv.anchor_class), contrib)
     else:
@@ -189,7 +193,7 @@ def resample_weights(n_images: int, n_boot: int, seed: int) -> np.ndarray:
     return np.bincount(flat, minlength=n_boot * n_images).reshape(n_boot, n_images).astype(np.float64)
 
 
-def resampled_map(stats: list[ImageStats], weights: np.ndarray, chunk: int = 32) -> tuple[np.ndarray, np.ndarray]:
+def resampled_map(stats: list[ImageStats], weights: np.ndarray, chunk: int = 8) -> tuple[np.ndarray, np.ndarray]:
     """``(mAP@0.5 [B], mAP@0.5:0.95 [B])`` of ``stats`` under image multiplicities ``weights [B, n_img]``."""
     classes = np.unique(np.concatenate([np.asarray(s.label_cls, np.int64) for s in stats])) if stats else np.zeros(0, np.int64)
     cv = _prepare(stats, classes)
