@@ -358,6 +358,7 @@ def test_cli_ranking_only(tiny_ckpt, calib_dir, tmp_path, capsys):
     assert "SQNR dB" in text and "/model." in text and "ORT acc dB" in text
     doc = json.loads((out / "sensitivity.json").read_text())
     assert len(doc["ranking"]["layers"]) == 60 and "mixed_precision" not in doc
+    assert doc["protocol"]["calibration"]["n_images"] == 2 and doc["protocol"]["selection"]["source"] is None
     assert doc["ranking"]["nodes"]["model.0.conv"] == "/model.0/conv/Conv"
     assert all(math.isfinite(r["ort_sqnr_db"]) for r in doc["ranking"]["layers"])
     # the folder is not empty now: refused without --overwrite

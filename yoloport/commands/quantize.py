@@ -225,7 +225,7 @@ def _build_and_report(args, backend: str, model, hw, graph: tuple, qconfig: dict
     from ..backends.base import read_sidecar
     from ..backends.registry import artifact_size, build_artifact
     from ..data.calibration import load_calibration
-    from ..data.protocol import used_calibration
+    from ..data.protocol import calibration_only_protocol, used_calibration
     from ..io.paths import write_text_atomic
 
     mode, sigmoid, convention, graph_opts = graph
@@ -240,6 +240,8 @@ def _build_and_report(args, backend: str, model, hw, graph: tuple, qconfig: dict
         calib.source = str(args.calib)
         if protocol:
             protocol["calibration"] = used_calibration(calib, protocol["calibration"])
+        else:
+            protocol = calibration_only_protocol(calib, "no accuracy control (--val-data)")
     artifact = build_artifact(backend, model, out, hw, calib, qconfig, mode=mode, batch=args.batch, opset=args.opset,
                               export_options={**graph_opts, "sigmoid": sigmoid}, convention=convention)
     seconds = time.perf_counter() - t0

@@ -172,10 +172,12 @@ def _rank_and_report(s, backend, model, out: Path) -> int:
     calib = load_calibration(calib_source, n=s.calib_n, img_size_hw=hw, stride=int(model.stride.max()), seed=s.calib_seed,
                              warn=lambda m: print(f"warning: {m}"))
     calib.source = str(s.calib)
-    if protocol:
-        from ..data.protocol import used_calibration
+    from ..data.protocol import calibration_only_protocol, used_calibration
 
+    if protocol:
         protocol["calibration"] = used_calibration(calib, protocol["calibration"])
+    else:  # the ranking alone: its error is measured on --eval-n of the calibration images
+        protocol = calibration_only_protocol(calib, "no search (--data)")
     print(f"ranking {sum(1 for _ in ranking.named_convs(model))} convolutions ({len(calib)} calibration images, "
           f"error on {min(s.eval_n, len(calib))}, {hw[1]}x{hw[0]}) ...", flush=True)
     if s.threads:

@@ -171,6 +171,14 @@ def used_calibration(calib, pool_record: dict) -> dict:
     return {**used, "pool_images": pool_record["n_images"], "pool_fingerprint": pool_record["fingerprint"]}
 
 
+def calibration_only_protocol(calib, selection_note: str) -> dict:
+    """The protocol record of a command that only calibrates (``calib``: a CalibrationSet): the
+    calibration images used; no selection (``selection_note`` says why) and no reporting set."""
+    cal = image_set("calibration", calib.source, calib.paths)
+    return protocol_record([cal], [], "split", not_used={
+        "selection": selection_note, "reporting": "no accuracy reported here: measure it with val on other images"})
+
+
 def labelled_split(source: str, default_split: str = "val"):
     """``data.yaml`` or ``data.yaml:split`` -> ``(DataConfig, split, images)``; anything else is a YoloportError."""
     from .dataset import list_images, load_data_yaml
@@ -199,6 +207,6 @@ def write_image_set_yaml(out_dir, name: str, cfg, paths: Sequence) -> Path:
     return write_text_atomic(out_dir / f"{name}.yaml", yaml.safe_dump(doc, sort_keys=False))
 
 
-__all__ = ["OVERLAP_POLICIES", "ROLES", "ImageSet", "Overlap", "describe_overlap", "file_sha256", "find_overlap",
+__all__ = ["OVERLAP_POLICIES", "ROLES", "ImageSet", "Overlap", "calibration_only_protocol", "describe_overlap", "file_sha256", "find_overlap",
            "fingerprint", "image_set", "labelled_split", "make_disjoint", "protocol_record", "used_calibration",
            "write_image_set_yaml"]
