@@ -104,9 +104,12 @@ def shared_images(a: list, b: list) -> int:
     return sum(digest(p) in in_b for p in a)
 
 
-def holdout_verdicts(backend: str, model, res: dict, holdout: str, hw, ref_holdout: float, threads=None) -> dict:
+def holdout_verdicts(backend: str, model, res: dict, holdout: str, hw, ref_holdout: float, threads=None,
+                     ref_stats=None) -> dict:
     """Validate the search's all-int8 step and its final build on the held-out images: mAP and drop
-    (points below torch fp32 on the same images)."""
+    (points below torch fp32 on the same images), with a 95% paired-bootstrap interval (``drop_ci``)
+    when the fp32 per-image statistics ``ref_stats`` are given."""
+    from yoloport.analysis.bootstrap import paired_bootstrap_drop
     from yoloport.analysis.mixed_precision import drop_points
     from yoloport.backends.registry import load_runner
     from yoloport.engine.val import validate_runner
@@ -114,10 +117,12 @@ def holdout_verdicts(backend: str, model, res: dict, holdout: str, hw, ref_holdo
     def held_out(artifact):
         runner = load_runner(backend, artifact=artifact, model=model, threads=threads, output="raw")
         try:
-            m = float(validate_runner(runner, holdout, hw, names=list(model.names))["mAP50_95"])
+            r = validate_runner(runner, holdout, hw, names=list(model.names), image_stats=True)
         finally:
             runner.close()
-        return {"mAP50_95": m, "drop": drop_points(ref_holdout, m)}
+        m = float(r["mAP50_95"])
+        ci = paired_bootstrap_drop(ref_stats, r["image_stats"]) if ref_stats is not None else None
+        return {"mAP50_95": m, "drop": drop_points(ref_holdout, m), "drop_ci": ci}
 
     s0, f = res["steps"][0], res["final"]
     out = {"fp32_mAP50_95": ref_holdout}
@@ -192,6 +197,11 @@ def print_table(models: list[dict], max_drop: float, hw, judged_on: str, judged:
                            f["k"], f"{f['mAP50_95']:.4f}", f"{hf['mAP50_95']:.4f}" if hf else "-",
                            f"{hf['drop']:+.2f}" if hf else "-", verdict(hf and hf["drop"], max_drop, judged),
                            f"{r['seconds']:.0f}"], widths))
+            cis = [(what, x["drop_ci"]) for what, x in (("int8", hi), ("mixed", hf)) if x and x.get("drop_ci")]
+            if cis:
+                print("    held-out 95% paired-bootstrap intervals: " + "; ".join(
+                    f"{what} [{c['low']:+.2f}, {c['high']:+.2f}]" + (" within noise" if c["within_noise"] else "")
+                    for what, c in cis))
             if f["layers"]:
                 print(f"{'':<36}float: {', '.join(f['layers'])}")
 
@@ -260,7 +270,8 @@ def main(argv=None) -> int:
         fp32 = TorchRunner(model, threads=args.threads)
         ref = args.ref_map if args.ref_map is not None else float(
             validate_runner(fp32, search_data, hw, names=list(model.names))["mAP50_95"])
-        ref_holdout = float(validate_runner(fp32, holdout_data, hw, names=list(model.names))["mAP50_95"])
+        ref_res = validate_runner(fp32, holdout_data, hw, names=list(model.names), image_stats=True)
+        ref_holdout, ref_stats = float(ref_res["mAP50_95"]), ref_res["image_stats"]
         print(f"{name}: torch fp32 mAP50-95 {ref:.4f} on the search half, {ref_holdout:.4f} held out "
               f"({time.perf_counter() - t0:.0f} s)", flush=True)
         rankings: dict = {}  # activation scheme -> SensitivityReport (computed when a backend needs it)
@@ -291,7 +302,7 @@ def main(argv=None) -> int:
                                              max_float=args.max_float, qconfig=q, ref_map=ref, threads=args.threads, steps=args.steps,
                                              strategy=args.strategy, max_tries=args.max_tries,
                                              log=lambda m: print(f"  {m}", flush=True))
-                res["holdout"] = holdout_verdicts(backend, model, res, holdout_data, hw, ref_holdout, args.threads)
+                res["holdout"] = holdout_verdicts(backend, model, res, holdout_data, hw, ref_holdout, args.threads, ref_stats)
                 res.update(target=tag, seconds=round(time.perf_counter() - t0, 1),
                            ranking=f"{rank_args[0]}, per-{'channel' if rank_args[1] else 'tensor'} weights"
                                    f"{', Detect outputs rounded' if rank_args[2] else ''}")

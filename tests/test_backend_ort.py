@@ -214,6 +214,7 @@ def test_quantize_cli_end_to_end(tiny_ckpt, calib_dir, tmp_path, capsys):
     art = out / "model.onnxruntime.int8.onnx"
     assert summary["artifact"] == str(art) and art.is_file() and summary["calibration"]["count"] == 2
     assert summary["qconfig"]["per_channel"] is False and summary["input_hw"] == [96, 128]
+    assert summary["protocol"]["calibration"]["n_images"] == 2  # issue 11: the sets are stated
     assert main(args) == 2  # the folder is not empty now
     assert "--overwrite" in capsys.readouterr().err
     assert main(args + ["--overwrite"]) == 0

@@ -71,8 +71,8 @@ def test_port_runs_and_writes_reports(tmp_path, shapes_ckpt, capsys):
 def test_port_fails_naming_the_target_over_max_drop(tmp_path, shapes_ckpt, monkeypatch, capsys):
     real = port_mod.validate_runner
 
-    def fake(runner, data, img_hw, batch_size=8, names=None):
-        res = real(runner, data, img_hw, batch_size, names)
+    def fake(runner, data, img_hw, batch_size=8, names=None, **kw):  # port also asks for image_stats (issue 11)
+        res = real(runner, data, img_hw, batch_size, names, **kw)
         res["mAP50_95"] = 0.50 if runner.backend == "torch" else 0.45  # a 5-point drop
         return res
 

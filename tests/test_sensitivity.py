@@ -358,6 +358,7 @@ def test_cli_ranking_only(tiny_ckpt, calib_dir, tmp_path, capsys):
     assert "SQNR dB" in text and "/model." in text and "ORT acc dB" in text
     doc = json.loads((out / "sensitivity.json").read_text())
     assert len(doc["ranking"]["layers"]) == 60 and "mixed_precision" not in doc
+    assert doc["protocol"]["calibration"]["n_images"] == 2 and doc["protocol"]["selection"]["source"] is None
     assert doc["ranking"]["nodes"]["model.0.conv"] == "/model.0/conv/Conv"
     assert all(math.isfinite(r["ort_sqnr_db"]) for r in doc["ranking"]["layers"])
     # the folder is not empty now: refused without --overwrite
@@ -393,6 +394,14 @@ def test_cli_mixed_precision_search_end_to_end(tiny_ckpt, tmp_path, capsys):
     assert len(steps) == 3 and steps[1]["layers"][-1] == ranked[0]
     assert all(isinstance(s["kept"], bool) for s in steps[1:])
     assert all(Path(s["artifact"]).is_file() for s in steps)
+    # issue 11: the search decided on half of --data's images, the final build is reported on the other half
+    proto = doc["protocol"]
+    assert proto["selection"]["n_images"] == 2 and proto["reporting"]["n_images"] == 2
+    assert proto["selection"]["fingerprint"] != proto["reporting"]["fingerprint"]
+    rep = mp["reporting"]
+    assert rep["n_images"] == 2 and rep["drop_ci"]["low"] <= rep["drop_ci"]["high"]
+    assert rep["drop_ci"]["drop"] == pytest.approx((rep["reference_mAP50_95"] - rep["mAP50_95"]) * 100, abs=1e-9)
+    assert "split by content hash (2 to select, 2 to report)" in text and "reporting set (2 images)" in text
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -206,3 +206,21 @@ def test_val_command_and_api_agree_on_torch_and_onnxruntime(tmp_path, capsys):
     assert cli_ort["backend"] == "onnxruntime" and cli_ort["n_images"] == 6
     # fp32 ONNX Runtime at the same fixed shape: the torch numbers within float noise
     assert api_ort["mAP50_95"] == pytest.approx(api_torch["mAP50_95"], abs=0.01)
+
+
+@pytest.mark.parametrize("shift", [0.0, 7.0])
+def test_image_stats_change_no_number_and_give_the_validators_map(tmp_path, shift):
+    """validate(image_stats=True) returns one record per image and leaves every number as it was; the
+    bootstrap's point estimate (ap_per_class on the concatenated stats) is the reported mAP."""
+    from yoloport.analysis.bootstrap import map_of
+
+    yaml_path, _ = make_rect_dataset(tmp_path)
+    plain = validate(colour_infer(shift), yaml_path, img_size=320, batch_size=3, progress=False)
+    res = validate(colour_infer(shift), yaml_path, img_size=320, batch_size=3, progress=False, image_stats=True)
+    stats = res.pop("image_stats")
+    assert "image_stats" not in plain
+    for d in (plain, res):
+        d.pop("speed_ms")
+    assert res == plain
+    assert len(stats) == len(SIZES_WH) and sum(len(s.label_cls) for s in stats) == plain["n_labels"]
+    assert map_of(stats) == (plain["mAP50"], plain["mAP50_95"])

@@ -52,6 +52,12 @@ def check_counts(name: str, value, minimum: int = 1) -> None:
         check_count(name, v, minimum)
 
 
+def check_overlap(name: str, value) -> None:
+    """What to do when image sets overlap: ``split`` or ``error`` (:mod:`yoloport.data.protocol`)."""
+    if value not in ("split", "error"):
+        raise YoloportError(f"{_flag(name)} must be split or error, got {value!r}")
+
+
 #: setting -> checker; settings absent or None are not checked (the command's default applies)
 CHECKS = {
     "img_size": check_img_size,
@@ -70,6 +76,7 @@ CHECKS = {
     "batch": check_counts,
     "workers": lambda n, v: check_count(n, v, 0),
     "warmup": lambda n, v: check_count(n, v, 0),
+    "overlap": check_overlap,
 }
 
 

@@ -192,7 +192,7 @@ def search_mixed_precision(backend: str, model, ranking: Sequence[str], calibrat
                            float_dtype: str = "float16", ref_map: float | None = None, batch_size: int = 8,
                            threads: int | None = None, log: Callable[[str], None] | None = None,
                            steps: Sequence[int] | None = None, strategy: str = "greedy",
-                           max_tries: int | None = None, export=None) -> dict:
+                           max_tries: int | None = None, export=None, report_data=None, n_boot: int = 1000) -> dict:
     """Sensitivity-guided mixed precision on ``backend`` (see the module docstring).
 
     ``ranking``: layer names worst first (:meth:`SensitivityReport.names`), or a callable returning
@@ -203,6 +203,8 @@ def search_mixed_precision(backend: str, model, ranking: Sequence[str], calibrat
     (:func:`mixed_precision_loop`, ``steps``). Each step's artifact is built in
     ``out_dir/step<NN>-k<K>`` from one fp32 ONNX: ``export`` (an ExportResult of
     :func:`yoloport.backends.registry.export_for` at ``img_hw``), else exported once into ``out_dir``.
+    ``report_data``: the reporting set (disjoint from ``data``, the selection set the search decides on):
+    the final artifact's drop is measured there with a paired-bootstrap interval (``result["reporting"]``).
     """
     if strategy not in STRATEGIES:
         raise YoloportError(f"mixed-precision strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}")
@@ -246,7 +248,33 @@ def search_mixed_precision(backend: str, model, ranking: Sequence[str], calibrat
     else:
         result = mixed_precision_loop(candidates, evaluate, ref_map, max_drop, max_float, log, steps)
     result.update(backend=backend, float_dtype=float_dtype, skipped_float_anyway=sorted(skip), onnx=str(export.path))
+    if report_data is not None and result["final"]["artifact"]:
+        result["reporting"] = report_final(backend, model, result["final"]["artifact"], report_data, img_hw, batch_size,
+                                           threads, n_boot)
+        if log:
+            r = result["reporting"]
+            log(f"reporting set ({r['n_images']} images): drop {r['drop_ci']['drop']:.2f} points, 95% interval "
+                f"[{r['drop_ci']['low']:.2f}, {r['drop_ci']['high']:.2f}]")
     return result
+
+
+def report_final(backend: str, model, artifact, data, img_hw, batch_size: int = 8, threads=None, n_boot: int = 1000) -> dict:
+    """The chosen artifact and the torch fp32 reference validated on the reporting set ``data``:
+    ``{n_images, reference_mAP50_95, mAP50_95, drop_ci}`` (:func:`~yoloport.analysis.bootstrap.paired_bootstrap_drop`)."""
+    from ..backends.registry import REFERENCE, load_runner
+    from .bootstrap import paired_bootstrap_drop
+
+    names = list(model.names)
+    results = []
+    for b, kw in ((REFERENCE, {"model": model}), (backend, {"artifact": artifact, "model": model, "output": "raw"})):
+        runner = load_runner(b, threads=threads, **kw)
+        try:
+            results.append(validate_runner(runner, data, img_hw, batch_size, names=names, image_stats=True))
+        finally:
+            runner.close()
+    ref, q = results
+    return {"n_images": ref["n_images"], "reference_mAP50_95": ref["mAP50_95"], "mAP50_95": q["mAP50_95"],
+            "drop_ci": paired_bootstrap_drop(ref["image_stats"], q["image_stats"], n_boot=n_boot)}
 
 # ----------------------------------------------------------------------------- table
 

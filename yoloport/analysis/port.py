@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..engine.val import validate_runner  # module attribute: tests replace it
@@ -143,6 +143,8 @@ class PortContext:
     speed_runners: dict = field(default_factory=dict)  # name -> batch-1 runner kept open for the interleaved timing
     cache_dir: Path | None = None  # where the fp32 reference's metrics are kept between runs (None: no cache)
     graph: dict = field(default_factory=dict)  # graph-shaping export options given by the user (convention, mode, sigmoid, ...)
+    reference_stats: list | None = None  # the reference's per-image statistics on the reporting set (bootstrap, gallery)
+    n_boot: int = 1000  # paired-bootstrap resamples of each target's drop
 
 
 def target_graph(t: Target, graph: dict, nkpt: int = 0) -> tuple[str, bool, str | None, dict]:
@@ -193,10 +195,11 @@ def run_target(t: Target, model, ctx: PortContext, progress: Progress) -> dict:
     keep_open = False
     try:
         with progress.stage(f"{t.name}: validate"):
-            rec["val"] = val_metrics(validate_runner(runner, ctx.data, img_hw, names=list(model.names)))
+            res = validate_runner(runner, ctx.data, img_hw, names=list(model.names), image_stats=True)
+            rec["val"] = val_metrics(res)
             ref = ctx.reference["val"]["mAP50_95"]
             rec["drop"] = round((ref - rec["val"]["mAP50_95"]) * 100, 3)
-            rec["passed"] = rec["drop"] <= ctx.max_drop
+            judge_drop(rec, res.get("image_stats"), model, ctx)
         with progress.stage(f"{t.name}: compare with fp32"):
             cmp_ = compare_runners(ctx.ref_runner, runner, ctx.sample_images, img_hw, conf_thres=0.25, iou_thres=0.45)
             # the head tensors when both layouts agree, else (another convention) the decoded predictions
@@ -218,6 +221,24 @@ def run_target(t: Target, model, ctx: PortContext, progress: Progress) -> dict:
         if not keep_open:
             runner.close()
     return rec
+
+
+def judge_drop(rec: dict, stats, model, ctx: PortContext) -> None:
+    """The target's drop with its paired-bootstrap interval (``drop_ci``), the ``--max-drop`` gate judged
+    with it (``gate``, ``passed``) and the images where it disagrees most with fp32 (``gallery``), all on
+    the reporting set."""
+    from .bootstrap import gate_verdict, paired_bootstrap_drop
+    from .gallery import write_gallery
+
+    ci = None
+    if stats is not None and ctx.reference_stats is not None:
+        ci = paired_bootstrap_drop(ctx.reference_stats, stats, n_boot=ctx.n_boot)
+        rows = write_gallery(ctx.reference_stats, stats, ctx.run_dir / "gallery", list(model.names),
+                             ("fp32", rec["name"]), prefix=f"{rec['name']}_")
+        rec["gallery"] = [dict(r, file=str(Path(r["file"]).relative_to(ctx.run_dir))) for r in rows]  # report-relative
+    rec["drop_ci"] = ci
+    rec["gate"] = gate_verdict(rec["drop"], ci, ctx.max_drop)
+    rec["passed"] = rec["gate"]["passed"]
 
 
 def profile_target(t: Target, artifact, ctx: PortContext) -> dict:
@@ -284,9 +305,9 @@ def reference_cache_key(model, data, img_hw) -> str:
 
     from .._version import __version__
     from ..backends.base import model_fingerprint
-    from ..data.dataset import img2label_path, list_images, load_data_yaml
+    from ..data.dataset import DataConfig, img2label_path, list_images, load_data_yaml
 
-    cfg = load_data_yaml(data)
+    cfg = data if isinstance(data, DataConfig) else load_data_yaml(data)
     h = hashlib.sha256()
     h.update(json.dumps({"model": model_fingerprint(model), "img_hw": list(img_hw), "names": list(cfg.names),
                          "version": __version__}, sort_keys=True).encode())
@@ -296,28 +317,48 @@ def reference_cache_key(model, data, img_hw) -> str:
     return h.hexdigest()[:24]
 
 
-def _cached_reference(ctx: PortContext, key: str) -> dict | None:
+def _cached_reference(ctx: PortContext, key: str) -> tuple[dict, list] | None:
+    """``(val metrics, per-image statistics)`` cached under ``key``, or None (absent or damaged: measure again)."""
     import json
+
+    from ..engine.image_stats import load_image_stats
 
     f = ctx.cache_dir / f"reference-{key}.json" if ctx.cache_dir else None
     if f is None or not f.is_file():
         return None
     try:
         doc = json.loads(f.read_text())
-    except (OSError, ValueError):
+        stats = load_image_stats(f.with_suffix(".stats.npz"))
+    except (OSError, ValueError, YoloportError):
         return None  # a damaged cache entry is not trusted: measure again
-    return doc.get("val") if isinstance(doc, dict) and doc.get("key") == key else None
+    ok = isinstance(doc, dict) and doc.get("key") == key and doc.get("val", {}).get("n_images") == len(stats)
+    stats = _stats_for_current_files(stats, ctx.data) if ok else None
+    return (doc["val"], stats) if stats is not None else None
 
 
-def _store_reference(ctx: PortContext, key: str, val: dict) -> None:
+def _stats_for_current_files(stats: list, data) -> list | None:
+    """Cached per-image statistics with their paths set to this run's files (the cache key hashed the
+    same content: a regenerated identical set lives elsewhere), matched by file name; None when the
+    names do not match one to one."""
+    from ..data.dataset import list_images
+
+    by_name = {p.name: p for p in list_images(data.val or data.train)}
+    if len(by_name) != len(stats) or any(Path(s.path).name not in by_name for s in stats):
+        return None
+    return [replace(s, path=str(by_name[Path(s.path).name])) for s in stats]
+
+
+def _store_reference(ctx: PortContext, key: str, val: dict, stats) -> None:
     import json
 
+    from ..engine.image_stats import save_image_stats
     from ..io.paths import write_text_atomic
 
-    if ctx.cache_dir is None:
+    if ctx.cache_dir is None or stats is None:
         return
     try:
         ctx.cache_dir.mkdir(parents=True, exist_ok=True)
+        save_image_stats(ctx.cache_dir / f"reference-{key}.stats.npz", stats)
         write_text_atomic(ctx.cache_dir / f"reference-{key}.json", json.dumps({"key": key, "val": val}, default=float))
     except OSError:
         pass  # a cache that cannot be written costs time, not correctness
@@ -336,11 +377,12 @@ def run_reference(model, ctx: PortContext, progress: Progress) -> dict:
         key = reference_cache_key(model, ctx.data, ctx.img_hw) if ctx.cache_dir else None
         cached = _cached_reference(ctx, key) if key else None
         if cached is not None:
-            rec["val"], rec["val_from_cache"] = cached, key
+            (rec["val"], ctx.reference_stats), rec["val_from_cache"] = cached, key
         else:
-            rec["val"] = val_metrics(validate_runner(runner, ctx.data, ctx.img_hw, names=list(model.names)))
+            res = validate_runner(runner, ctx.data, ctx.img_hw, names=list(model.names), image_stats=True)
+            rec["val"], ctx.reference_stats = val_metrics(res), res.get("image_stats")
             if key:
-                _store_reference(ctx, key, rec["val"])
+                _store_reference(ctx, key, rec["val"], ctx.reference_stats)
         rec["drop"] = 0.0
     big = [b for b in ctx.bench_batches if b > 1]
     if big:
@@ -353,9 +395,12 @@ def run_reference(model, ctx: PortContext, progress: Progress) -> dict:
 def run_port(model, data, targets: list[Target], run_dir: Path, img_hw, calib_source, calib_n: int = 32,
              max_drop: float = 1.0, bench_batches=(1, 16), warmup: int = 2, repeat: int = 10, threads=None,
              n_compare: int = 4, profile: bool = True, data_note: str | None = None, quiet: bool = False,
-             graph: dict | None = None, cache_dir=None) -> dict:
+             graph: dict | None = None, cache_dir=None, overlap: str = "split", n_boot: int = 1000) -> dict:
     """The whole port; returns the report dict (also written into ``run_dir``). ``graph``: export options
     given by the user (``convention``, ``mode``, ``sigmoid``, ...); each target's convention fills the rest.
+    ``overlap``: what to do when calibration and validation images overlap (:mod:`yoloport.data.protocol`:
+    ``split`` them by content hash, or ``error``); every drop is measured on the reporting set with a
+    paired-bootstrap interval of ``n_boot`` resamples.
     A keypoint head (a face model) is scored by the face suite instead (:mod:`yoloport.analysis.port_face`)."""
     if getattr(model.detect, "nkpt", 0):
         from .port_face import run_face_port
@@ -364,7 +409,8 @@ def run_port(model, data, targets: list[Target], run_dir: Path, img_hw, calib_so
                              threads=threads, n_compare=n_compare, quiet=quiet, graph=graph)
     from ..analysis.report import write_report
     from ..data.calibration import load_calibration
-    from ..data.dataset import list_images, load_data_yaml
+    from ..data.dataset import load_data_yaml
+    from ..data.protocol import used_calibration
 
     big = [b for b in (bench_batches or []) if b > 1]
     n_stages = 2 + (1 if big else 0) + (1 if 1 in (bench_batches or []) else 0) + sum(
@@ -372,10 +418,14 @@ def run_port(model, data, targets: list[Target], run_dir: Path, img_hw, calib_so
     progress = Progress(n_stages, quiet)
     cfg = load_data_yaml(data)
     with progress.stage("calibration set"):
-        calib = load_calibration(calib_source, n=calib_n, img_size_hw=img_hw, stride=int(model.stride.max()),
-                                 warn=lambda m: print(f"warning: {m}"))
-    val_images = list_images(cfg.val or cfg.train)
-    ctx = PortContext(run_dir=run_dir, img_hw=tuple(img_hw), data=data, calibration=calib, max_drop=max_drop,
+        sets = port_image_sets(calib_source, cfg, data, overlap)
+        calib = load_calibration(list(sets["calibration"].paths), n=calib_n, img_size_hw=img_hw,
+                                 stride=int(model.stride.max()), warn=lambda m: print(f"warning: {m}"))
+        calib.source = str(calib_source)
+        sets["record"]["calibration"] = used_calibration(calib, sets["record"]["calibration"])
+    val_images = list(sets["reporting"].paths)
+    ctx = PortContext(run_dir=run_dir, img_hw=tuple(img_hw), data=replace(cfg, val=val_images), calibration=calib,
+                      max_drop=max_drop, n_boot=n_boot,
                       bench_batches=list(bench_batches or []), warmup=warmup, repeat=repeat, threads=threads,
                       sample_images=[str(p) for p in val_images[:n_compare]], profile=profile, graph=dict(graph or {}),
                       cache_dir=Path(cache_dir) if cache_dir else None)
@@ -384,8 +434,9 @@ def run_port(model, data, targets: list[Target], run_dir: Path, img_hw, calib_so
         "model": {"name": _model_name(model), "parameters": info["parameters"], "gflops": info["gflops"],
                   "source": (getattr(model, "source", None) or {}).get("path", getattr(model, "model_key", "")),
                   "names": list(model.names)},
-        "data": {"yaml": str(data), "n_images": len(val_images), "note": data_note},
+        "data": {"yaml": str(data), "n_images": len(val_images), "note": data_note},  # the reporting set
         "calibration": calib.to_dict(),
+        "protocol": sets["record"],
         "img_hw": list(img_hw),
         "max_drop": max_drop,
         "targets": [],
@@ -404,7 +455,9 @@ def run_port(model, data, targets: list[Target], run_dir: Path, img_hw, calib_so
         if rec.get("error"):
             failed.append(f"{t.name}: {rec['error']}")
         elif rec.get("passed") is False:
-            failed.append(f"{t.name}: mAP@0.5:0.95 drop {rec['drop']:.2f} points > --max-drop {max_drop}")
+            ci = f" (interval {rec['drop_ci']['low']:.2f} to {rec['drop_ci']['high']:.2f}; {rec['gate']['status']})" \
+                if rec.get("drop_ci") else ""
+            failed.append(f"{t.name}: mAP@0.5:0.95 drop {rec['drop']:.2f} points > --max-drop {max_drop}{ci}")
         report["targets"].append(rec)
     try:
         if 1 in ctx.bench_batches:
@@ -424,6 +477,28 @@ def run_port(model, data, targets: list[Target], run_dir: Path, img_hw, calib_so
     report["total_s"] = round(time.perf_counter() - progress.t0, 1)
     report["paths"] = {k: str(v) for k, v in write_report(run_dir, report).items()}
     return report
+
+
+def port_image_sets(calib_source, cfg, data, overlap: str) -> dict:
+    """The port's protocol: the calibration pool (``calib_source``) and the reporting set (the data's val
+    split) made disjoint (:func:`yoloport.data.protocol.make_disjoint`, one warning line when they
+    overlap); the port makes no decision on images, so it has no selection set. Returns
+    ``{"calibration": ImageSet, "reporting": ImageSet, "record": protocol record}``."""
+    from ..data.calibration import resolve_source
+    from ..data.dataset import list_images
+    from ..data.protocol import image_set, make_disjoint, protocol_record
+
+    split = "val" if cfg.val else "train"
+    pool, _ = resolve_source(calib_source)
+    if not pool:
+        raise YoloportError(f"calibration source {calib_source} holds no image")
+    calib_set = image_set("calibration", str(calib_source), pool)
+    report_set = image_set("reporting", f"{data}:{split}", list_images(cfg.val or cfg.train))
+    (calib_set, report_set), overlaps = make_disjoint([calib_set, report_set], overlap,
+                                                      warn=lambda m: print(f"warning: {m}"))
+    record = protocol_record([calib_set, report_set], overlaps, overlap,
+                             not_used={"selection": "port makes no decision on images: no search, no accuracy control"})
+    return {"calibration": calib_set, "reporting": report_set, "record": record}
 
 
 def _model_name(model) -> str:

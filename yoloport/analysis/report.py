@@ -9,10 +9,14 @@ Report dict (what ``yoloport.analysis.port`` produces)::
                    "lint": {"errors": 0, "warnings": 1, "findings": [...]},
                    "val": {"precision":..., "recall":..., "mAP50":..., "mAP50_95":...},
                    "drop": 0.4 (mAP50-95 points vs fp32), "passed": true,
+                   "drop_ci": {"drop", "low", "high", "n_boot", "confidence", "within_noise", "n_images", "mAP50": {...}},
+                   "gate": {"passed", "status", "max_drop"}, "gallery": [{"image", "score", "file" (run-relative)}],
                    "compare": {"outputs": [{"name", "cosine", "sqnr_db"}], "images": [...]},
                    "profile": {"rows": [{"layer", "count", "time_us", "ratio"}], "total_us": ...},
                    "bench": [{"batch": 1, "latency_ms_median":, "latency_ms_p90":, "throughput_ips":}],
                    "error": null | "message"} ... ],
+     "protocol": {"calibration"|"selection"|"reporting": {"source", "n_images", "fingerprint", "note"},
+                  "overlap": {"policy", "found": [...]}},
      "stages": [{"name", "seconds"}], "failed": ["rknn-int8: drop 2.3 > 1.0"] }
 """
 from __future__ import annotations
@@ -52,11 +56,13 @@ def summary_rows(report: dict) -> list[dict]:
                 "mAP50": v.get("mAP50"),
                 "mAP50_95": v.get("mAP50_95"),
                 "drop": t.get("drop"),
+                "interval": _interval_text(t.get("drop_ci")),
                 "size_mb": t.get("size_mb"),
                 "latency_b1_ms": lat,
                 "speedup": interleaved.get(t["name"]) or ((ref_lat / lat) if ref_lat and lat else None),
                 "throughput_ips": _throughput(t),
-                "status": "error" if t.get("error") else ("FAIL" if t.get("passed") is False else "ok"),
+                "status": "error" if t.get("error") else ("FAIL" if t.get("passed") is False else "ok")
+                + (" (within noise of the gate)" if "within noise" in (t.get("gate") or {}).get("status", "") else ""),
             }
         )
     return rows
@@ -84,12 +90,71 @@ SUMMARY_COLUMNS = [
     ("mAP50", "mAP@0.5"),
     ("mAP50_95", "mAP@0.5:0.95"),
     ("drop", "drop (pts)"),
+    ("interval", "95% interval"),
     ("size_mb", "size (MB)"),
     ("latency_b1_ms", "latency b1 (ms)"),
     ("speedup", "speed-up vs fp32"),
     ("throughput_ips", "throughput (img/s)"),
     ("status", "status"),
 ]
+
+
+def _interval_text(ci: dict | None) -> str | None:
+    """``"[0.11, 0.80]"`` in points, ``" within noise"`` when it holds 0; None without an interval."""
+    if not ci:
+        return None
+    return f"[{ci['low']:.2f}, {ci['high']:.2f}]" + (" within noise" if ci.get("within_noise") else "")
+
+
+def protocol_lines(report: dict) -> list[str]:
+    """One line per image set (calibration, selection, reporting): source, size, fingerprint; and the overlap found."""
+    proto = report.get("protocol") or {}
+    lines = []
+    for role in ("calibration", "selection", "reporting"):
+        r = proto.get(role)
+        if not r:
+            continue
+        if r.get("source") is None:
+            lines.append(f"{role} set: none ({r.get('note', 'not used')})")
+        else:
+            pool = f"; drawn from {r['pool_images']} disjoint candidates" if r.get("pool_images") else ""
+            lines.append(f"{role} set: {r['source']}, {r['n_images']} images (fingerprint {r['fingerprint']}{pool})")
+    for o in (proto.get("overlap") or {}).get("found") or []:
+        lines.append(f"overlap: the {' and '.join(o['sets'])} sets shared {o['shared']} images "
+                     f"({o['same_file']} same files, {o['same_content']} same content): {proto['overlap']['policy']}")
+    return lines
+
+
+def gate_lines(report: dict) -> list[str]:
+    """One line per target: its drop with the paired-bootstrap interval and the --max-drop verdict."""
+    lines = []
+    for t in report.get("targets", []):
+        ci, gate = t.get("drop_ci"), t.get("gate")
+        if t.get("error") or gate is None:
+            continue
+        how = (f", {ci['confidence']:.0%} interval {_interval_text(ci)} (paired bootstrap over {ci['n_images']} "
+               f"reporting images, {ci['n_boot']} resamples)") if ci else ""
+        lines.append(f"gate {t['name']}: mAP@0.5:0.95 drop {t['drop']:.2f} points{how}; "
+                     f"--max-drop {gate['max_drop']}: {gate['status']}")
+    return lines
+
+
+def class_loss_rows(report: dict, t: dict, top: int = 8) -> list[dict]:
+    """The ``top`` classes whose AP@0.5:0.95 fell most from the fp32 reference to target ``t`` (reporting set)."""
+    ref = {c["class"]: c for c in ((report.get("reference") or {}).get("val") or {}).get("per_class") or []}
+    rows = []
+    for c in (t.get("val") or {}).get("per_class") or []:
+        r = ref.get(c["class"])
+        if r is None:
+            continue
+        rows.append({"class": c["name"], "instances": c["instances"], "ap_fp32": r["mAP50_95"], "ap_int8": c["mAP50_95"],
+                     "drop": round((r["mAP50_95"] - c["mAP50_95"]) * 100, 2)})
+    rows.sort(key=lambda x: -x["drop"])
+    return rows[:top]
+
+
+CLASS_LOSS_COLUMNS = [("class", "class"), ("instances", "instances"), ("ap_fp32", "AP fp32"), ("ap_int8", "AP quantized"),
+                      ("drop", "drop (pts)")]
 
 
 def markdown_table(rows: list[dict], columns) -> str:
@@ -127,11 +192,26 @@ def to_markdown(report: dict) -> str:
                   f"(load average {lb.get('load1', '?')} -> {la.get('load1', '?')}"
                   + (f", other processes {share:.0%} of the CPUs" if share is not None else "") + ")"
                   + (" - the machine was BUSY" if speed.get("busy") else ""), ""]
+    if report.get("protocol"):
+        lines += ["## Image sets", "", *[f"- {x}" for x in protocol_lines(report)], ""]
+    gates = gate_lines(report)
+    if gates:
+        lines += ["## Drop per target", "", *[f"- {x}" for x in gates], ""]
     if report.get("failed"):
         lines += ["**Failed:** " + "; ".join(report["failed"]), ""]
     for note in report.get("notes", []):
         lines.append(f"> {note}")
     for t in report.get("targets", []):
+        lost = class_loss_rows(report, t)
+        if lost:
+            lines += ["", f"## Classes that lost most: {t['name']}", "",
+                      "AP@0.5:0.95 per class on the reporting set; a class with few instances swings most", "",
+                      markdown_table(lost, CLASS_LOSS_COLUMNS)]
+        if t.get("gallery"):
+            lines += ["", f"## Where fp32 and {t['name']} disagree most", "",
+                      "fp32 left, quantized right; score = confident boxes (conf >= 0.25) without a same-class partner "
+                      "at IoU >= 0.5 in the other model", ""]
+            lines += [f"![{Path(g['image']).name}, score {g['score']}]({g['file']})" for g in t["gallery"]]
         rows = profile_rows(t)
         if rows:
             lines += ["", f"## Time per layer type: {t['name']}", "",
@@ -170,6 +250,26 @@ def _plots(report: dict) -> dict[str, str]:
         plt.close(fig)
         out[key] = base64.b64encode(buf.getvalue()).decode()
 
+    drops = [(t["name"], t["drop"], t.get("drop_ci")) for t in report.get("targets", []) if t.get("drop") is not None]
+    if drops:
+        fig, ax = plt.subplots(figsize=(7, 1.6 + 0.45 * len(drops)))
+        ys = list(range(len(drops)))[::-1]
+        for y, (name, d, ci) in zip(ys, drops):
+            col = "#2a9d5c" if d <= report.get("max_drop", float("inf")) else "#d33c3c"
+            if ci:
+                ax.errorbar(d, y, xerr=[[max(d - ci["low"], 0)], [max(ci["high"] - d, 0)]], fmt="o", color=col, capsize=4, lw=2)
+            else:
+                ax.plot(d, y, "o", color=col)
+        if report.get("max_drop") is not None:
+            ax.axvline(report["max_drop"], color="#d33c3c", ls="--", lw=1)
+            ax.annotate(f"--max-drop {report['max_drop']}", (report["max_drop"], 1.0), xycoords=("data", "axes fraction"),
+                        xytext=(3, -10), textcoords="offset points", color="#d33c3c", fontsize=8)
+        ax.axvline(0, color="grey", lw=0.8)
+        ax.set_yticks(ys, [d[0] for d in drops], fontsize=8)
+        ax.set_ylim(-0.7, len(drops) - 0.3)
+        ax.set_xlabel("mAP@0.5:0.95 drop vs fp32 (points), 95% paired-bootstrap interval")
+        ax.set_title("Drop per target (reporting set)")
+        save(fig, "drop")
     names = [r["target"] for r in rows]
     if names:
         fig, ax = plt.subplots(figsize=(7, 3.2))
@@ -246,6 +346,10 @@ def to_html(report: dict) -> str:
             body.append(f"<h1>{html.escape(line[2:])}</h1>")
         elif line.startswith("## "):
             body.append(f"<h2>{html.escape(line[3:])}</h2>")
+        elif line.startswith("!["):
+            alt, src = line[2:].split("](", 1)
+            body.append(f"<figure class='pair'><img src='{html.escape(src.rstrip(')'))}' alt='{html.escape(alt)}'/>"
+                        f"<figcaption>{html.escape(alt)}</figcaption></figure>")
         elif line.startswith("- "):
             body.append(f"<p class='li'>{html.escape(line[2:])}</p>")
         elif line.startswith("> "):
@@ -265,6 +369,7 @@ def to_html(report: dict) -> str:
         "th{background:#f0f3f7}td:first-child,th:first-child{text-align:left}tr.fail td{background:#fde8e8}"
         ".note{color:#8a5a00;background:#fff7e0;padding:6px 10px;border-left:3px solid #e0a800}"
         ".plots{display:flex;flex-wrap:wrap;gap:8px}figure{margin:0}img{max-width:540px;border:1px solid #eee}"
+        "figure.pair{margin:6px 0}figure.pair img{max-width:720px}figcaption{font-size:12px;color:#555}"
     )
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>yoloport port report</title><style>{style}</style></head>"

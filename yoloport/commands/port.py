@@ -42,6 +42,7 @@ DEFAULTS = {
     "full_int8": False,
     "task": None,
     "nme_data": None,
+    "overlap": "split",
 }
 
 
@@ -56,6 +57,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-drop", dest="max_drop", type=float, help="largest mAP@0.5:0.95 drop in points a target may have (1.0)")
     p.add_argument("--calib", help="calibration images: folder, data YAML[:split] or list file (default: the data's train split)")
     p.add_argument("--calib-n", dest="calib_n", type=int, help="number of calibration images (32)")
+    p.add_argument("--overlap", choices=("split", "error"),
+                   help="when calibration and validation images overlap (same file or same content): split them "
+                        "by content hash (default) or refuse")
     p.add_argument("--bench-batches", dest="bench_batches", nargs="+", type=int, help="batch sizes to benchmark (1 16)")
     p.add_argument("--warmup", type=int, help="benchmark warm-up calls (2)")
     p.add_argument("--repeat", type=int, help="benchmark timed calls at batch 1 (10)")
@@ -136,7 +140,7 @@ def _port(s, model, targets, img_hw, run_dir: Path, graph: dict) -> int:
     report = run_port(model, data, targets, run_dir, img_hw, calib, calib_n=s.calib_n, max_drop=s.max_drop, graph=graph,
                       bench_batches=[] if s.no_bench else s.bench_batches, warmup=s.warmup, repeat=s.repeat,
                       cache_dir=None if s.no_cache else cache_dir(),
-                      threads=s.threads, profile=not s.no_profile, data_note=note)
+                      threads=s.threads, profile=not s.no_profile, data_note=note, overlap=s.overlap)
     print_summary(report)
     if report["failed"]:
         for f in report["failed"]:
@@ -185,8 +189,12 @@ def graph_options(s) -> dict:
 def print_summary(report: dict) -> None:
     from ..analysis.report import SUMMARY_COLUMNS, markdown_table, summary_rows
 
+    from ..analysis.report import gate_lines, protocol_lines
+
     print()
     print(markdown_table(summary_rows(report), SUMMARY_COLUMNS))
+    for line in protocol_lines(report) + gate_lines(report):
+        print(line)
     for n in report.get("notes", []):
         print(f"note: {n}")
     print(f"report: {report['paths']['html']} (also report.md, report.json)")

@@ -43,6 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help="output folder (default runs/quantize/<backend>)")
     parser.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty --out folder and over an existing --json file")
     parser.add_argument("--json", metavar="OUT", help="summary JSON path (default OUT/quantize.json)")
+    parser.add_argument("--overlap", choices=("split", "error"), default=None,
+                        help="with --val-data: when calibration and --val-data images overlap (same file or content), "
+                             "split them by content hash (default) or refuse")
     add_graph_arguments(parser, "the backend's convention: rknn rknn_model_zoo, onnxruntime/openvino ultralytics, "
                                 "mlu-sim mlu")
     _qconfig_flag(parser, "--precision", choices=("int8", "fp32", "fp16", "bf16"), help="default int8 with --calib, else fp32")
@@ -192,20 +195,53 @@ def run(args: argparse.Namespace) -> int:
         unlock_run_dir(lock)
 
 
+def selection_protocol(args, qconfig: dict, out: Path) -> tuple[list, str, dict]:
+    """Calibration pool (``--calib``) and the accuracy control's selection images (the first ``--val-n``
+    of ``--val-data``) made disjoint (:mod:`yoloport.data.protocol`). Returns ``(calibration paths,
+    the selection as a data YAML written into out, protocol record)``."""
+    from ..data.calibration import resolve_source
+    from ..data.protocol import ImageSet, image_set, labelled_split, make_disjoint, protocol_record, write_image_set_yaml
+
+    policy = args.overlap or "split"
+    cfg, split, images = labelled_split(qconfig["validation"])
+    pool, _ = resolve_source(args.calib)
+    sets, found = make_disjoint([image_set("calibration", str(args.calib), pool),
+                                 image_set("selection", f"{qconfig['validation']}", images)], policy,
+                                warn=lambda m: print(f"warning: {m}"))
+    n = int(qconfig.get("validation_n") or 32)
+    selection = sets[1]
+    keep = sorted(range(len(selection)), key=lambda k: str(selection.paths[k]))[:n]
+    selection = ImageSet("selection", selection.source, tuple(selection.paths[k] for k in keep),
+                         tuple(selection.hashes[k] for k in keep))
+    yaml_path = write_image_set_yaml(out, "selection", cfg, selection.paths)
+    record = protocol_record([sets[0], selection], found, policy,
+                             not_used={"reporting": "quantize reports no accuracy: measure it with val on other images"})
+    return list(sets[0].paths), f"{yaml_path}:val", record
+
+
 def _build_and_report(args, backend: str, model, hw, graph: tuple, qconfig: dict, out: Path) -> int:
     """Calibrate, build the artifact (``graph``: :func:`graph_settings`) into the claimed folder ``out``,
     print and write the summary."""
     from ..backends.base import read_sidecar
     from ..backends.registry import artifact_size, build_artifact
     from ..data.calibration import load_calibration
+    from ..data.protocol import calibration_only_protocol, used_calibration
     from ..io.paths import write_text_atomic
 
     mode, sigmoid, convention, graph_opts = graph
     t0 = time.perf_counter()
-    calib = None
+    calib, protocol = None, None
     if args.calib:  # float builds record it too where a backend uses it (rknn accuracy analysis)
-        calib = load_calibration(args.calib, n=args.calib_n, img_size_hw=hw, stride=int(model.stride.max()),
+        source = args.calib
+        if qconfig.get("validation"):  # accuracy control decides on its images: keep them apart from calibration
+            source, qconfig["validation"], protocol = selection_protocol(args, qconfig, out)
+        calib = load_calibration(source, n=args.calib_n, img_size_hw=hw, stride=int(model.stride.max()),
                                  seed=args.calib_seed, warn=lambda m: print(f"warning: {m}"))
+        calib.source = str(args.calib)
+        if protocol:
+            protocol["calibration"] = used_calibration(calib, protocol["calibration"])
+        else:
+            protocol = calibration_only_protocol(calib, "no accuracy control (--val-data)")
     artifact = build_artifact(backend, model, out, hw, calib, qconfig, mode=mode, batch=args.batch, opset=args.opset,
                               export_options={**graph_opts, "sigmoid": sigmoid}, convention=convention)
     seconds = time.perf_counter() - t0
@@ -218,6 +254,8 @@ def _build_and_report(args, backend: str, model, hw, graph: tuple, qconfig: dict
         "size_bytes": artifact_size(artifact),
         "onnx_size_bytes": artifact_size(onnx_fp32) if onnx_fp32.exists() else 0,
     }
+    if protocol:
+        summary["protocol"] = protocol
     print(format_table(summary_rows(summary)))
     js = Path(args.json) if args.json else out / "quantize.json"
     write_text_atomic(js, json.dumps(summary, indent=2, default=str))

@@ -43,7 +43,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ort-debug", dest="ort_debug", action="store_true", default=None,
                    help="also build onnxruntime's fully int8 model and show each conv's accumulated output error in it")
     p.add_argument("--top", type=int, default=None, help="rows of the ranking table printed (default 10; the JSON has all)")
-    p.add_argument("--data", help="labelled data YAML: run the mixed-precision search on it")
+    p.add_argument("--data", help="labelled data YAML[:split]: the mixed-precision search decides on its images (the "
+                                  "selection set)")
+    p.add_argument("--report-data", dest="report_data", metavar="YAML[:SPLIT]",
+                   help="labelled images the chosen build's drop is reported on (default: --data's images split by "
+                        "content hash, half to select, half to report)")
+    p.add_argument("--overlap", choices=("split", "error"), default=None,
+                   help="when calibration, selection and reporting images overlap: split them by content hash "
+                        "(default) or refuse")
     p.add_argument("--max-drop", type=float, default=None, help="mAP@0.5:0.95 drop allowed, in points (default 0.5)")
     p.add_argument("--max-float", type=int, default=None, help="most layers kept in float (default 16)")
     p.add_argument("--strategy", choices=("greedy", "prefix"), default=None,
@@ -82,8 +89,11 @@ def check_args(s: argparse.Namespace) -> None:
         raise YoloportError(f"--max-drop must be >= 0 points, got {s.max_drop}")
     if s.data and not s.backend:
         raise YoloportError("the mixed-precision search (--data) needs --backend (onnxruntime, openvino, rknn, mlu-sim)")
-    if s.data and not Path(s.data).is_file():
+    if s.data and not Path(str(s.data).rsplit(":", 1)[0] if not str(s.data).lower().endswith((".yaml", ".yml"))
+                            else s.data).is_file():
         raise YoloportError(f"--data {s.data}: no such file")
+    if s.report_data and not s.data:
+        raise YoloportError("--report-data needs --data (the mixed-precision search)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -109,6 +119,35 @@ def run(args: argparse.Namespace) -> int:
         unlock_run_dir(lock)
 
 
+def search_protocol(s, nc: int):
+    """Calibration pool (``--calib``), selection (``--data``) and reporting (``--report-data``, else the
+    selection's own images) made disjoint (:mod:`yoloport.data.protocol`). Returns ``(calibration paths,
+    selection DataConfig, reporting DataConfig, protocol record)``."""
+    from dataclasses import replace
+
+    from ..data.calibration import resolve_source
+    from ..data.protocol import image_set, labelled_split, make_disjoint, protocol_record
+
+    cfg, split, select_images = labelled_split(s.data)
+    if cfg.nc != nc:
+        raise YoloportError(f"--data {s.data} has {cfg.nc} classes, the model {nc}")
+    report_source = s.report_data or f"{s.data}"
+    rcfg, _, report_images = labelled_split(s.report_data) if s.report_data else (cfg, split, select_images)
+    if rcfg.nc != nc:
+        raise YoloportError(f"--report-data {s.report_data} has {rcfg.nc} classes, the model {nc}")
+    pool, _ = resolve_source(s.calib)
+    policy = s.overlap or "split"
+    select_set, report_set = image_set("selection", str(s.data), select_images), image_set("reporting", report_source, report_images)
+    if not s.report_data:  # by design, not an overlap: --data's images are dealt to selection and reporting
+        (select_set, report_set), _ = make_disjoint([select_set, report_set], "split")
+        print(f"selection and reporting: --data's {len(select_images)} images split by content hash "
+              f"({len(select_set)} to select, {len(report_set)} to report); --report-data gives a reporting set of its own")
+    sets, found = make_disjoint([image_set("calibration", str(s.calib), pool), select_set, report_set], policy,
+                                warn=lambda m: print(f"warning: {m}"))
+    return (list(sets[0].paths), replace(cfg, val=list(sets[1].paths)), replace(rcfg, val=list(sets[2].paths)),
+            protocol_record(sets, found, policy))
+
+
 def _qconfig(s) -> dict:
     """The backend settings the command takes (``--head-fp32``, ``--platform``) as a qconfig."""
     return {k: v for k, v in {"head_fp32": s.head_fp32, "platform": s.platform}.items() if v}
@@ -125,16 +164,20 @@ def _rank_and_report(s, backend, model, out: Path) -> int:
     from .quantize import resolve_img_size
 
     hw = resolve_img_size(s, model)
-    if s.data:  # fail on bad data before the (slow) ranking
-        from ..data.dataset import load_data_yaml
-
-        cfg = load_data_yaml(s.data)
-        if cfg.nc != len(model.names):
-            raise YoloportError(f"--data {s.data} has {cfg.nc} classes, the model {len(model.names)}")
+    calib_source, protocol = s.calib, None
+    if s.data:  # fail on bad data before the (slow) ranking; three disjoint sets
+        calib_source, select_cfg, report_cfg, protocol = search_protocol(s, len(model.names))
     qconfig = _qconfig(s)
     t0 = time.perf_counter()
-    calib = load_calibration(s.calib, n=s.calib_n, img_size_hw=hw, stride=int(model.stride.max()), seed=s.calib_seed,
+    calib = load_calibration(calib_source, n=s.calib_n, img_size_hw=hw, stride=int(model.stride.max()), seed=s.calib_seed,
                              warn=lambda m: print(f"warning: {m}"))
+    calib.source = str(s.calib)
+    from ..data.protocol import calibration_only_protocol, used_calibration
+
+    if protocol:
+        protocol["calibration"] = used_calibration(calib, protocol["calibration"])
+    else:  # the ranking alone: its error is measured on --eval-n of the calibration images
+        protocol = calibration_only_protocol(calib, "no search (--data)")
     print(f"ranking {sum(1 for _ in ranking.named_convs(model))} convolutions ({len(calib)} calibration images, "
           f"error on {min(s.eval_n, len(calib))}, {hw[1]}x{hw[0]}) ...", flush=True)
     if s.threads:
@@ -171,6 +214,8 @@ def _rank_and_report(s, backend, model, out: Path) -> int:
         "calibration": calib.to_dict(),
         "ranking": report.to_dict(),
     }
+    if protocol:
+        result["protocol"] = protocol
     if nodes:
         result["ranking"]["nodes"] = nodes
     if s.data:
@@ -180,7 +225,8 @@ def _rank_and_report(s, backend, model, out: Path) -> int:
         print(f"\nmixed precision on {backend} ({s.strategy}): {how}, until the mAP@0.5:0.95 drop <= {max_drop} points",
               flush=True)
         mixed = mp.search_mixed_precision(
-            backend, model, report.names(), calib, s.data, hw, out / "mixed", max_drop=max_drop, max_float=int(s.max_float),
+            backend, model, report.names(), calib, select_cfg, hw, out / "mixed", max_drop=max_drop, max_float=int(s.max_float),
+            report_data=report_cfg,
             qconfig=qconfig, float_dtype=s.float_dtype, batch_size=int(s.batch_size), threads=s.threads,
             log=lambda m: print(f"  {m}", flush=True), strategy=s.strategy, max_tries=s.max_tries, export=export)
     if mixed is not None:

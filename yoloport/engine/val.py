@@ -103,6 +103,7 @@ def validate(
     strict: bool = False,
     pad: float = 0.5,
     nkpt: int = 0,
+    image_stats: bool = False,
 ) -> dict:
     """Validate ``infer`` on a split of a data YAML (or :class:`DataConfig`).
 
@@ -111,6 +112,9 @@ def validate(
     accepted). Images are batched as Ultralytics v7.0 val (``rect``: aspect-ratio sorted batches
     with pad ``pad``), square (``rect=False``) or letterboxed to ``fixed_shape_hw`` ``(h, w)``.
 
+    ``image_stats``: also return ``results["image_stats"]``, one
+    :class:`~yoloport.engine.image_stats.ImageStats` per validated image in validation order (what a
+    paired bootstrap over images needs); no other number changes. Never written to JSON.
     ``coco_json``: a COCO instances JSON; also compute the official COCO metrics (image ids matched
     by file stem, classes through ``class_map``, default :func:`default_class_map`).
     ``save_json``: write the predictions as COCO results JSON there. ``strict``: a malformed label
@@ -137,6 +141,7 @@ def validate(
     class_map = list(class_map) if class_map is not None else default_class_map(names, nc)
     iouv = IOU_THRESHOLDS
     stats: list[tuple] = []
+    per_image: list = []  # ImageStats, only when image_stats
     images_per_class = np.zeros(nc, dtype=np.int64)
     jdict: list[dict] = []
     dt = [0.0, 0.0, 0.0]
@@ -171,6 +176,8 @@ def validate(
             tcls = tg[:, 1].copy()
             images_per_class[np.unique(tcls.astype(np.int64))] += 1
             seen += 1
+            if image_stats:
+                per_image.append(_image_record(batch.paths[si], pred, tg, input_hw, orig_hw, ratio_pad, iouv))
             if not len(pred):
                 if len(tg):
                     stats.append((np.zeros((0, len(iouv)), bool), np.zeros(0), np.zeros(0), tcls))
@@ -217,6 +224,8 @@ def validate(
             "pad": pad,
         },
     )
+    if image_stats:
+        res["image_stats"] = per_image
     if save_json:
         path = Path(save_json)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -225,6 +234,24 @@ def validate(
     if coco_json:
         res["coco"] = coco_evaluate(jdict, coco_json, [str(f) for f in ds.files])
     return res
+
+
+def _image_record(path: str, pred: np.ndarray, tg: np.ndarray, input_hw, orig_hw, ratio_pad, iouv):
+    """One image's :class:`ImageStats`, computed apart from the validator's own arrays (same functions,
+    same inputs) so that asking for them cannot change a reported number. ``pred [n, 6]`` in input
+    pixels, ``tg [m, 6]`` (image, cls, xyxy input pixels)."""
+    from .image_stats import ImageStats
+
+    predn = pred.copy()
+    scale_boxes(input_hw, predn[:, :4], orig_hw, ratio_pad)
+    tbox = tg[:, 2:6].copy()
+    scale_boxes(input_hw, tbox, orig_hw, ratio_pad)
+    if len(pred) and len(tg):
+        correct = match_predictions(predn, np.concatenate([tg[:, 1:2], tbox], 1), iouv)
+    else:
+        correct = np.zeros((len(pred), len(iouv)), bool)
+    return ImageStats(str(path), pred[:, 4].copy(), pred[:, 5].copy(), correct, predn[:, :4].astype(np.float32),
+                      tg[:, 1].copy(), tbox.astype(np.float32))
 
 
 def validate_runner(runner, data, img_hw=None, batch_size: int = 8, names=None, img_size: int | None = None,

@@ -1,0 +1,130 @@
+"""Paired bootstrap of the mAP drop (issue 11 item 1): known answers, exactness against the validator's
+own AP on explicitly repeated images, reproducibility, the gate, and per-image stats from validate."""
+import numpy as np
+import pytest
+
+from yoloport.analysis import bootstrap as bs
+from yoloport.analysis.bootstrap import gate_verdict, map_of, paired_bootstrap_drop
+from yoloport.engine.image_stats import ImageStats, load_image_stats, save_image_stats
+from yoloport.errors import YoloportError
+
+
+def synthetic_stats(n_img=40, nc=6, seed=0, max_det=30, max_labels=6, tp_rate=0.5):
+    """Per-image stats as a validator makes them: confidence-sorted detections, true positives only
+    for classes the image has labels of, at most one per label, at a contiguous range of thresholds."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n_img):
+        m, n = int(rng.integers(0, max_labels)), int(rng.integers(0, max_det))
+        lab = rng.integers(0, nc, m).astype(np.float32)
+        cls = rng.integers(0, nc, n).astype(np.float32)
+        conf = np.sort(rng.random(n).astype(np.float32))[::-1].copy()
+        tp = np.zeros((n, 10), bool)
+        left = {c: int((lab == c).sum()) for c in range(nc)}
+        for k in range(n):
+            if left[int(cls[k])] and rng.random() < tp_rate:
+                left[int(cls[k])] -= 1
+                lo = int(rng.integers(0, 5))
+                tp[k, lo:int(rng.integers(lo + 1, 11))] = True
+        out.append(ImageStats(f"im{i}.jpg", conf, cls, tp, np.zeros((n, 4), np.float32), lab, np.zeros((m, 4), np.float32)))
+    return out
+
+
+def good_stats(n_img, seed=0, nc=3):
+    """A good detector's stats: every label found (true positive from IoU 0.5 up to a random threshold)
+    at high confidence, one low-confidence false positive per image."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n_img):
+        lab = rng.integers(0, nc, int(rng.integers(1, 5))).astype(np.float32)
+        cls = np.concatenate([lab, rng.integers(0, nc, 1).astype(np.float32)])
+        conf = np.concatenate([rng.uniform(0.5, 1, len(lab)), rng.uniform(0, 0.5, 1)]).astype(np.float32)
+        tp = np.zeros((len(cls), 10), bool)
+        for k in range(len(lab)):
+            tp[k, :int(rng.integers(5, 11))] = True
+        o = np.argsort(-conf)
+        out.append(ImageStats(f"g{i}.jpg", conf[o], cls[o], tp[o], np.zeros((len(cls), 4), np.float32), lab,
+                              np.zeros((len(lab), 4), np.float32)))
+    return out
+
+
+def emptied(stats, fraction):
+    """The same images with the detections of the first ``fraction`` of them removed."""
+    k = int(round(len(stats) * fraction))
+    return [ImageStats(s.path, s.conf[:0], s.cls[:0], s.tp[:0], s.boxes[:0], s.label_cls, s.label_boxes) if i < k else s
+            for i, s in enumerate(stats)]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_resampled_map_equals_ap_per_class_on_repeated_images(seed):
+    """The vectorised resample statistic is the validator's mAP of the explicitly repeated images."""
+    stats = synthetic_stats(seed=seed)
+    w = np.vstack([np.ones(len(stats)), bs.resample_weights(len(stats), 12, seed)])
+    m50, m = bs.resampled_map(stats, w)
+    for b in range(len(w)):
+        repeated = [s for s, k in zip(stats, w[b]) for _ in range(int(k))]
+        e50, e = map_of(repeated)
+        assert m[b] == pytest.approx(e, abs=1e-9) and m50[b] == pytest.approx(e50, abs=1e-9)
+
+
+def test_identical_predictions_drop_zero_interval_zero():
+    stats = synthetic_stats(n_img=30)
+    r = paired_bootstrap_drop(stats, stats, n_boot=200, seed=3)
+    assert r["drop"] == 0 and r["low"] == 0 and r["high"] == 0 and r["within_noise"]
+    assert r["mAP50"]["drop"] == 0 and r["n_boot"] == 200 and r["n_images"] == 30 and r["confidence"] == 0.95
+
+
+def test_emptied_images_drop_equals_direct_computation_and_interval_shrinks_with_images():
+    widths = []
+    for n in (40, 320):
+        ref = good_stats(n, seed=7)
+        q = emptied(ref, 0.25)
+        r = paired_bootstrap_drop(ref, q, n_boot=300, seed=0)
+        (r50, r5095), (q50, q5095) = map_of(ref), map_of(q)
+        assert r["drop"] == pytest.approx((r5095 - q5095) * 100, abs=1e-12) and r["drop"] > 5
+        assert r["mAP50"]["drop"] == pytest.approx((r50 - q50) * 100, abs=1e-12)
+        assert r["low"] < r["drop"] < r["high"] and not r["within_noise"]
+        widths.append(r["high"] - r["low"])
+    assert widths[1] < 0.7 * widths[0]  # 8x the images: about sqrt(8) narrower
+
+
+def test_seed_gives_reproducible_intervals():
+    ref = synthetic_stats(n_img=50, seed=11)
+    q = synthetic_stats(n_img=50, seed=12)
+    q = [ImageStats(a.path, b.conf, b.cls, b.tp, b.boxes, a.label_cls, a.label_boxes) for a, b in zip(ref, q)]
+    a, b = paired_bootstrap_drop(ref, q, n_boot=100, seed=5), paired_bootstrap_drop(ref, q, n_boot=100, seed=5)
+    c = paired_bootstrap_drop(ref, q, n_boot=100, seed=6)
+    assert a == b and (a["low"], a["high"]) != (c["low"], c["high"]) and a["drop"] == c["drop"]
+
+
+def test_unpaired_or_empty_stats_are_refused():
+    ref = synthetic_stats(n_img=5)
+    with pytest.raises(YoloportError, match="not paired"):
+        paired_bootstrap_drop(ref, ref[:4])
+    with pytest.raises(YoloportError, match="not paired"):
+        paired_bootstrap_drop(ref, ref[::-1])
+    with pytest.raises(YoloportError, match="empty"):
+        paired_bootstrap_drop([], [])
+
+
+@pytest.mark.parametrize("drop, low, high, status, passed", [
+    (0.4, 0.1, 0.8, "passed", True),
+    (0.8, 0.5, 1.3, "passed, within noise of the gate", True),
+    (1.2, 0.7, 1.6, "failed, within noise of the gate", False),
+    (1.8, 1.3, 2.4, "failed", False),
+])
+def test_gate_verdict(drop, low, high, status, passed):
+    g = gate_verdict(drop, {"low": low, "high": high}, 1.0)
+    assert g == {"passed": passed, "status": status, "max_drop": 1.0}
+    assert gate_verdict(drop, None, 1.0)["status"] == ("passed" if passed else "failed")
+
+
+def test_image_stats_round_trip_and_damage(tmp_path):
+    stats = synthetic_stats(n_img=6)
+    save_image_stats(tmp_path / "s.npz", stats)
+    back = load_image_stats(tmp_path / "s.npz")
+    assert [s.path for s in back] == [s.path for s in stats]
+    assert all(np.array_equal(a.tp, b.tp) and np.array_equal(a.conf, b.conf) for a, b in zip(stats, back))
+    (tmp_path / "s.npz").write_bytes(b"not an npz")
+    with pytest.raises(YoloportError, match="not a readable"):
+        load_image_stats(tmp_path / "s.npz")
