@@ -43,11 +43,26 @@ from yoloport.nn.model import DetectionModel  # noqa: E402
 HYP = {"lr0": 0.002, "lrf": 0.1, "warmup_epochs": 1.0, "warmup_bias_lr": 0.01}
 
 
-def measure_images_per_s(cfg: str, nc: int, img_size: int, batch: int, steps: int = 3) -> float:
+def parse_hyp_overrides(items: list[str]) -> dict[str, float]:
+    """``["lr0=0.001", "flipud=0.5"]`` -> ``{"lr0": 0.001, "flipud": 0.5}`` (names are checked by ``load_hyp``)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        try:
+            out[key.strip()] = float(value)
+        except ValueError:
+            raise SystemExit(f"--hyp {item!r}: expected KEY=NUMBER") from None
+        if not sep:
+            raise SystemExit(f"--hyp {item!r}: expected KEY=NUMBER")
+    load_hyp(out)  # unknown names fail here, before the dataset is generated
+    return out
+
+
+def measure_images_per_s(cfg: str, nc: int, img_size: int, batch: int, hyp_overrides: dict, steps: int = 3) -> float:
     """Training steps per second on random data (after one warm-up step) x batch."""
     torch.manual_seed(0)
     model = DetectionModel(cfg, nc=nc).train()
-    hyp = load_hyp(HYP)
+    hyp = load_hyp(hyp_overrides)
     loss_fn = ComputeLoss(model, scale_loss_gains(hyp, 3, nc, img_size))
     opt = build_optimizer(model, "AdamW", hyp["lr0"], hyp["momentum"], hyp["weight_decay"])
     x = torch.rand(batch, 3, img_size, img_size)
@@ -75,7 +90,13 @@ def main() -> int:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--budget-min", type=float, default=25.0, help="wall-time budget for everything, minutes")
     p.add_argument("--epochs", type=int, default=None, help="default: what fits the budget")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="training seed and (unless --data-seed) dataset seed")
+    p.add_argument("--data-seed", type=int, default=None,
+                   help="seed of the generated training set (default --seed); a new one gives images the model never saw")
+    p.add_argument("--weights", default=None,
+                   help="fine-tune from this checkpoint (e.g. the shipped default model) instead of training from scratch")
+    p.add_argument("--hyp", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one hyperparameter of HYP (repeatable), e.g. --hyp lr0=0.0005 --hyp flipud=0.5")
     p.add_argument("--eval-n", type=int, default=100, help="images in the fresh evaluation set")
     p.add_argument("--eval-seed", type=int, default=20261122)
     p.add_argument("--resume", action="store_true",
@@ -93,13 +114,17 @@ def main() -> int:
         res = train({"resume": str(work / "runs" / "train"), "time_limit_s": budget_s - 90,
                      "progress": sys.stderr.isatty()})
         return finish(a, res, load_model_names(work / "data" / "data.yaml"), t_start)
+    data_seed = a.seed if a.data_seed is None else a.data_seed
+    if data_seed == a.eval_seed:
+        raise SystemExit(f"--data-seed must differ from --eval-seed ({a.eval_seed}): the evaluation set must be new images")
+    hyp = {**HYP, **parse_hyp_overrides(a.hyp)}
     data_yaml = make_synthetic_dataset(work / "data", {"train": a.n_train, "val": a.n_val}, a.img_size,
-                                       seed=a.seed, overwrite=True)
+                                       seed=data_seed, overwrite=True)
     names = load_model_names(data_yaml)
     nc = len(names)
     print(f"dataset: {data_yaml} ({a.n_train} train, {a.n_val} val, {nc} classes) in {time.time() - t_start:.0f} s")
 
-    ips = measure_images_per_s(a.cfg, nc, a.img_size, a.batch_size)
+    ips = measure_images_per_s(a.cfg, nc, a.img_size, a.batch_size, hyp)
     left = budget_s - (time.time() - t_start) - 90  # keep time for the final evaluation and saving
     # per epoch: training at ~ips (mosaic and loading add ~15 %) + validation (~3x faster than training)
     per_epoch = a.n_train / ips * 1.15 + a.n_val / (3 * ips)
@@ -107,8 +132,8 @@ def main() -> int:
     print(f"measured {ips:.1f} training images/s ({threads} threads) -> {epochs} epochs of ~{per_epoch:.0f} s")
 
     res = train({
-        "data": str(data_yaml), "cfg": a.cfg, "epochs": epochs, "batch_size": a.batch_size,
-        "img_size": [a.img_size], "hyp": HYP, "optimizer": "AdamW", "device": "cpu", "workers": 0,
+        "data": str(data_yaml), "cfg": None if a.weights else a.cfg, "weights": a.weights, "epochs": epochs,
+        "batch_size": a.batch_size, "img_size": [a.img_size], "hyp": hyp, "optimizer": "AdamW", "device": "cpu", "workers": 0,
         "seed": a.seed, "project": str(work / "runs"), "name": "train", "nbs": a.batch_size,
         "warmup_min_iters": 20, "time_limit_s": left, "cache": True, "progress": sys.stderr.isatty(),
     })
@@ -128,7 +153,10 @@ def finish(a, res: dict, names: list[str], t_start: float) -> int:
     metrics = {"mAP50": m["mAP50"], "mAP50_95": m["mAP50_95"], "precision": m["precision"], "recall": m["recall"],
                "eval_images": m["n_images"], "eval_labels": m["n_labels"], "eval_seed": a.eval_seed}
     info = {"origin": "scripts/train_default_model.py", "cfg": a.cfg, "img_size_wh": [a.img_size, a.img_size],
-            "train_images": a.n_train, "train_seed": a.seed, "epochs": res["epochs_completed"],
+            "train_images": a.n_train, "train_seed": a.seed,
+            "data_seed": a.seed if getattr(a, "data_seed", None) is None else a.data_seed,
+            "fine_tuned_from": describe_start(a.weights), "hyp_overrides": parse_hyp_overrides(a.hyp),
+            "epochs": res["epochs_completed"],
             "train_time_s": round(res["time_s"], 1), "eval": metrics,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
     out = Path(a.out)
@@ -140,6 +168,19 @@ def finish(a, res: dict, names: list[str], t_start: float) -> int:
           f"P {m['precision']:.3f} R {m['recall']:.3f} mAP50 {m['mAP50']:.4f} mAP50-95 {m['mAP50_95']:.4f}")
     print(f"total wall time {(time.time() - t_start) / 60:.1f} min")
     return 0
+
+
+def describe_start(weights: str | None) -> dict | None:
+    """Where a fine-tuning run started: the checkpoint's path, sha256 and, when a JSON summary of this
+    script sits next to it, that summary (so the shipped model's whole training history stays on record)."""
+    if not weights:
+        return None
+    import hashlib
+
+    path = Path(weights)
+    summary = path.with_suffix(".json")
+    return {"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+            "summary": json.loads(summary.read_text()) if summary.is_file() else None}
 
 
 def load_model_names(data_yaml) -> list[str]:
