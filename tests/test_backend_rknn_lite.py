@@ -207,6 +207,14 @@ def test_cli_detect_val_bench_on_the_simulator(built, tmp_path, monkeypatch, cap
     from yoloport.data.synth import make_synthetic_dataset
 
     _, art, _, eval_paths = built
+    monkeypatch.delenv(rl.RUNTIME_ENV, raising=False)
+    monkeypatch.setitem(sys.modules, "rknnlite", None)  # this x86 machine has no rknn-toolkit-lite2
+    monkeypatch.setitem(sys.modules, "rknnlite.api", None)
+    rc = main(["detect", "--backend", "rknn-lite", "--artifact", str(art), "--source", str(eval_paths[0]),
+               "--project", str(tmp_path), "--name", "missing"])
+    err = capsys.readouterr().err
+    assert rc != 0 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "yoloport[rknn-lite]" in err and rl.RUNTIME_ENV in err
     monkeypatch.setenv(rl.RUNTIME_ENV, "simulator")
     rc = main(["detect", "--backend", "rknn-lite", "--artifact", str(art), "--source", str(eval_paths[0]),
                "--core-mask", "0", "--project", str(tmp_path), "--name", "d"])
