@@ -118,18 +118,23 @@ def main() -> int:
     if data_seed == a.eval_seed:
         raise SystemExit(f"--data-seed must differ from --eval-seed ({a.eval_seed}): the evaluation set must be new images")
     hyp = {**HYP, **parse_hyp_overrides(a.hyp)}
-    data_yaml = make_synthetic_dataset(work / "data", {"train": a.n_train, "val": a.n_val}, a.img_size,
-                                       seed=data_seed, overwrite=True)
+    data_yaml = previous_dataset(work / "data", {"train": a.n_train, "val": a.n_val}, a.img_size, data_seed) or \
+        make_synthetic_dataset(work / "data", {"train": a.n_train, "val": a.n_val}, a.img_size, seed=data_seed, overwrite=True)
     names = load_model_names(data_yaml)
     nc = len(names)
     print(f"dataset: {data_yaml} ({a.n_train} train, {a.n_val} val, {nc} classes) in {time.time() - t_start:.0f} s")
 
-    ips = measure_images_per_s(a.cfg, nc, a.img_size, a.batch_size, hyp)
     left = budget_s - (time.time() - t_start) - 90  # keep time for the final evaluation and saving
-    # per epoch: training at ~ips (mosaic and loading add ~15 %) + validation (~3x faster than training)
-    per_epoch = a.n_train / ips * 1.15 + a.n_val / (3 * ips)
-    epochs = a.epochs or max(2, min(300, int(left / per_epoch)))
-    print(f"measured {ips:.1f} training images/s ({threads} threads) -> {epochs} epochs of ~{per_epoch:.0f} s")
+    if a.epochs:
+        epochs = a.epochs
+        print(f"{epochs} epochs ({threads} threads), stopped after the epoch that would overrun {left / 60:.0f} min")
+    else:
+        # on a busy shared machine this overestimates the speed (random data, measured once): give --epochs there
+        ips = measure_images_per_s(a.cfg, nc, a.img_size, a.batch_size, hyp)
+        # per epoch: training at ~ips (mosaic and loading add ~15 %) + validation (~3x faster than training)
+        per_epoch = a.n_train / ips * 1.15 + a.n_val / (3 * ips)
+        epochs = max(2, min(300, int(left / per_epoch)))
+        print(f"measured {ips:.1f} training images/s ({threads} threads) -> {epochs} epochs of ~{per_epoch:.0f} s")
 
     res = train({
         "data": str(data_yaml), "cfg": None if a.weights else a.cfg, "weights": a.weights, "epochs": epochs,
@@ -168,6 +173,21 @@ def finish(a, res: dict, names: list[str], t_start: float) -> int:
           f"P {m['precision']:.3f} R {m['recall']:.3f} mAP50 {m['mAP50']:.4f} mAP50-95 {m['mAP50_95']:.4f}")
     print(f"total wall time {(time.time() - t_start) / 60:.1f} min")
     return 0
+
+
+def previous_dataset(out: Path, splits: dict, img_size: int, seed: int):
+    """The data YAML of a complete synthetic dataset already in ``out`` made with these arguments (the
+    generator is deterministic, so it is the same files), else None."""
+    from yoloport.data.synth import read_synth_report
+
+    try:
+        report = read_synth_report(out)
+    except Exception:  # noqa: BLE001 - absent or not a synthetic dataset: generate it
+        return None
+    counts = {k: v.get("images") for k, v in (report.get("counts") or {}).items()}
+    same = (report.get("status") == "complete" and report.get("seed") == seed and counts == splits
+            and report.get("img_size_wh") == [img_size, img_size])
+    return out / "data.yaml" if same and (out / "data.yaml").is_file() else None
 
 
 def describe_start(weights: str | None) -> dict | None:
