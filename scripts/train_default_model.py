@@ -165,7 +165,7 @@ def finish(a, res: dict, names: list[str], t_start: float) -> int:
             "train_time_s": round(res["time_s"], 1), "eval": metrics,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
     out = Path(a.out)
-    save_model(model, out, **info)
+    save_model(model, out, half=True, **info)  # float16 storage: half the size (the metrics above are of the float32 weights)
     atomic_write(out.with_suffix(".json"), lambda f: f.write((json.dumps(info, indent=2) + "\n").encode()))
     size_mb = out.stat().st_size / 1e6
     print(f"\nsaved {out} ({size_mb:.1f} MB), {res['epochs_completed']} epochs in {res['time_s'] / 60:.1f} min")
@@ -191,7 +191,7 @@ def previous_dataset(out: Path, splits: dict, img_size: int, seed: int):
 
 
 def describe_start(weights: str | None) -> dict | None:
-    """Where a fine-tuning run started: the checkpoint's path, sha256 and, when a JSON summary of this
+    """Where a fine-tuning run started: the checkpoint's file name, sha256 and, when a JSON summary of this
     script sits next to it, that summary (so the shipped model's whole training history stays on record)."""
     if not weights:
         return None
@@ -199,7 +199,7 @@ def describe_start(weights: str | None) -> dict | None:
 
     path = Path(weights)
     summary = path.with_suffix(".json")
-    return {"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+    return {"file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
             "summary": json.loads(summary.read_text()) if summary.is_file() else None}
 
 
