@@ -121,11 +121,13 @@ def test_rknn_folder_names_rknn_lite_and_its_commands_run_on_the_simulator(image
     pytest.importorskip("rknn.api")
     from conftest import signal_model
 
+    from yoloport.backends import rknn as rb
     from yoloport.backends import rknn_lite
     from yoloport.backends.registry import build_artifact
 
     cal, val = images
     art = build_artifact("rknn", signal_model(), tmp_path / "rk", HW, calibration=cal, qconfig={"platform": "rk3588"})
+    rb._LIVE.clear()  # the folder's commands rebuild the simulator from the copied recipe, as on a fresh process
     rec = {"artifact": str(art), "name": "rknn-rk3588-int8", "precision": "int8"}
     folder = Path(dfm.for_port_target(tmp_path / "deploy", rec, cal, [val[0]]))
     read_sidecar(folder / "model.rknn")
