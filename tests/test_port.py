@@ -59,6 +59,9 @@ def test_port_runs_and_writes_reports(tmp_path, shapes_ckpt, capsys):
     html = (run / "report.html").read_text()
     assert "<table>" in html and "data:image/png;base64" in html
     assert "onnxruntime-int8" in (run / "report.md").read_text()
+    # the deploy folder (issue 15 item 3): artifact + sidecar + calibration list + README, checked in test_deploy_folder.py
+    deploy = run / "onnxruntime-int8" / "deploy"
+    assert t["deploy"] == str(deploy) and (deploy / "README.md").is_file() and (deploy / "calibration.sha256").is_file()
     assert "[ 1/" in out  # the progress display names the stages
     # the numbers mean something: the model finds the shapes; int8 (calibrated on the train split,
     # judged on the val split) stays close. Measured: fp32 mAP50 0.737, int8 0.735; SQNR 31-33 dB.

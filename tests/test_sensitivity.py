@@ -368,7 +368,7 @@ def test_cli_ranking_only(tiny_ckpt, calib_dir, tmp_path, capsys):
 
 def test_cli_mixed_precision_search_end_to_end(tiny_ckpt, tmp_path, capsys):
     """Ranking, then the greedy search on real mlu-sim builds validated on a labelled synthetic set;
-    ``--max-drop 0`` is not met here, so it tries ``--max-tries`` layers and says so. Calibrated on
+    ``--max-drop 0``: it stops at the first build that meets it, else tries ``--max-tries`` layers and says so. Calibrated on
     plain rectangles (not the model's shapes) so that int8 costs mAP: with shape images the all-int8
     build measured 0.99 points above fp32 on these 4 images and the search had nothing to do."""
     from conftest import write_box_images
@@ -390,8 +390,15 @@ def test_cli_mixed_precision_search_end_to_end(tiny_ckpt, tmp_path, capsys):
     ranked = [r["name"] for r in doc["ranking"]["layers"]]
     steps = mp["steps"]
     assert steps[0]["k"] == 0 and steps[0]["kept"] is None
-    assert not mp["met"], steps  # measured: every build here is below fp32
-    assert len(steps) == 3 and steps[1]["layers"][-1] == ranked[0]
+    # Whether a float layer brings int8 back to fp32 on these 4 images depends on the model: the first default
+    # model never got there in 2 tries; the fine-tuned one (issue 15) measured all-int8 0.53 points below fp32
+    # and 0.13 above it with model.24.m.1 in float, so the search stops at k=1. Either way the search stops at
+    # the first step that meets --max-drop and otherwise tries --max-tries layers.
+    if mp["met"]:
+        assert steps[-1]["drop"] <= 0 and all(st["drop"] > 0 for st in steps[:-1]) and len(steps) <= 3, steps
+    else:
+        assert len(steps) == 3 and all(st["drop"] > 0 for st in steps), steps
+    assert steps[1]["layers"][-1] == ranked[0]
     assert all(isinstance(s["kept"], bool) for s in steps[1:])
     assert all(Path(s["artifact"]).is_file() for s in steps)
     # issue 11: the search decided on half of --data's images, the final build is reported on the other half

@@ -83,8 +83,9 @@ class Model:
         return save_model(self.net, path, **extra)
 
 
-def load(path_or_key, registry=None) -> Model:
-    """Load a yoloport checkpoint, an Ultralytics .pt, a model YAML or a registry model key."""
+def load(path_or_key="default", registry=None) -> Model:
+    """Load a yoloport checkpoint, an Ultralytics .pt, a model YAML or a registry model key; with no
+    argument, the embedded default model (``"default"``: the yolov5n trained on synthetic shapes)."""
     from .models import load_model
 
     return Model(load_model(path_or_key, registry=registry))

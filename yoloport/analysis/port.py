@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..engine.val import validate_runner  # module attribute: tests replace it
+from . import deploy_folder
 from ..errors import YoloportError
 
 DEFAULT_TARGETS = "onnxruntime,openvino,rknn:rk3588,mlu-sim"
@@ -220,6 +221,7 @@ def run_target(t: Target, model, ctx: PortContext, progress: Progress) -> dict:
     finally:
         if not keep_open:
             runner.close()
+    rec["deploy"] = deploy_folder.for_port_target(out / "deploy", rec, ctx.calibration, ctx.sample_images)
     return rec
 
 

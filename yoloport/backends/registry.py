@@ -57,6 +57,8 @@ _REGISTERED = {
                              "pip install openvino (runs an artifact); pip install 'yoloport[port]' builds one (nncf)"),
     "rknn": Registration("yoloport.backends.rknn", (),
                          "install rknn-toolkit2 from Rockchip's wheels (https://github.com/airockchip/rknn-toolkit2)"),
+    "rknn-lite": Registration("yoloport.backends.rknn_lite", ("rknnlite", "rknn_lite"),
+                              "pip install 'yoloport[rknn-lite]' plus Rockchip's rknn_toolkit_lite2 wheel (a board, aarch64)"),
     "mlu-sim": Registration("yoloport.backends.mlu_sim", ("mlu", "mlu_sim"), "pip install 'yoloport[train]' (torch)"),
 }
 BACKENDS = tuple(_REGISTERED)
@@ -119,6 +121,22 @@ def check_qconfig(backend: str, qconfig: dict) -> dict:
     return qconfig
 
 
+def runtime_backends(builder: str) -> list[str]:
+    """The backends that run ``builder``'s artifacts: ``builder`` itself and every backend whose spec says
+    it runs them (``built_by``), e.g. ``rknn`` -> ``["rknn", "rknn-lite"]``. A backend whose runtime
+    package is missing is still listed (its spec is read without its runtime)."""
+    key = canonical_name(builder)
+    out = [key]
+    for name in BACKENDS:
+        try:
+            spec = get_spec(name)
+        except ImportError:
+            continue
+        if spec.built_by == key:
+            out.append(name)
+    return out
+
+
 def sidecar_info(backend, model, head, input_hw, batch, calibration=None, qconfig=None, **extra) -> dict:
     """The fields every artifact sidecar has (backends add their own through ``extra``)."""
     from .base import model_fingerprint
@@ -172,6 +190,10 @@ def export_for(backend: str, model, path, img_size_hw=(640, 640), mode: str | No
 def prepare_qconfig(backend: str, qconfig: dict | None, calibration=None, batch: int = 1) -> dict:
     """The qconfig a build uses: ``precision`` (``int8`` with calibration images, else ``fp32``) and
     ``batch`` filled in, then checked (:func:`check_qconfig`); int8 without calibration is an error."""
+    spec = get_spec(backend)
+    if spec.built_by:
+        raise YoloportError(f"{spec.name} builds nothing: it runs the artifacts the {spec.built_by} backend builds "
+                            f"(build with --backend {spec.built_by}, then run it with --backend {spec.name})")
     q = dict(qconfig or {})
     q.setdefault("precision", "int8" if calibration is not None else "fp32")
     q.setdefault("batch", int(batch))

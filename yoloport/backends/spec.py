@@ -45,6 +45,9 @@ class BackendSpec:
     - ``simulated_note``: set when results come from a simulation, said in every report.
     - ``output_convention``: the output convention its standard clients expect
       (:data:`yoloport.deploy.conventions.CONVENTIONS`); ``quantize`` and ``port`` export it by default.
+    - ``built_by``: set when the backend builds nothing and runs the artifacts another backend builds
+      (``rknn-lite`` runs the ``rknn`` backend's ``.rknn``); ``runtime_options``: the runtime options
+      (beyond ``threads``) its ``load`` takes from the command line (``core_mask``).
     - ``target_option``: parses one extra word of a port target (``rknn:rk3588``) into qconfig
       entries, or returns None when the word is not one of its options.
     """
@@ -71,6 +74,8 @@ class BackendSpec:
     simulated_note: str | None = None
     target_option: Callable[[str], dict | None] | None = None
     output_convention: str = "yoloport"
+    built_by: str | None = None
+    runtime_options: tuple[str, ...] = ()
 
     def __post_init__(self):
         object.__setattr__(self, "qconfig_defaults", _frozen(self.qconfig_defaults))

@@ -78,6 +78,40 @@ def add_backend_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="CPU threads for the runtime")
     p.add_argument("--device-id", dest="device_id", default=None,
                    help="rknn: run on the connected board with this id (default: rknn-toolkit2's simulator)")
+    add_runtime_option_arguments(p)
+
+
+CORE_MASK_HELP = ("rknn-lite: NPU cores of an RK3588 (auto, 0, 1, 2, 0_1, 0_1_2) or RK3576 (auto, 0, 1, 0_1); default "
+                  "auto. rknn-lite runs on the board (rknn-toolkit-lite2); YOLOPORT_RKNN_LITE_RUNTIME=simulator runs it "
+                  "on rknn-toolkit2's x86 simulator instead (accuracy only: board timings come from the board)")
+
+
+def add_runtime_option_arguments(p: argparse.ArgumentParser) -> None:
+    """The runtime options a backend's ``SPEC.runtime_options`` may take (``--core-mask``)."""
+    p.add_argument("--core-mask", dest="core_mask", default=None, help=CORE_MASK_HELP)
+
+
+def runtime_options(s: argparse.Namespace, spec) -> dict:
+    """The runtime options given (``core_mask``), refused when ``spec``'s backend does not take them."""
+    given = {k: getattr(s, k) for k in ("core_mask",) if getattr(s, k, None) is not None}
+    for key in given:
+        if key not in spec.runtime_options:
+            raise YoloportError(f"--{key.replace('_', '-')} is a runtime option of "
+                                f"{_backends_taking(key) or 'no backend'}, not of {spec.name}")
+    return given
+
+
+def _backends_taking(option: str) -> str:
+    from ..backends.registry import BACKENDS, get_spec
+
+    names = []
+    for name in BACKENDS:
+        try:
+            if option in get_spec(name).runtime_options:
+                names.append(name)
+        except ImportError:
+            continue
+    return ", ".join(names)
 
 
 def load_model_from_settings(s: argparse.Namespace, default: str | None = "default"):
@@ -112,11 +146,12 @@ def make_runner(s: argparse.Namespace, model, for_val: bool = False):
 
     backend = getattr(s, "backend", None) or REFERENCE
     spec = get_spec(backend)
+    extra = runtime_options(s, spec)
     if not spec.has_artifact:
         if getattr(s, "artifact", None):
             raise YoloportError(f"--artifact is for the exported backends; {spec.name} runs the checkpoint itself")
         return load_runner(spec.name, model=model, threads=getattr(s, "threads", None))
-    options = {"threads": getattr(s, "threads", None)}
+    options = {"threads": getattr(s, "threads", None), **extra}
     if for_val:
         options["output"] = "raw"
     if getattr(s, "device_id", None):

@@ -38,13 +38,16 @@ DEFAULTS = {"backend": "torch", "batch": [1], "warmup": 3, "repeat": 20, "end_to
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_common_arguments(p)
-    p.add_argument("--backend", help="torch, onnxruntime, openvino, rknn or mlu-sim (default torch)")
+    p.add_argument("--backend", help="torch, onnxruntime, openvino, rknn, rknn-lite (a .rknn on the board; board timings come from the board) or mlu-sim (default torch)")
     p.add_argument("--artifact", help="built artifact for --backend (run as built)")
     p.add_argument("--batch", nargs="+", type=int, help="batch sizes (1)")
     p.add_argument("--img-size", "--img_size", dest="img_size", nargs="+", type=int, help="W H (or one number)")
     p.add_argument("--warmup", type=int, help="untimed calls first (3)")
     p.add_argument("--repeat", type=int, help="timed calls per batch size (20)")
     p.add_argument("--threads", type=int, help="CPU threads for the runtime")
+    from ._model_args import add_runtime_option_arguments
+
+    add_runtime_option_arguments(p)
     p.add_argument("--end-to-end", dest="end_to_end", action="store_true", default=None,
                    help="also time preprocess + model + post-processing")
     p.add_argument("--source", help="images for --end-to-end (file, folder, glob); default synthetic frames")
@@ -132,9 +135,13 @@ def _runners(s, backend: str, batches: list[int], tmp: Path, notes: list):
 
     if s.artifact:
         model = load_model_from_settings(s) if (getattr(s, "weights", None) or getattr(s, "model_key", None)) else None
-        from ..backends.registry import load_runner
+        from ..backends.registry import get_spec, load_runner
+        from ._model_args import runtime_options
 
-        runner = load_runner(backend, artifact=s.artifact, model=model, threads=s.threads)
+        runner = load_runner(backend, artifact=s.artifact, model=model, threads=s.threads,
+                             **runtime_options(s, get_spec(backend)))
+        if getattr(runner, "simulated_note", None):
+            notes.append(runner.simulated_note)
         _check_size(s, runner)
         hw = tuple(runner.input_hw) if runner.input_hw else _img_hw(s, model, int(runner.stride))
         try:

@@ -39,7 +39,7 @@ class RknnRunner(Runner):
     def __call__(self, images: np.ndarray) -> list[np.ndarray]:
         from ..registry import check_input
 
-        x = self.to_runtime_input(check_input(images, self.input_hw, NAME))
+        x = self.to_runtime_input(check_input(images, self.input_hw, self.backend))
         per_image = []
         for i in range(x.shape[0]):
             outs = call("inference", self.rk.inference, log=self.log, inputs=[x[i : i + 1]], data_format="nhwc")
@@ -66,7 +66,6 @@ def load(artifact, model=None, target: str | None = None, device_id: str | None 
     artifact = Path(artifact).resolve()
     info = read_sidecar(artifact, expect_backend=NAME, expect_fingerprint=model_fingerprint(model) if model is not None else None)
     head = HeadSpec.from_dict(info["head"])
-    rinfo = info.get("rknn") or {}
     stride = int(max(head.strides)) if head.strides else 32
     log = ToolkitLog()
     if target:
@@ -79,8 +78,17 @@ def load(artifact, model=None, target: str | None = None, device_id: str | None 
         call("load_rknn", rk.load_rknn, str(artifact), log=log)
         call("init_runtime", rk.init_runtime, log=log, target=platform, device_id=device_id)
         return RknnRunner(rk, head, info["input_hw"], target=platform, platform=platform, stride=stride, log=log)
-    key = _live_key(artifact)
-    rk = _LIVE.pop(key, None)
+    rk = open_simulator(artifact, info, log)
+    return RknnRunner(rk, head, info["input_hw"], target=None, platform=info.get("platform"), stride=stride, log=log)
+
+
+def open_simulator(artifact: Path, info: dict, log: ToolkitLog):
+    """An RKNN object running ``artifact`` in rknn-toolkit2's simulator (``init_runtime(target=None)`` done):
+    the one :func:`build` left live in this process, else rebuilt from the recipe its sidecar ``info``
+    records (source ONNX, config, calibration list), since the simulator runs only a model built from ONNX
+    in the same session. The session adapter of :mod:`yoloport.backends.rknn_lite` uses it too."""
+    rinfo = info.get("rknn") or {}
+    rk = _LIVE.pop(_live_key(artifact), None)
     if rk is None:
         work = artifact.parent / rinfo.get("build_dir", ARTIFACT_NAME + ".build")
         src = artifact.parent / rinfo.get("source_onnx", f"{work.name}/source.onnx")
@@ -92,4 +100,4 @@ def load(artifact, model=None, target: str | None = None, device_id: str | None 
             raise YoloportError(f"{artifact}: the simulator rebuild needs the calibration list {ds} (missing)")
         rk, _ = make_rknn(BuildRecipe(src, q, artifact.parent / ds if ds else None, work), log)
     call("init_runtime", rk.init_runtime, log=log, target=None)
-    return RknnRunner(rk, head, info["input_hw"], target=None, platform=info.get("platform"), stride=stride, log=log)
+    return rk
