@@ -172,8 +172,10 @@ def run_target(t: Target, model, ctx: PortContext, progress: Progress) -> dict:
         rec["note"] = t.spec.simulated_note
     with progress.stage(f"{t.name}: export + lint ({t.lint_target})"):
         mode, sigmoid, conv, opts = target_graph(t, ctx.graph)
+        # a batch-dynamic backend gets one graph for batched validation and every benchmarked batch
+        dyn = {"dynamic": True} if t.spec.batch_dynamic else {}
         exp = export_for(t.backend, model, out / "model.fp32.onnx", img_hw, mode=mode, batch=1,
-                         export_options={**opts, "sigmoid": sigmoid}, convention=conv)
+                         export_options={**opts, "sigmoid": sigmoid, **dyn}, convention=conv)
         rep = lint_model(str(exp.path), t.lint_target)
         rec["onnx"] = str(exp.path)
         rec["convention"] = {"name": conv, "mode": mode, "sigmoid": sigmoid}
@@ -209,7 +211,7 @@ def run_target(t: Target, model, ctx: PortContext, progress: Progress) -> dict:
             big = [b for b in ctx.bench_batches if b > 1]
             if big:
                 with progress.stage(f"{t.name}: benchmark batch {' '.join(map(str, big))}"):
-                    rec["bench"] = bench_target(t, model, ctx, big)
+                    rec["bench"] = bench_target(t, model, ctx, big, runner if t.spec.batch_dynamic else None)
             if 1 in ctx.bench_batches:
                 ctx.speed_runners[t.name] = runner
                 keep_open = True
@@ -226,10 +228,14 @@ def profile_target(t: Target, artifact, ctx: PortContext) -> dict:
     return profile_artifact(t.backend, artifact, images, runs=ctx.profile_runs, threads=ctx.threads).to_dict()
 
 
-def bench_target(t: Target, model, ctx: PortContext, batches) -> list[dict]:
-    """Throughput at each batch > 1 (an artifact built for that batch)."""
+def bench_target(t: Target, model, ctx: PortContext, batches, any_batch_runner=None) -> list[dict]:
+    """Throughput at each batch > 1: on ``any_batch_runner`` (the validated artifact, when it takes any
+    batch), else on an artifact built for that batch."""
     from ..analysis.bench import bench_runner, runner_for_batch
 
+    if any_batch_runner is not None:
+        return [bench_row(bench_runner(any_batch_runner, b, ctx.img_hw, warmup=ctx.warmup, repeat=max(3, ctx.repeat // b)))
+                for b in batches]
     rows = []
     mode, sigmoid, conv, opts = target_graph(t, ctx.graph)
     for b in batches:

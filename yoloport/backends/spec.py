@@ -43,6 +43,8 @@ class BackendSpec:
     - ``benchmarkable``/``profiler``: whether timings/per-layer profiles on this machine mean anything;
       ``board``: whether it can run on a connected device (``--device-id``) instead of this machine.
     - ``simulated_note``: set when results come from a simulation, said in every report.
+    - ``batch_dynamic``: whether its artifact takes any batch (a graph exported with a dynamic batch), so
+      one build serves batched validation and every benchmarked batch (``yoloport port`` builds it once).
     - ``output_convention``: the output convention its standard clients expect
       (:data:`yoloport.deploy.conventions.CONVENTIONS`); ``quantize`` and ``port`` export it by default.
     - ``target_option``: parses one extra word of a port target (``rknn:rk3588``) into qconfig
@@ -71,6 +73,7 @@ class BackendSpec:
     simulated_note: str | None = None
     target_option: Callable[[str], dict | None] | None = None
     output_convention: str = "yoloport"
+    batch_dynamic: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "qconfig_defaults", _frozen(self.qconfig_defaults))
