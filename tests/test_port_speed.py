@@ -96,3 +96,66 @@ def test_port_builds_a_batch_dynamic_target_once_for_validation_and_every_batch(
     assert not (target_dir / "bench").exists()  # no second export or build for batch 4
     assert len(list(target_dir.glob("model.onnxruntime.*.onnx"))) == 1
     assert json.loads((target_dir / "model.onnxruntime.int8.onnx.json").read_text())["batch"] is None
+
+
+def test_mlu_sim_activation_fake_quant_is_the_same_numbers_and_leaves_its_input():
+    import torch
+
+    from yoloport.backends import mlu_sim as ms
+    from yoloport.quant.fake_quant import fake_quant
+
+    g = torch.Generator().manual_seed(0)
+    scale = 0.0371
+    x = torch.randn(2, 8, 16, 16, generator=g) * 3
+    x[0, 0, 0, :6] = torch.tensor([0.5, 1.5, -2.5, 200.0, -200.0, 0.0]) * scale  # ties and clipping
+    before = x.clone()
+    for s, qmax, qmin in ((scale, 127, None), (1.0 / 255.0, 255, 0), (0.0, 127, None)):
+        ref = fake_quant(x, torch.tensor(s), qmax, qmin)
+        assert torch.equal(ms.fake_quant_activation(x, s, qmax, qmin), ref)
+    assert torch.equal(x, before)
+
+
+def test_mlu_sim_conv_rounds_its_weight_once_and_again_after_a_dtype_change():
+    import torch
+
+    from yoloport.backends import mlu_sim as ms
+    from yoloport.quant.fake_quant import fake_quant
+
+    conv = torch.nn.Conv2d(4, 6, 3, padding=1)
+    q = ms.QConv(conv, "c")
+    q.set_scales(0.02, 127, True, firstconv=True)
+    q.mode = "quant"
+    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+
+    def reference():  # the per-call formula: activation and current weight rounded now
+        return torch.nn.functional.conv2d(fake_quant(x, q.input_scale, 127), fake_quant(conv.weight.float(), q.w_scale, 127),
+                                          conv.bias, padding=1)
+
+    with torch.no_grad():
+        assert torch.equal(q(x), reference())
+        cached = q.quantized_weight()
+        assert q.quantized_weight() is cached  # not rounded again at the next call
+        q.half().float()  # the weight passes through float16: the cached copy must follow it
+        assert q.quantized_weight() is not cached
+        assert torch.equal(q(x), reference())
+
+
+def test_cpu_time_speedups_ignore_time_a_call_spends_off_the_cpu():
+    """A call that waits (as a call preempted by other processes waits) has its wall time inflated but
+    not its CPU time: the speed-up on CPU time is the ratio of the work, the wall-time one is not."""
+    import time
+
+    from yoloport.analysis.bench import cpu_time_speedups, interleaved_speedups, time_interleaved
+
+    def spin(seconds):
+        end = time.process_time() + seconds
+        while time.process_time() < end:
+            pass
+
+    calls = {"ref": lambda: spin(0.012), "fast": lambda: (spin(0.004), time.sleep(0.03))}
+    timing = time_interleaved(calls, warmup=0, repeat=3)
+    cpu = cpu_time_speedups(timing, {"ref": "ref", "fast": "fast"}, "ref")
+    wall = interleaved_speedups(timing, "ref")["speedups"]["fast"]["by_min"]
+    assert cpu["ref"] == 1.0
+    assert 2.0 < cpu["fast"] < 3.5  # 12 ms of work against 4 (a busy machine only lengthens CPU time a little)
+    assert wall < 0.5  # the 30 ms off the CPU count in wall time
