@@ -142,10 +142,11 @@ def test_mlu_sim_conv_rounds_its_weight_once_and_again_after_a_dtype_change():
 
 def test_cpu_time_speedups_ignore_time_a_call_spends_off_the_cpu():
     """A call that waits (as a call preempted by other processes waits) has its wall time inflated but
-    not its CPU time: the speed-up on CPU time is the ratio of the work, the wall-time one is not."""
+    not its CPU time: the speed-up on CPU time is the ratio of the work. (No wall-time bound is asserted:
+    on a busy machine the spinning itself takes longer in wall time.)"""
     import time
 
-    from yoloport.analysis.bench import cpu_time_speedups, interleaved_speedups, time_interleaved
+    from yoloport.analysis.bench import cpu_time_speedups, time_interleaved
 
     def spin(seconds):
         end = time.process_time() + seconds
@@ -155,7 +156,7 @@ def test_cpu_time_speedups_ignore_time_a_call_spends_off_the_cpu():
     calls = {"ref": lambda: spin(0.012), "fast": lambda: (spin(0.004), time.sleep(0.03))}
     timing = time_interleaved(calls, warmup=0, repeat=3)
     cpu = cpu_time_speedups(timing, {"ref": "ref", "fast": "fast"}, "ref")
-    wall = interleaved_speedups(timing, "ref")["speedups"]["fast"]["by_min"]
+    fast = timing["results"]["fast"]
     assert cpu["ref"] == 1.0
     assert 2.0 < cpu["fast"] < 3.5  # 12 ms of work against 4 (a busy machine only lengthens CPU time a little)
-    assert wall < 0.5  # the 30 ms off the CPU count in wall time
+    assert fast["min_cpu_ms"] < fast["min_ms"] - 25  # the 30 ms off the CPU count in wall time only
