@@ -254,9 +254,9 @@ def time_batch1(ctx: PortContext, records: dict, model=None) -> dict:
     """Batch-1 latency of the reference and every benchmarkable target, timed **round-robin** in one
     run with one thread count (:func:`yoloport.analysis.bench.time_interleaved`), so machine load hits
     them alike. The speed-ups are ratios of minimum **CPU time** of the same configurations with one
-    thread each, timed in the same rounds (:func:`~yoloport.analysis.bench.cpu_time_speedups`: they hold
-    on a busy machine, where wall-time ratios follow each runtime's thread pool); the wall-time ratios
-    are kept beside them. Adds a batch-1 row to each record's ``bench`` and returns the report's
+    thread each, timed round-robin right after (:func:`~yoloport.analysis.bench.cpu_time_speedups`: they
+    hold on a busy machine, where wall-time ratios follow each runtime's thread pool); the wall-time
+    ratios are kept beside them. Adds a batch-1 row to each record's ``bench`` and returns the report's
     ``speed`` section (with ``busy`` when other work shared the CPUs)."""
     import numpy as np
 
@@ -264,30 +264,30 @@ def time_batch1(ctx: PortContext, records: dict, model=None) -> dict:
 
     x = np.random.default_rng(0).random((1, 3, *ctx.img_hw), dtype=np.float32)
     runners = {ctx.reference["name"]: ctx.ref_runner, **ctx.speed_runners}
-    single = {name: single_thread_runner(name, r, ctx, records, model) for name, r in runners.items()}
-    calls = {name: (lambda r=r: r(x)) for name, r in runners.items()}
-    labels = {name: name if single[name] is runners[name] else f"{name} (1 thread)" for name in runners}
-    calls.update({labels[name]: (lambda r=r: r(x)) for name, r in single.items() if labels[name] != name})
-    try:
-        timing = time_interleaved(calls, ctx.warmup, ctx.repeat, ctx.threads)
-    finally:
-        for name, r in single.items():
-            if r is not runners[name]:
+    timing = time_interleaved({name: (lambda r=r: r(x)) for name, r in runners.items()}, ctx.warmup, ctx.repeat, ctx.threads)
+    single_timing = timing
+    if ctx.threads != 1:  # rounds of their own: no multi-threaded pool spinning on the CPU while they are timed
+        single = {name: single_thread_runner(name, r, ctx, records, model) for name, r in runners.items()}
+        try:
+            single_timing = time_interleaved({name: (lambda r=r: r(x)) for name, r in single.items()}, ctx.warmup, ctx.repeat, 1)
+        finally:
+            for r in single.values():
                 r.close()
-    wall = interleaved_speedups({**timing, "results": {n: timing["results"][n] for n in runners}}, ctx.reference["name"])
-    cpu = cpu_time_speedups(timing, labels, ctx.reference["name"])
+    wall = interleaved_speedups(timing, ctx.reference["name"])
+    cpu = cpu_time_speedups(single_timing, {name: name for name in runners}, ctx.reference["name"])
     for name in runners:
         res = timing["results"][name]
         row = {"batch": 1, "latency_ms_median": res["median_ms"], "latency_ms_p90": res["p90_ms"],
                "latency_ms_min": res["min_ms"], "throughput_ips": 1000.0 / res["median_ms"] if res["median_ms"] else None,
                "speedup_1thread_cpu": cpu[name], "speedup_by_min": wall["speedups"][name]["by_min"],
                "speedup_by_median": wall["speedups"][name]["by_median"],
-               "cpu_ms_min_1thread": timing["results"][labels[name]]["min_cpu_ms"]}
+               "cpu_ms_min_1thread": single_timing["results"][name]["min_cpu_ms"]}
         records[name]["bench"] = [row] + [b for b in records[name].get("bench") or [] if b.get("batch") != 1]
     summary = {k: timing.get(k) for k in ("order", "threads", "warmup", "repeat", "load_before", "load_after", "other_cpu_share")}
     return {**summary, "reference": wall["reference"], "busy": wall["busy"], "speedups": cpu,
-            "speedup_basis": "ratio of minimum CPU times with one thread each (timed in the same rounds; holds under load)",
-            "speedups_wall": {k: v["by_min"] for k, v in wall["speedups"].items()}}
+            "speedup_basis": "ratio of minimum CPU times with one thread each (timed round-robin; holds under load)",
+            "speedups_wall": {k: v["by_min"] for k, v in wall["speedups"].items()},
+            "single_thread_load": {k: single_timing.get(k) for k in ("load_before", "load_after", "other_cpu_share")}}
 
 
 def single_thread_runner(name: str, runner, ctx: PortContext, records: dict, model=None):
