@@ -261,7 +261,7 @@ def main(argv=None) -> int:
         print(f"weights {a.weights} not found (pass --weights)", file=sys.stderr)
         return 2
 
-    from yoloport.analysis.bench import machine_info, machine_load, runner_for_batch, time_interleaved
+    from yoloport.analysis.bench import machine_info, runner_for_batch
     from yoloport.data.calibration import load_calibration
     from yoloport.deploy.export import export_onnx
     from yoloport.models import load_model
