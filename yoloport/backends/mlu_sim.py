@@ -170,8 +170,9 @@ class QConv(nn.Module):
         return y.to(dtype)
 
     def quantized_weight(self) -> torch.Tensor:
-        """``fake_quant(weight, w_scale)`` in float32, computed once and kept until the weight, the scales
-        or the module's dtype change (every call of the network used to round every weight again)."""
+        """``fake_quant(weight, w_scale)`` in float32, computed at the first call and kept until
+        :meth:`set_scales` or a dtype change (``.half()``, ``.float()``, ``.to()``); a weight changed in
+        place must be followed by :meth:`set_scales` (every call of the network used to round every weight again)."""
         if self._wq is None:
             self._wq = fake_quant(self.conv.weight.float(), self.w_scale, self.qmax).detach()
         return self._wq
