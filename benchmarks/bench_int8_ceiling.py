@@ -23,8 +23,10 @@ In one run (same threads for everything):
      per-tensor
    - ``qdq-pc-s8s8``: QDQ per-channel, int8 activations (symmetric)
 
-   then, on the fastest variant, graph optimisation level (basic / extended / all) and 1 vs ``--threads``
-   intra-op threads. All variants and the fp32 graph are timed round-robin
+   then, on the fastest variant, graph optimisation level (basic / extended / all), 1 vs ``--threads``
+   intra-op threads and the session config entries of :data:`ORT_SESSION_CONFIGS` (no spinning, dynamic
+   blocks, denormals as zero); with ``--openvino`` also the OpenVINO properties of :data:`OV_CONFIGS`
+   (THROUGHPUT hint, one stream, no CPU pinning) on the int8 IR. All variants and the fp32 graph are timed round-robin
    (:func:`yoloport.analysis.bench.time_interleaved`), batch 1, min and median.
 4. Optionally (``--openvino``) OpenVINO fp32 and NNCF int8 through the backend, in the same rounds.
 
@@ -35,7 +37,9 @@ int8 with ``--openvino``).
     python benchmarks/bench_int8_ceiling.py --threads 2 [--calib-n 16] [--repeat 15] [--openvino] [--json out.json]
 
 Timings depend on the machine and its load (recorded in the output): on a shared machine read the
-minimum, and the ratios between configurations, which the round-robin keeps comparable.
+minimum, and the ratios between configurations, which the round-robin keeps comparable. On a busy machine
+``--threads 1 --cpu-time`` compares CPU time per call (ceilings included), which other processes do not
+lengthen; it measures one core, not the two-thread figures.
 """
 from __future__ import annotations
 
@@ -162,18 +166,57 @@ def quantize_variant(src: Path, out: Path, calibration, fmt: str, per_channel: b
     return time.perf_counter() - t0
 
 
-def ort_session(path, threads: int, level: str = "all"):
+ORT_SESSION_CONFIGS = {  # label: ONNX Runtime session config entries tried on the fastest variant
+    "no spinning": {"session.intra_op.allow_spinning": "0"},
+    "dynamic blocks": {"session.dynamic_block_base": "4"},
+    "denormals as zero": {"session.set_denormal_as_zero": "1"},
+}
+OV_CONFIGS = {  # label: OpenVINO CPU properties tried on the int8 IR (besides the backend's LATENCY hint)
+    "THROUGHPUT hint": {"hint": "THROUGHPUT"},
+    "1 stream": {"streams": 1},
+    "no pinning": {"ENABLE_CPU_PINNING": False},
+}
+
+
+def timed(calls: dict, warmup: int, repeat: int, threads: int, cpu_time: bool) -> dict:
+    """:func:`yoloport.analysis.bench.time_interleaved`; with ``cpu_time`` every ``min_ms``/``median_ms`` is the
+    call's CPU time instead (the wall figures kept as ``wall_min_ms``): with one thread, the work itself,
+    which other processes on a busy machine do not lengthen."""
+    from yoloport.analysis.bench import time_interleaved
+
+    t = time_interleaved(calls, warmup=warmup, repeat=repeat, threads=threads)
+    if cpu_time:
+        for r in t["results"].values():
+            r.update(wall_min_ms=r["min_ms"], wall_median_ms=r["median_ms"], min_ms=r["min_cpu_ms"], median_ms=r["median_cpu_ms"])
+    return t
+
+
+def ort_session(path, threads: int, level: str = "all", config: dict | None = None):
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
+    for k, v in (config or {}).items():
+        so.add_session_config_entry(k, v)
     so.graph_optimization_level = {"basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
                                    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
                                    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[level]
     sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
     return lambda x: sess.run(None, {name: x})
+
+
+def ov_variant(runner, threads: int, config: dict):
+    """The OpenVINO int8 IR of ``runner`` compiled again with ``config`` (``hint``/``streams`` as the backend
+    takes them, other keys as CPU properties)."""
+    from yoloport.backends import openvino_backend as ob
+
+    cfg = dict(config)
+    compiled = ob.core().compile_model(ob.core().read_model(str(runner.path)), "CPU",
+                                       {**ob.compile_config("f32", threads, cfg.pop("streams", None), cfg.pop("hint", "LATENCY")), **cfg})
+    request = compiled.create_infer_request()
+    return lambda x: request.infer({0: x})
 
 
 def op_histogram(path) -> dict:
@@ -207,13 +250,18 @@ def main(argv=None) -> int:
     ap.add_argument("--profile", action="store_true",
                     help="per-op-type time of every ORT int8 variant (ONNX Runtime's profiler): where the gap to the ceiling goes")
     ap.add_argument("--work", help="keep the graphs here (default: a temporary folder)")
+    ap.add_argument("--cpu-time", action="store_true",
+                    help="compare CPU time per call instead of wall time (needs --threads 1): figures that hold on a busy machine")
     ap.add_argument("--json")
     a = ap.parse_args(argv)
+    if a.cpu_time and a.threads != 1:
+        print("--cpu-time needs --threads 1 (the CPU time of several threads counts their waiting too)", file=sys.stderr)
+        return 2
     if not a.weights or not Path(a.weights).exists():
         print(f"weights {a.weights} not found (pass --weights)", file=sys.stderr)
         return 2
 
-    from yoloport.analysis.bench import machine_info, machine_load, runner_for_batch, time_interleaved
+    from yoloport.analysis.bench import machine_info, runner_for_batch
     from yoloport.data.calibration import load_calibration
     from yoloport.deploy.export import export_onnx
     from yoloport.models import load_model
@@ -221,7 +269,7 @@ def main(argv=None) -> int:
     hw = (a.size, a.size)
     t = a.threads
     gemms = {"ceiling int8 GEMM": int8_gemm_call(t), "ceiling fp32 GEMM": fp32_gemm_call(t)}
-    g = time_interleaved(gemms, warmup=1, repeat=a.gemm_repeat, threads=t)
+    g = timed(gemms, 1, a.gemm_repeat, t, a.cpu_time)
     i8, f32 = (gmac_per_s(g["results"][k]["min_ms"]) for k in gemms)
     print(f"ceilings alone ({t} threads): int8 GEMM (ORT MatMulInteger {GEMM_N}^3) {i8:.1f} GMAC/s, fp32 GEMM (torch.mm) "
           f"{f32:.1f} GMAC/s, ratio {i8 / f32:.2f}; load average {g['load_before']['load1']} on {g['load_before']['cpus']} "
@@ -256,7 +304,7 @@ def main(argv=None) -> int:
                 calls[label], kinds[label] = r, "int8" if int8 else "fp32"
         x = next(iter(calibration))  # [1, 3, H, W]: a real image (only the speed is measured here)
         rounds = {**{k: (lambda f=f: f(x)) for k, f in calls.items()}, **gemms}  # the ceilings in the same rounds
-        timing = time_interleaved(rounds, warmup=2, repeat=a.repeat, threads=t)
+        timing = timed(rounds, 2, a.repeat, t, a.cpu_time)
         i8, f32 = (gmac_per_s(timing["results"][k]["min_ms"]) for k in gemms)
         doc["ceilings_gmac_s"] = {"int8": i8, "fp32": f32}
         rows = _rows({k: v for k, v in timing["results"].items() if k not in gemms}, kinds, gmac, i8, f32)
@@ -271,8 +319,13 @@ def main(argv=None) -> int:
             extra_calls = {f"{best['config']} opt={lvl}": ort_session(path, t, lvl) for lvl in ("basic", "extended", "all")}
             extra_calls[f"{best['config']} 1 thread"] = ort_session(path, 1)
             extra_calls[f"{best['config']} baseline 'all'"] = calls[best["config"]]
-            et = time_interleaved({**{k: (lambda f=f: f(x)) for k, f in extra_calls.items()}, **gemms}, warmup=2,
-                                  repeat=a.repeat, threads=t)
+            for label, cfg in ORT_SESSION_CONFIGS.items():
+                extra_calls[f"{best['config']} {label}"] = ort_session(path, t, config=cfg)
+            if a.openvino:
+                extra_calls["ov-int8 baseline (LATENCY hint)"] = ov["ov-int8"]
+                for label, cfg in OV_CONFIGS.items():
+                    extra_calls[f"ov-int8 {label}"] = ov_variant(ov["ov-int8"], t, cfg)
+            et = timed({**{k: (lambda f=f: f(x)) for k, f in extra_calls.items()}, **gemms}, 2, a.repeat, t, a.cpu_time)
             e_i8, e_f32 = (gmac_per_s(et["results"][k]["min_ms"]) for k in gemms)
             extra = {"rows": _rows({k: v for k, v in et["results"].items() if k not in gemms},
                                    {k: "int8" for k in extra_calls}, gmac, e_i8, e_f32),
@@ -297,8 +350,7 @@ def main(argv=None) -> int:
             b16_calls[f"{best['config']} b16"] = ort_session(b16_path, t)
             if a.openvino:
                 b16_calls["ov-int8 b16"] = runner_for_batch("openvino", model, hw, 16, work / "ov-int8-b16", t, calibration)
-            bt = time_interleaved({**{k: (lambda f=f: f(xb)) for k, f in b16_calls.items()}, **gemms}, warmup=1,
-                                  repeat=max(3, a.repeat // 3), threads=t)
+            bt = timed({**{k: (lambda f=f: f(xb)) for k, f in b16_calls.items()}, **gemms}, 1, max(3, a.repeat // 3), t, a.cpu_time)
             b_i8 = gmac_per_s(bt["results"]["ceiling int8 GEMM"]["min_ms"])
             for k, r in bt["results"].items():
                 if k in gemms:

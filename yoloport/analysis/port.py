@@ -176,8 +176,10 @@ def run_target(t: Target, model, ctx: PortContext, progress: Progress) -> dict:
         rec["note"] = t.spec.simulated_note
     with progress.stage(f"{t.name}: export + lint ({t.lint_target})"):
         mode, sigmoid, conv, opts = target_graph(t, ctx.graph, model.detect.nkpt)
+        # a batch-dynamic backend gets one graph for batched validation and every benchmarked batch
+        dyn = {"dynamic": True} if t.spec.batch_dynamic else {}
         exp = export_for(t.backend, model, out / "model.fp32.onnx", img_hw, mode=mode, batch=1,
-                         export_options={**opts, "sigmoid": sigmoid}, convention=conv)
+                         export_options={**opts, "sigmoid": sigmoid, **dyn}, convention=conv)
         rep = lint_model(str(exp.path), t.lint_target)
         rec["onnx"] = str(exp.path)
         rec["convention"] = {"name": conv, "mode": mode, "sigmoid": sigmoid}
@@ -214,7 +216,7 @@ def run_target(t: Target, model, ctx: PortContext, progress: Progress) -> dict:
             big = [b for b in ctx.bench_batches if b > 1]
             if big:
                 with progress.stage(f"{t.name}: benchmark batch {' '.join(map(str, big))}"):
-                    rec["bench"] = bench_target(t, model, ctx, big)
+                    rec["bench"] = bench_target(t, model, ctx, big, runner if t.spec.batch_dynamic else None)
             if 1 in ctx.bench_batches:
                 ctx.speed_runners[t.name] = runner
                 keep_open = True
@@ -250,10 +252,14 @@ def profile_target(t: Target, artifact, ctx: PortContext) -> dict:
     return profile_artifact(t.backend, artifact, images, runs=ctx.profile_runs, threads=ctx.threads).to_dict()
 
 
-def bench_target(t: Target, model, ctx: PortContext, batches) -> list[dict]:
-    """Throughput at each batch > 1 (an artifact built for that batch)."""
+def bench_target(t: Target, model, ctx: PortContext, batches, any_batch_runner=None) -> list[dict]:
+    """Throughput at each batch > 1: on ``any_batch_runner`` (the validated artifact, when it takes any
+    batch), else on an artifact built for that batch."""
     from ..analysis.bench import bench_runner, runner_for_batch
 
+    if any_batch_runner is not None:
+        return [bench_row(bench_runner(any_batch_runner, b, ctx.img_hw, warmup=ctx.warmup, repeat=max(3, ctx.repeat // b)))
+                for b in batches]
     rows = []
     mode, sigmoid, conv, opts = target_graph(t, ctx.graph, model.detect.nkpt)
     for b in batches:
@@ -268,28 +274,57 @@ def bench_target(t: Target, model, ctx: PortContext, batches) -> list[dict]:
     return rows
 
 
-def time_batch1(ctx: PortContext, records: dict) -> dict:
+def time_batch1(ctx: PortContext, records: dict, model=None) -> dict:
     """Batch-1 latency of the reference and every benchmarkable target, timed **round-robin** in one
     run with one thread count (:func:`yoloport.analysis.bench.time_interleaved`), so machine load hits
-    them alike; speed-ups are ratios of the minimum times. Adds a batch-1 row to each record's
-    ``bench`` and returns the report's ``speed`` section (with ``busy`` when other work shared the CPUs)."""
+    them alike. The speed-ups are ratios of minimum **CPU time** of the same configurations with one
+    thread each, timed round-robin right after (:func:`~yoloport.analysis.bench.cpu_time_speedups`: they
+    hold on a busy machine, where wall-time ratios follow each runtime's thread pool); the wall-time
+    ratios are kept beside them. Adds a batch-1 row to each record's ``bench`` and returns the report's
+    ``speed`` section (with ``busy`` when other work shared the CPUs)."""
     import numpy as np
 
-    from ..analysis.bench import interleaved_speedups, time_interleaved
+    from ..analysis.bench import cpu_time_speedups, interleaved_speedups, time_interleaved
 
     x = np.random.default_rng(0).random((1, 3, *ctx.img_hw), dtype=np.float32)
     runners = {ctx.reference["name"]: ctx.ref_runner, **ctx.speed_runners}
     timing = time_interleaved({name: (lambda r=r: r(x)) for name, r in runners.items()}, ctx.warmup, ctx.repeat, ctx.threads)
-    sp = interleaved_speedups(timing, ctx.reference["name"])
-    for name, res in timing["results"].items():
+    single_timing = timing
+    if ctx.threads != 1:  # rounds of their own: no multi-threaded pool spinning on the CPU while they are timed
+        single = {name: single_thread_runner(name, r, ctx, records, model) for name, r in runners.items()}
+        try:
+            single_timing = time_interleaved({name: (lambda r=r: r(x)) for name, r in single.items()}, ctx.warmup, ctx.repeat, 1)
+        finally:
+            for r in single.values():
+                r.close()
+    wall = interleaved_speedups(timing, ctx.reference["name"])
+    cpu = cpu_time_speedups(single_timing, {name: name for name in runners}, ctx.reference["name"])
+    for name in runners:
+        res = timing["results"][name]
         row = {"batch": 1, "latency_ms_median": res["median_ms"], "latency_ms_p90": res["p90_ms"],
                "latency_ms_min": res["min_ms"], "throughput_ips": 1000.0 / res["median_ms"] if res["median_ms"] else None,
-               "speedup_by_min": sp["speedups"][name]["by_min"], "speedup_by_median": sp["speedups"][name]["by_median"]}
+               "speedup_1thread_cpu": cpu[name], "speedup_by_min": wall["speedups"][name]["by_min"],
+               "speedup_by_median": wall["speedups"][name]["by_median"],
+               "cpu_ms_min_1thread": single_timing["results"][name]["min_cpu_ms"]}
         records[name]["bench"] = [row] + [b for b in records[name].get("bench") or [] if b.get("batch") != 1]
     summary = {k: timing.get(k) for k in ("order", "threads", "warmup", "repeat", "load_before", "load_after", "other_cpu_share")}
-    return {**summary, "reference": sp["reference"], "busy": sp["busy"],
-            "speedups": {k: v["by_min"] for k, v in sp["speedups"].items()}}
+    return {**summary, "reference": wall["reference"], "busy": wall["busy"], "speedups": cpu,
+            "speedup_basis": "ratio of minimum CPU times with one thread each (timed round-robin; holds under load)",
+            "speedups_wall": {k: v["by_min"] for k, v in wall["speedups"].items()},
+            "single_thread_load": {k: single_timing.get(k) for k in ("load_before", "load_after", "other_cpu_share")}}
 
+
+def single_thread_runner(name: str, runner, ctx: PortContext, records: dict, model=None):
+    """``runner`` itself when the port runs one thread, else the same artifact (or the reference model)
+    loaded again with one intra-op thread."""
+    from ..backends.registry import get_spec, load_runner
+
+    if ctx.threads == 1:
+        return runner
+    rec = records[name]
+    if not get_spec(rec["backend"]).has_artifact:
+        return load_runner(rec["backend"], model=model if model is not None else runner.model, threads=1)
+    return load_runner(rec["backend"], artifact=rec["artifact"], threads=1, output="raw")
 
 
 def bench_row(res: dict) -> dict:
@@ -465,12 +500,12 @@ def run_port(model, data, targets: list[Target], run_dir: Path, img_hw, calib_so
         if 1 in ctx.bench_batches:
             with progress.stage("batch-1 latency, every benchmarkable target and the reference round-robin"):
                 by_name = {r["name"]: r for r in [report["reference"], *report["targets"]]}
-                report["speed"] = time_batch1(ctx, by_name)
+                report["speed"] = time_batch1(ctx, by_name, model)
             if report["speed"]["busy"]:
                 report["notes"].append(
                     f"the machine was busy while timing (other processes used {report['speed']['other_cpu_share'] or 0:.0%} "
-                    "of the CPUs): latencies are inflated, but the configurations were timed round-robin, so the "
-                    "speed-ups (ratios of minimum times) still compare like with like")
+                    "of the CPUs): latencies are inflated; the speed-ups are ratios of CPU time with one thread each, "
+                    "timed round-robin, which other work does not lengthen")
     finally:
         for r in ctx.speed_runners.values():
             r.close()

@@ -188,7 +188,7 @@ def to_markdown(report: dict) -> str:
         lb, la = speed.get("load_before") or {}, speed.get("load_after") or {}
         share = speed.get("other_cpu_share")
         lines += [f"Speed: batch 1 timed {speed.get('order')}, {speed.get('repeat')} rounds after {speed.get('warmup')}, "
-                  f"threads {speed.get('threads') or 'default'}; speed-up = ratio of minimum times "
+                  f"threads {speed.get('threads') or 'default'}; speed-up = {speed.get('speedup_basis') or 'ratio of minimum times'} "
                   f"(load average {lb.get('load1', '?')} -> {la.get('load1', '?')}"
                   + (f", other processes {share:.0%} of the CPUs" if share is not None else "") + ")"
                   + (" - the machine was BUSY" if speed.get("busy") else ""), ""]

@@ -149,6 +149,7 @@ class QConv(nn.Module):
         self.firstconv = True
         self.keep_float = False  # excluded from quantization (qconfig exclude / head_fp32='convs')
         self.batch_max: list[float] = []
+        self._wq: torch.Tensor | None = None  # the fake-quantized weight (quantized_weight)
         self.register_buffer("input_scale", torch.zeros(()))
         self.register_buffer("w_scale", torch.zeros(()))
 
@@ -162,20 +163,43 @@ class QConv(nn.Module):
         dtype = x.dtype
         xf = x.float()
         if self.first and self.firstconv:
-            xq = fake_quant(xf, torch.tensor(1.0 / 255.0), 255, 0)
+            xq = fake_quant_activation(xf, 1.0 / 255.0, 255, 0)
         else:
-            xq = fake_quant(xf, self.input_scale, self.qmax)
-        w = c.weight.float()
-        wq = fake_quant(w, self.w_scale, self.qmax)
+            xq = fake_quant_activation(xf, float(self.input_scale), self.qmax)
         b = c.bias.float() if c.bias is not None else None
-        y = F.conv2d(xq, wq, b, c.stride, c.padding, c.dilation, c.groups)
+        y = F.conv2d(xq, self.quantized_weight(), b, c.stride, c.padding, c.dilation, c.groups)
         return y.to(dtype)
+
+    def quantized_weight(self) -> torch.Tensor:
+        """``fake_quant(weight, w_scale)`` in float32, computed at the first call and kept until
+        :meth:`set_scales` or a dtype change (``.half()``, ``.float()``, ``.to()``); a weight changed in
+        place must be followed by :meth:`set_scales` (every call of the network used to round every weight again)."""
+        if self._wq is None:
+            self._wq = fake_quant(self.conv.weight.float(), self.w_scale, self.qmax).detach()
+        return self._wq
+
+    def _apply(self, fn, *args, **kwargs):  # .half(), .float(), .to(): the cached weight follows the new one
+        self._wq = None
+        return super()._apply(fn, *args, **kwargs)
 
     def set_scales(self, input_scale: float, qmax: int, per_channel: bool, firstconv: bool) -> None:
         """Fix the activation scale and compute the weight scale (from the current weight)."""
         self.qmax, self.per_channel, self.firstconv = qmax, per_channel, firstconv
         self.input_scale = torch.tensor(float(input_scale))
         self.w_scale = weight_scale(self.conv.weight, qmax, per_channel)
+        self._wq = None
+
+
+def fake_quant_activation(x: torch.Tensor, scale: float, qmax: int, qmin: int | None = None) -> torch.Tensor:
+    """:func:`~yoloport.quant.fake_quant.fake_quant` of a float32 activation with a scalar ``scale``, the same
+    numbers (the same operations in the same order), computed in one new tensor rounded, clipped and
+    rescaled in place instead of four temporaries; ``x`` is left as it was."""
+    qmin = -qmax if qmin is None else qmin
+    if not scale > 0:
+        return torch.zeros_like(x)
+    s = torch.tensor(scale, dtype=torch.float32)  # the 0-dim float32 tensor fake_quant divides by
+    q = x / s
+    return q.round_().clamp_(qmin, qmax).mul_(s)
 
 
 def activation_range(batch_max: list[float], use_avg: bool, data_scale: float) -> float:

@@ -70,6 +70,7 @@ SPEC = BackendSpec(
     benchmarkable=True,
     profiler=True,
     output_convention="ultralytics",  # one decoded [1, N, 5+nc] output, as Ultralytics exports for ONNX Runtime
+    batch_dynamic=True,  # a dynamic-batch graph quantizes and runs at any batch
 )
 
 
@@ -321,7 +322,7 @@ def build(model, onnx_path, head: HeadSpec, out_dir, calibration, qconfig: dict)
 
     m = onnx.load(str(onnx_path), load_external_data=False)
     dims = [d.dim_value for d in m.graph.input[0].type.tensor_type.shape.dim]
-    input_hw, batch = (dims[2], dims[3]), (dims[0] or 1)
+    input_hw, batch = (dims[2], dims[3]), (dims[0] or None)  # None: a dynamic batch (the graph takes any)
     if precision == "fp32":
         artifact = out_dir / "model.onnxruntime.fp32.onnx"
         if onnx_path.resolve() != artifact.resolve():

@@ -145,7 +145,7 @@ def sidecar_info(backend, model, head, input_hw, batch, calibration=None, qconfi
         "backend": backend,
         "head": head.to_dict() if hasattr(head, "to_dict") else dict(head),
         "input_hw": [int(input_hw[0]), int(input_hw[1])],
-        "batch": int(batch),
+        "batch": int(batch) if batch else None,  # None: the artifact takes any batch
         "model_fingerprint": model_fingerprint(model) if model is not None else None,
         "model_source": getattr(model, "source", None) if model is not None else None,
         "calibration": calibration.to_dict() if calibration is not None else None,

@@ -43,6 +43,8 @@ class BackendSpec:
     - ``benchmarkable``/``profiler``: whether timings/per-layer profiles on this machine mean anything;
       ``board``: whether it can run on a connected device (``--device-id``) instead of this machine.
     - ``simulated_note``: set when results come from a simulation, said in every report.
+    - ``batch_dynamic``: whether its artifact takes any batch (a graph exported with a dynamic batch), so
+      one build serves batched validation and every benchmarked batch (``yoloport port`` builds it once).
     - ``output_convention``: the output convention its standard clients expect
       (:data:`yoloport.deploy.conventions.CONVENTIONS`); ``quantize`` and ``port`` export it by default.
     - ``built_by``: set when the backend builds nothing and runs the artifacts another backend builds
@@ -76,6 +78,7 @@ class BackendSpec:
     output_convention: str = "yoloport"
     built_by: str | None = None
     runtime_options: tuple[str, ...] = ()
+    batch_dynamic: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "qconfig_defaults", _frozen(self.qconfig_defaults))
