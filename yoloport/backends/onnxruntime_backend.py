@@ -52,6 +52,8 @@ DEFAULT_QCONFIG = {
     "percentile": 99.999,
     "reduce_range": False,
     "pre_process": True,
+    "ptq": (),  # PTQ steps applied to the float model before export (yoloport.quant.recipe.STEPS)
+    "ptq_options": None,  # per-step keyword arguments, e.g. {"adaround": {"iters": 100}}
 }
 
 SPEC = BackendSpec(
