@@ -239,6 +239,9 @@ def _apply_ptq(backend: str, model, export, out_dir: Path, calibration, qconfig:
     grid = ptq_weight_grid(backend, qconfig)
     ptq_model, record = apply_recipe(model, steps, calibration, grid, ptq_float_layers(backend, model, qconfig),
                                      qconfig.get("ptq_options"))
+    from .base import model_fingerprint
+
+    ptq_model.source_fingerprint = model_fingerprint(model)  # the artifact is checked against the user's checkpoint
     return ptq_model, _export_like(export, ptq_model, out_dir / "model.ptq.fp32.onnx"), record
 
 

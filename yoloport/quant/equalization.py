@@ -28,7 +28,7 @@ import copy
 import torch
 from torch import nn
 
-from ..quant.error import sqnr_db
+from .error import sqnr_db
 from .layers import raw_outputs
 
 

@@ -59,14 +59,10 @@ class QuantLayer(NamedTuple):
 
 def folded_copy(model) -> nn.Module:
     """A copy of ``model`` (eval, float32) with every BatchNorm folded into its convolution, the state
-    dict's keys kept (BN as ``x + shift``); it remembers the original's fingerprint as
-    ``source_fingerprint`` (an artifact built from it is checked against the original checkpoint)."""
-    from ..backends.base import model_fingerprint
+    dict's keys kept (BN as ``x + shift``): the same function, the same checkpoint layout."""
     from ..deploy.surgery import fuse_conv_bn
 
-    m = fuse_conv_bn(model.float().eval(), keep_bn=True)
-    m.source_fingerprint = getattr(model, "source_fingerprint", None) or model_fingerprint(model)
-    return m.requires_grad_(False)
+    return fuse_conv_bn(model.float().eval(), keep_bn=True).requires_grad_(False)
 
 
 def quant_layers(model, skip: Iterable[str] = ()) -> list[QuantLayer]:

@@ -21,7 +21,6 @@ from typing import Iterable
 import numpy as np
 
 from ..errors import YoloportError
-from .layers import WeightGrid, folded_copy
 
 STEPS = ("equalize", "adaround", "bias_correction")
 
@@ -53,14 +52,16 @@ def calibration_batches(calibration, batch: int = 4) -> list[np.ndarray]:
     return [np.asarray(x, dtype=np.float32) for x in calibration]
 
 
-def apply_recipe(model, steps, calibration, grid: WeightGrid, skip: Iterable[str] = (), options: dict | None = None):
+def apply_recipe(model, steps, calibration, grid, skip: Iterable[str] = (), options: dict | None = None):
     """Run ``steps`` (:func:`check_steps`) on a folded copy of ``model`` (:func:`~.layers.folded_copy`) with
-    ``calibration`` images (a CalibrationSet or arrays ``[B, 3, H, W]``) on the backend's weight ``grid``;
+    ``calibration`` images (a CalibrationSet or arrays ``[B, 3, H, W]``) on the backend's weight ``grid``
+    (a :class:`~.layers.WeightGrid`);
     the convolutions named in ``skip`` (kept in float by the backend) are left alone. ``options``: per
     step keyword arguments (``{"adaround": {"iters": 100}}``). Returns ``(model, record)``."""
     from .adaround import adaround
     from .bias_correction import bias_correction
     from .equalization import equalize, float_change_db
+    from .layers import folded_copy
 
     names = check_steps(steps)
     options = dict(options or {})
@@ -84,6 +85,5 @@ def apply_recipe(model, steps, calibration, grid: WeightGrid, skip: Iterable[str
             out, info = bias_correction(current, images, grid, reference=float_reference, skip=skip, **options.get(name, {}))
         info["seconds"] = round(time.perf_counter() - t0, 2)
         record["results"][name] = info
-        out.source_fingerprint = current.source_fingerprint
         current = out
     return current, record
