@@ -27,7 +27,10 @@ from yoloport.quant.recipe import STEPS, apply_recipe, check_steps
 HW = (96, 128)
 PER_CHANNEL = WeightGrid(127, per_channel=True)
 PER_TENSOR = WeightGrid(127, per_channel=False)
-FAST_ADAROUND = {"iters": 40, "rows_per_image": 128, "max_rank": 64}
+# AdaRound on the first stages only (its cost grows with each layer's weights, not with the image size):
+# 300 iterations, measured +1.9 dB per-tensor / +0.4 dB per-channel on the held-back images (40: +-0.1 dB)
+ROUNDED = ("model.0", "model.1", "model.2", "model.3")
+FAST_ADAROUND = {"iters": 300, "rows_per_image": 128, "max_rank": 64, "only": list(ROUNDED)}
 
 
 @pytest.fixture(scope="module")
@@ -73,24 +76,25 @@ def test_bias_correction_raises_sqnr_on_held_back_images(folded, calib_batch, he
     assert better > plain + 0.2, (plain, better)
 
 
-@pytest.mark.parametrize("grid", [PER_CHANNEL, PER_TENSOR], ids=["per-channel", "per-tensor"])
-def test_adaround_raises_sqnr_on_held_back_images(folded, calib_batch, held_back, grid):
+@pytest.mark.parametrize("grid, gain_db", [(PER_CHANNEL, 0.15), (PER_TENSOR, 0.8)], ids=["per-channel", "per-tensor"])
+def test_adaround_raises_sqnr_on_held_back_images(folded, calib_batch, held_back, grid, gain_db):
     rounded, record = adaround(folded, calib_batch, grid, **FAST_ADAROUND)
     plain = _sqnr(folded, folded, grid, held_back)
     better = _sqnr(folded, rounded, grid, held_back)
-    assert record["learned"] > record["layers"] // 2
-    assert better > plain + 0.2, (plain, better)
+    assert record["layers"] == 8 and record["learned"] > record["layers"] // 2
+    assert record["mean_rel_error_adaround"] < 0.9 * record["mean_rel_error_nearest"]
+    assert better > plain + gain_db, (plain, better)
 
 
 def test_adaround_weights_lie_on_the_grid_with_qmax_in_every_channel(folded, calib_batch):
     rounded, _ = adaround(folded, calib_batch, PER_CHANNEL, **FAST_ADAROUND)
-    for layer in quant_layers(rounded):
+    for layer in (q for q in quant_layers(rounded) if q.name.startswith(tuple(r + "." for r in ROUNDED))):
         w = layer.conv.weight.detach()
         q = PER_CHANNEL.integers(w)
         assert (q.abs().flatten(1).amax(1) == 127).all() or (w.abs().flatten(1).amax(1) == 0).any(), layer.name
         assert torch.equal(PER_CHANNEL.quantize(w), w) or torch.allclose(PER_CHANNEL.quantize(w), w, rtol=0, atol=1e-7 * float(w.abs().max()))
-    plain_q = PER_CHANNEL.integers(quant_layers(folded)[5].conv.weight)
-    assert not torch.equal(plain_q, PER_CHANNEL.integers(quant_layers(rounded)[5].conv.weight))  # it did change roundings
+    plain_q = PER_CHANNEL.integers(quant_layers(folded)[3].conv.weight)
+    assert not torch.equal(plain_q, PER_CHANNEL.integers(quant_layers(rounded)[3].conv.weight))  # it did change roundings
 
 
 def test_equalization_with_selection_never_lowers_calibration_sqnr(folded, calib_batch, held_back):
@@ -165,6 +169,8 @@ def test_adaround_grid_round_trips_through_onnxruntime_quantize_static(tmp_path,
     floats = _float_weights(float_onnx)
     qdq = _qdq_weights(art)
     assert len(qdq) == len(quant_layers(folded_copy(model)))
+    qdq = {k: v for k, v in qdq.items() if k.startswith(tuple(f"/{r}/" for r in ROUNDED))}
+    assert len(qdq) == 8
     worst = max(np.abs(deq - floats[name]).max() / np.abs(floats[name]).max() for name, (_, deq) in qdq.items())
     if steps:
         assert worst < 1e-6, worst

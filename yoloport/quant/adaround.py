@@ -82,7 +82,7 @@ def gram_root(gram: torch.Tensor, energy: float = 0.999, max_rank: int = 256) ->
     return (evecs[:, :r] * evals[:r].sqrt()).float(), float(cum[r - 1])
 
 
-def learn_rounding(w: torch.Tensor, gram: torch.Tensor, grid: WeightGrid, iters: int = 100, lr: float = 0.05,
+def learn_rounding(w: torch.Tensor, gram: torch.Tensor, grid: WeightGrid, iters: int = 300, lr: float = 0.05,
                    reg: float = 0.01, beta=(20.0, 2.0), warmup: float = 0.2, max_rank: int = 256) -> tuple[torch.Tensor, dict]:
     """Grid integers ``q`` (int32, shape of ``w [Cout, Cin/g, kh, kw]``) learned for ``w`` against the input
     second moment ``gram [d, d]`` (through :func:`gram_root`). Each channel's (or the tensor's) largest
@@ -146,17 +146,22 @@ def _pin_extremes(q: torch.Tensor, wf: torch.Tensor, grid: WeightGrid) -> torch.
     return q
 
 
-def adaround(model, images, grid: WeightGrid, skip=(), iters: int = 100, rows_per_image: int = 512,
-             seed: int = 0, max_rank: int = 256) -> tuple[object, dict]:
+def adaround(model, images, grid: WeightGrid, skip=(), iters: int = 300, rows_per_image: int = 512,
+             seed: int = 0, max_rank: int = 256, only=None) -> tuple[object, dict]:
     """A copy of the folded ``model`` whose quantized convolutions' weights are replaced by learned grid
     points ``s * q`` (:func:`learn_rounding`); inputs sampled from ``model`` on ``images``. Returns
+    ``only``: module-path prefixes to restrict the rounding to (None: every quantized layer). Returns
     ``(model, record)``: layers rounded, how many kept the learned rounding, mean relative output error
     (nearest vs learned, on the calibration inputs). Cost: ``iters`` products ``[Cout, d] x [d, r]`` per
-    layer (``r <= max_rank``); measured on the embedded default model (yolov5n, 60 layers), 60 iterations
-    took ~7 min on 2 heavily shared cores and lowered the mean layer error by 11% (per-channel int8)."""
+    layer (``r <= max_rank``). Measured on the embedded default model (96x128, 6 calibration / 3 held-back
+    synthetic images, layers model.0-3): 40 iterations changed the held-back output SQNR by +0.08 dB
+    (per-tensor) / -0.08 dB (per-channel); 300 iterations by +1.9 dB / +0.4 dB (layer errors -31% / -36%),
+    hence the default. All 60 layers, 60 iterations: ~7 min on 2 heavily shared cores."""
     torch.manual_seed(seed)
     out = copy.deepcopy(model)
-    layers = [q for q in quant_layers(out, skip) if q.conv.groups == 1]
+    only = tuple(p.strip(".") for p in only) if only else None
+    layers = [q for q in quant_layers(out, skip) if q.conv.groups == 1
+              and (only is None or any(q.name == p or q.name.startswith(p + ".") for p in only))]
     grams = input_second_moments(out, images, layers, rows_per_image, seed)
     kept, e_near, e_learned = 0, [], []
     for layer in layers:
