@@ -1,21 +1,27 @@
-"""int8 accuracy: mAP50-95 of fp32 vs ONNX Runtime int8 vs OpenVINO int8 on a labelled set.
+"""int8 accuracy on images the port never saw: the mAP@0.5:0.95 drop against fp32 per backend and recipe,
+calibrated on coco-extra calib2017 and judged on coco-extra val2017 and on COCO128 (both disjoint from
+the calibration images), with the spread over calibration seeds.
 
-    python benchmarks/bench_int8_accuracy.py                       # both fixture models, COCO128, 640
-    python benchmarks/bench_int8_accuracy.py --weights yolov5n-v6.1.pt --calib-n 32 --variants ort-int8
+    python benchmarks/bench_int8_accuracy.py                                  # yolov5n v6.1, 640, every backend, main rows
+    python benchmarks/bench_int8_accuracy.py --weights yolov5n-v6.1 --backends onnxruntime \\
+        --rows old_default bias_correction --seeds 0 1 2 --calib-n 32 128 --val-images 50
+    python benchmarks/bench_int8_accuracy.py --weights yolov5s-v5.0 --img-size 736 416 --rows old_default new_default
 
-Every backend is validated with the same fixed 640x640 letterbox (``fixed_shape_hw``), the one
-preprocessing path; calibration images are drawn from ``--calib`` (default the data YAML's train split)
-and kept apart from the validation images (issue 11: an overlap, as COCO128's train = val, is split by
-content hash, :func:`protocol_sets`); every drop carries a 95% paired-bootstrap interval over the
-validation images (:func:`add_intervals`, callable for any rows with ``image_stats``). fp32 (torch, fixed
-shape, or ``ort-fp32``, which gives the identical mAP and runs far faster) is the reference; the
-drop column is against the first of torch-fp32 / ort-fp32 / ov-fp32 that was run. Prints a table and
-writes JSON (``--json``). Numbers, not asserts: a benchmark, never a test.
+Rows (``--rows``): ``old_default`` (each backend's qconfig before issue 11, pinned here), ``new_default``
+(each backend's current defaults), one row per PTQ step (``equalize``, ``adaround``, ``bias_correction``,
+``ptq_all``), range estimators (``est:<name>``, only on the backends that have it: ONNX Runtime
+minmax/percentile/entropy, OpenVINO mixed/performance, RKNN normal/mmse/kl_divergence, mlu-sim max/avg)
+and ``qat`` (a hook: filled by ``yoloport qat`` once it exists, see :func:`qat_artifact`). fp32 is ONNX
+Runtime fp32 at the same fixed letterbox (the same mAP as torch, measured). Each (row, calibration size)
+is built once per seed; the table gives the mean drop, each seed's drop and the spread (max - min).
+Every drop carries its 95% paired-bootstrap interval over the validation images
+(:func:`yoloport.analysis.bootstrap.paired_bootstrap_drop`). Numbers, not asserts: never a test.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -23,19 +29,26 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-VARIANTS = {
-    # name: (backend, precision, qconfig)
-    "torch-fp32": ("torch", "fp32", {}),
-    "ort-fp32": ("onnxruntime", "fp32", {}),
-    "ort-int8": ("onnxruntime", "int8", {}),
-    "ort-int8-head-tail": ("onnxruntime", "int8", {"head_fp32": "tail"}),
-    "ort-int8-entropy": ("onnxruntime", "int8", {"calib_method": "entropy"}),
-    "ort-int8-percentile": ("onnxruntime", "int8", {"calib_method": "percentile"}),
-    "ov-fp32": ("openvino", "fp32", {}),
-    "ov-int8": ("openvino", "int8", {}),
-    "ov-int8-head-convs": ("openvino", "int8", {"head_fp32": "convs"}),
+BACKENDS = ("onnxruntime", "openvino", "rknn", "mlu-sim")
+# the qconfigs each backend was built with before issue 11 (pinned, so "old_default" keeps its meaning)
+OLD_DEFAULTS = {
+    "onnxruntime": {"calib_method": "minmax", "head_fp32": "convs"},
+    "openvino": {"preset": "mixed", "fast_bias_correction": True},
+    "rknn": {"quantized_algorithm": "normal", "quantized_method": "channel"},
+    "mlu-sim": {"use_avg": False, "per_channel": False},
 }
-DEFAULT_VARIANTS = ("ort-fp32", "ort-int8", "ov-int8")  # ort-fp32 == torch-fp32 (measured), and 10x faster here
+ESTIMATORS = {
+    "onnxruntime": {"minmax": {"calib_method": "minmax"}, "percentile": {"calib_method": "percentile"},
+                    "entropy": {"calib_method": "entropy"}},
+    "openvino": {"mixed": {"preset": "mixed"}, "performance": {"preset": "performance"}},
+    "rknn": {"normal": {"quantized_algorithm": "normal"}, "mmse": {"quantized_algorithm": "mmse"},
+             "kl_divergence": {"quantized_algorithm": "kl_divergence"}},
+    "mlu-sim": {"max": {"use_avg": False}, "avg": {"use_avg": True}},
+}
+PTQ_ROWS = {"equalize": ["equalize"], "adaround": ["adaround"], "bias_correction": ["bias_correction"],
+            "ptq_all": ["equalize", "adaround", "bias_correction"]}
+DEFAULT_ROWS = ("old_default", "bias_correction", "adaround", "new_default")
+WEIGHTS = {"yolov5n-v6.1": "weights/yolov5n-v6.1.pt", "yolov5s-v5.0": "weights/yolov5s-v5.0.pt"}
 
 
 def fixtures():
@@ -47,78 +60,70 @@ def fixtures():
     return fx
 
 
-def run_variant(name, model, data, hw, calib, out_dir, threads, val_images):
-    from yoloport.backends.registry import build_artifact, load_runner
-    from yoloport.engine.val import validate
-    from yoloport.ops.postprocess import decode_outputs
+def row_qconfig(row: str, backend: str, ptq_options: dict | None) -> dict | None:
+    """The qconfig of ``row`` on ``backend`` (None: the row does not apply to that backend)."""
+    if row == "old_default":
+        return dict(OLD_DEFAULTS[backend])
+    if row == "new_default":
+        return {}
+    if row in PTQ_ROWS:
+        return {"ptq": PTQ_ROWS[row], "ptq_options": ptq_options}
+    if row.startswith("est:"):
+        est = ESTIMATORS[backend].get(row[4:])
+        return dict(est) if est is not None else None
+    raise SystemExit(f"unknown row {row!r}")
 
-    backend, precision, q = VARIANTS[name]
-    t0 = time.perf_counter()
-    if backend == "torch":
-        runner = load_runner("torch", model=model, threads=threads)
-        build_s = 0.0
-    else:
-        art = build_artifact(backend, model, out_dir / name, hw, calib if precision == "int8" else None, {"precision": precision, **q})
-        build_s = time.perf_counter() - t0
-        runner = load_runner(backend, art, model=model, threads=threads)
 
-    def infer(x):
-        return decode_outputs(runner(x), runner.head)
+def qat_artifact(backend, model, out_dir, hw, calibration):
+    """QAT HOOK (issue 11 item 4): the artifact ``yoloport qat`` builds for ``backend``. Returns None until
+    that command exists (the row then prints as not run); fill it in when it is merged."""
+    try:
+        from yoloport.quant import qat  # noqa: F401  (added by the QAT change)
+    except ImportError:
+        return None
+    build = getattr(qat, "build_qat_artifact", None)
+    return build(backend, model, out_dir, hw, calibration) if build else None
 
-    data_arg = data
-    if val_images and not hasattr(data, "val"):
+
+def bootstrap_interval(ref_stats, int8_stats):
+    """The 95% paired-bootstrap interval of the drop, in points (fp32 and int8 on the same resampled
+    images: :func:`yoloport.analysis.bootstrap.paired_bootstrap_drop`)."""
+    from yoloport.analysis.bootstrap import paired_bootstrap_drop
+
+    if ref_stats is None or int8_stats is None:
+        return None
+    r = paired_bootstrap_drop(ref_stats, int8_stats)
+    return (r["low"], r["high"])
+
+
+def evaluate(backend, artifact, model, data, hw, threads, val_images):
+    """mAP50-95 (and the per-image stats the bootstrap needs, when validate returns them) of an artifact."""
+    from yoloport.backends.registry import load_runner
+    from yoloport.engine.val import validate_runner
+
+    runner = load_runner(backend, artifact=artifact, model=model, threads=threads, output="raw")
+    if val_images:
         from yoloport.data.dataset import list_images, load_data_yaml
 
         cfg = load_data_yaml(data)
         cfg.val = list_images(cfg.split("val"))[:val_images]
-        data_arg = cfg
-    t1 = time.perf_counter()
-    res = validate(infer, data_arg, img_size=max(hw), batch_size=1, fixed_shape_hw=hw, progress=False, image_stats=True)
-    return {
-        "image_stats": res["image_stats"],  # for add_intervals; not written to JSON
-        "variant": name, "backend": backend, "precision": precision, "qconfig": q,
-        "mAP50": res["mAP50"], "mAP50_95": res["mAP50_95"], "images": res["n_images"],
-        "build_s": round(build_s, 1), "val_s": round(time.perf_counter() - t1, 1),
-        "infer_ms": round(res["speed_ms"]["inference"], 1),
-    }
-
-
-def protocol_sets(calib_source, data, val_images: int = 0):
-    """Calibration pool and validation images made disjoint (split by content hash when they overlap,
-    one warning line): ``(calibration paths, validation DataConfig, protocol record)``."""
-    from dataclasses import replace
-
-    from yoloport.data.calibration import resolve_source
-    from yoloport.data.protocol import image_set, labelled_split, make_disjoint, protocol_record
-
-    cfg, _, images = labelled_split(data)
-    images = images[:val_images] if val_images else images
-    pool, _ = resolve_source(calib_source)
-    sets, found = make_disjoint([image_set("calibration", str(calib_source), pool), image_set("reporting", str(data), images)],
-                                warn=lambda m: print(f"warning: {m}"))
-    return list(sets[0].paths), replace(cfg, val=list(sets[1].paths)), protocol_record(sets, found, "split")
-
-
-def add_intervals(results: list[dict], reference=("torch-fp32", "ort-fp32", "ov-fp32"), n_boot: int = 1000) -> None:
-    """Give every row with ``image_stats`` a ``drop_ci`` (points, paired bootstrap over images against the
-    first ``reference`` variant run for the same weights; :func:`yoloport.analysis.bootstrap.paired_bootstrap_drop`)."""
-    from yoloport.analysis.bootstrap import paired_bootstrap_drop
-
-    for r in results:
-        ref = next((x for v in reference for x in results if x["weights"] == r["weights"] and x["variant"] == v), None)
-        if ref is not None and r.get("image_stats") is not None and ref.get("image_stats") is not None:
-            r["drop_ci"] = paired_bootstrap_drop(ref["image_stats"], r["image_stats"], n_boot=n_boot)
+        data = cfg
+    res = validate_runner(runner, data, img_hw=hw, batch_size=1, image_stats=True)
+    return {"mAP50_95": res["mAP50_95"], "mAP50": res["mAP50"], "images": res["n_images"], "stats": res["image_stats"]}
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--weights", nargs="+", help="checkpoints (default: the fixture yolov5s-v5.0 and yolov5n-v6.1)")
-    p.add_argument("--data", help="data YAML (default: fixture COCO128)")
-    p.add_argument("--img-size", type=int, default=640)
-    p.add_argument("--calib-n", type=int, default=32)
-    p.add_argument("--calib", help="calibration images (default: the data YAML's train split); kept apart from validation")
-    p.add_argument("--val-images", type=int, default=0, help="validate on the first N images only (0: all)")
-    p.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--weights", nargs="+", default=["yolov5n-v6.1"], help=f"fixture keys ({', '.join(WEIGHTS)}) or checkpoints")
+    p.add_argument("--img-size", type=int, nargs="+", default=[640], help="W [H]")
+    p.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
+    p.add_argument("--rows", nargs="+", default=list(DEFAULT_ROWS))
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--calib-n", type=int, nargs="+", default=[32])
+    p.add_argument("--calib", help="calibration source (default: fixture coco-extra.yaml:train, calib2017)")
+    p.add_argument("--val", nargs="+", help="validation data YAMLs (default: coco-extra val2017, COCO128)")
+    p.add_argument("--val-images", type=int, default=0, help="validate on the first N images of each set (0: all)")
+    p.add_argument("--adaround-iters", type=int, default=100)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="runs/bench_int8_accuracy")
     p.add_argument("--json", help="write the results as JSON here")
@@ -126,43 +131,78 @@ def main(argv=None) -> int:
 
     import torch
 
+    from yoloport.backends.registry import build_artifact
     from yoloport.data.calibration import load_calibration
     from yoloport.models import load_model
 
     torch.set_num_threads(a.threads)
-    fx = None if (a.weights and a.data) else fixtures()
-    weights = a.weights or [str(fx / "weights" / "yolov5s-v5.0.pt"), str(fx / "weights" / "yolov5n-v6.1.pt")]
-    data = a.data or str(fx / "coco128" / "coco128.yaml")
-    hw = (a.img_size, a.img_size)
+    fx = fixtures()
+    w, h = (a.img_size[0], a.img_size[-1])
+    hw = (h, w)
+    calib_src = a.calib or f"{fx / 'coco-extra' / 'coco-extra.yaml'}:train"
+    vals = a.val or [str(fx / "coco-extra" / "coco-extra.yaml"), str(fx / "coco128" / "coco128.yaml")]
+    ptq_options = {"adaround": {"iters": a.adaround_iters}}
     results = []
-    calib_paths, val_cfg, protocol = protocol_sets(a.calib or f"{data}:train", data, a.val_images)
-    for w in weights:
-        model = load_model(w)
-        calib = load_calibration(calib_paths, n=a.calib_n, img_size_hw=hw, stride=int(model.stride.max()))
-        out_dir = Path(a.out) / Path(w).stem
-        for v in a.variants:
-            r = run_variant(v, model, val_cfg, hw, calib, out_dir, a.threads, a.val_images)
-            r["weights"] = Path(w).name
-            results.append(r)
-            print(f"{r['weights']:<20} {v:<26} mAP50-95 {r['mAP50_95']:.4f}  mAP50 {r['mAP50']:.4f}  "
-                  f"build {r['build_s']:.0f}s  val {r['val_s']:.0f}s  infer {r['infer_ms']:.0f} ms/img", flush=True)
-    add_intervals(results)
-    print()
-    print(f"{'weights':<20} {'variant':<26} {'mAP50-95':>9} {'drop (pts) [95% interval]':>28} {'mAP50':>7} {'infer ms':>9}")
-    for r in results:
-        ci = r.get("drop_ci")
-        drop = f"{ci['drop']:+.2f} [{ci['low']:+.2f}, {ci['high']:+.2f}]" + ("*" if ci["within_noise"] else " ") if ci else "-"
-        print(f"{r['weights']:<20} {r['variant']:<26} {r['mAP50_95']:>9.4f} {drop:>28} {r['mAP50']:>7.4f} {r['infer_ms']:>9.1f}")
-    print(f"* within noise (the interval holds 0); {len(val_cfg.val)} validation images, calibration: "
-          f"{protocol['calibration']['n_images']} disjoint candidates")
-    for r in results:
-        r.pop("image_stats", None)
-    doc = {"data": data, "img_size": a.img_size, "calib_n": a.calib_n, "threads": a.threads, "protocol": protocol,
-           "results": results}
+    for wk in a.weights:
+        wpath = str(fx / WEIGHTS[wk]) if wk in WEIGHTS else wk
+        model = load_model(wpath)
+        stride = int(model.stride.max())
+        out_root = Path(a.out) / Path(wpath).stem / f"{w}x{h}"
+        ref = {}
+        fp32 = build_artifact("onnxruntime", model, out_root / "fp32", hw, None, {"precision": "fp32"})
+        for v in vals:
+            ref[v] = evaluate("onnxruntime", fp32, model, v, hw, a.threads, a.val_images)
+            print(f"{Path(wpath).name} fp32 {Path(v).stem}: mAP50-95 {ref[v]['mAP50_95']:.4f}", flush=True)
+        for backend in a.backends:
+            for row in a.rows:
+                for n in a.calib_n:
+                    for seed in a.seeds:
+                        calib = load_calibration(calib_src, n=n, img_size_hw=hw, stride=stride, seed=seed)
+                        t0 = time.perf_counter()
+                        d = out_root / backend / row.replace(":", "-") / f"n{n}-s{seed}"
+                        if row == "qat":
+                            art = qat_artifact(backend, model, d, hw, calib)
+                            if art is None:
+                                print(f"{backend} qat: not run (yoloport qat not available yet)", flush=True)
+                                break
+                        else:
+                            q = row_qconfig(row, backend, ptq_options)
+                            if q is None:
+                                break
+                            art = build_artifact(backend, model, d, hw, calib, {"precision": "int8", **q})
+                        build_s = time.perf_counter() - t0
+                        for v in vals:
+                            r = evaluate(backend, art, model, v, hw, a.threads, a.val_images)
+                            drop = 100 * (ref[v]["mAP50_95"] - r["mAP50_95"])
+                            rec = {"weights": Path(wpath).name, "img_size": [w, h], "backend": backend, "row": row,
+                                   "calib_n": n, "seed": seed, "val": Path(v).stem, "mAP50_95": r["mAP50_95"],
+                                   "fp32_mAP50_95": ref[v]["mAP50_95"], "drop_points": drop, "images": r["images"],
+                                   "build_s": round(build_s, 1),
+                                   "bootstrap_ci": bootstrap_interval(ref[v].get("stats"), r.get("stats"))}
+                            results.append(rec)
+                            print(f"{rec['weights']} {backend:<11} {row:<16} n={n:<4} seed={seed} {rec['val']:<11} "
+                                  f"mAP50-95 {r['mAP50_95']:.4f}  drop {drop:+.2f} pt  build {build_s:.0f}s", flush=True)
+    print_table(results)
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(json.dumps(doc, indent=2))
+        Path(a.json).write_text(json.dumps({"args": vars(a), "results": results}, indent=2, default=str))
     return 0
+
+
+def print_table(results: list[dict]) -> None:
+    """One line per (weights, size, backend, row, calib n, val set): mean drop, per-seed drops, spread."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in results:
+        groups.setdefault((r["weights"], tuple(r["img_size"]), r["backend"], r["row"], r["calib_n"], r["val"]), []).append(r)
+    print()
+    print(f"{'weights':<18} {'size':<8} {'backend':<11} {'row':<16} {'n':>4} {'val':<11} {'drop pt':>8} "
+          f"{'seeds':<22} {'spread':>6}  bootstrap CI (item 1)")
+    for (wk, size, backend, row, n, val), rs in groups.items():
+        drops = [r["drop_points"] for r in rs]
+        spread = max(drops) - min(drops) if len(drops) > 1 else float("nan")
+        ci = rs[0]["bootstrap_ci"]
+        print(f"{wk:<18} {size[0]}x{size[1]:<4} {backend:<11} {row:<16} {n:>4} {val:<11} {statistics.mean(drops):>+8.2f} "
+              f"{' '.join(f'{d:+.2f}' for d in drops):<22} {spread:>6.2f}  {'-' if ci is None else f'[{ci[0]:+.2f}, {ci[1]:+.2f}]'}")
 
 
 if __name__ == "__main__":

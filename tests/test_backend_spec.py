@@ -106,7 +106,8 @@ def test_the_comparison_check_can_fail():
 LAYERS = [
     {"errors", "_version", "fixtures", "ops", "quant/error", "quant/float_scope"},
     {"nn", "quant/fake_quant", "io", "config", "data"},
-    {"deploy", "quant/ranking", "models"},
+    {"deploy", "quant/ranking", "models", "quant/layers", "quant/bias_correction", "quant/adaround",
+     "quant/equalization", "quant/recipe", "quant/calib_stats"},
     {"engine"},
     {"backends"},
     {"analysis"},

@@ -173,7 +173,10 @@ def read_sidecar(artifact, expect_backend: str | None = None, expect_fingerprint
 
 
 def model_fingerprint(model) -> str:
-    """A short hash of a DetectionModel's weights and names: tells which model an artifact came from."""
+    """A short hash of a DetectionModel's weights and names: tells which model an artifact came from.
+    A model derived for a build (the PTQ recipe's folded copy) carries its source's as ``source_fingerprint``."""
+    if getattr(model, "source_fingerprint", None):
+        return model.source_fingerprint
     h = hashlib.sha256()
     for k, v in sorted(model.state_dict().items()):
         h.update(k.encode())

@@ -65,6 +65,8 @@ DEFAULT_QCONFIG = {
     "iou_thres": 0.45,
     "max_det": 300,
     "calib_batch": 1,
+    "ptq": (),  # PTQ steps applied to the float model before export (yoloport.quant.recipe.STEPS)
+    "ptq_options": None,  # per-step keyword arguments, e.g. {"adaround": {"iters": 100}}
 }
 
 SPEC = BackendSpec(

@@ -52,6 +52,8 @@ DEFAULT_QCONFIG = {
     "percentile": 99.999,
     "reduce_range": False,
     "pre_process": True,
+    "ptq": (),  # PTQ steps applied to the float model before export (yoloport.quant.recipe.STEPS)
+    "ptq_options": None,  # per-step keyword arguments, e.g. {"adaround": {"iters": 100}}
 }
 
 SPEC = BackendSpec(
@@ -333,6 +335,9 @@ def build(model, onnx_path, head: HeadSpec, out_dir, calibration, qconfig: dict)
             raise YoloportError("onnxruntime int8 needs calibration images")
         artifact = out_dir / "model.onnxruntime.int8.onnx"
         settings = {"precision": "int8", **quantize_onnx(onnx_path, artifact, calibration, qconfig)}
+        from ..quant.calib_stats import qdq_activation_ranges, range_summary
+
+        settings["activation_ranges"] = range_summary(qdq_activation_ranges(artifact))
     else:
         raise YoloportError(f"onnxruntime builds fp32 or int8 artifacts, not {precision!r}")
     write_sidecar(

@@ -44,6 +44,8 @@ DEFAULT_QCONFIG = {
     "validation": None,  # data YAML (or "yaml:split") for accuracy-controlled quantization
     "validation_n": 32,
     "inference_precision": None,  # runtime INFERENCE_PRECISION_HINT stored in the artifact
+    "ptq": (),  # PTQ steps applied to the float model before export (yoloport.quant.recipe.STEPS)
+    "ptq_options": None,  # per-step keyword arguments, e.g. {"adaround": {"iters": 100}}
 }
 
 SPEC = BackendSpec(

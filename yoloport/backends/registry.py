@@ -113,6 +113,9 @@ def check_qconfig(backend: str, qconfig: dict) -> dict:
     values. Returns ``qconfig``."""
     spec = require_artifact_backend(backend)
     spec.check_qconfig_keys(qconfig)
+    from ..quant.recipe import check_steps
+
+    check_steps(qconfig.get("ptq"))
     if qconfig.get("precision"):
         spec.check_precision(qconfig["precision"])
     mod = get_backend(backend)
@@ -211,7 +214,84 @@ def build(backend: str, model, export, out_dir, calibration=None, qconfig: dict 
     out_dir.mkdir(parents=True, exist_ok=True)
     if calibration is not None and tuple(calibration.img_size_hw) != tuple(export.img_size_hw):
         calibration = calibration.with_size(export.img_size_hw)
-    return Path(get_backend(key).build(model, Path(export.path), export.head, out_dir, calibration, q))
+    model, export, ptq_record = _apply_ptq(key, model, export, out_dir, calibration, q)
+    artifact = Path(get_backend(key).build(model, Path(export.path), export.head, out_dir, calibration, q))
+    if ptq_record is not None:
+        _record_in_sidecar(artifact, "ptq", ptq_record)
+    return artifact
+
+
+# ----------------------------------------------------------------------------- the PTQ recipe hook
+
+
+def ptq_weight_grid(backend: str, qconfig: dict):
+    """The int8 weight grid ``backend``'s quantizer puts weights on with ``qconfig`` (symmetric, per
+    channel or per tensor), or a YoloportError when its weights are not int8 (PTQ steps target int8)."""
+    from ..quant.layers import WeightGrid
+
+    spec = get_spec(backend)
+    wide = str(qconfig.get("dtype") or "int8").lower() != "int8" or "16" in str(qconfig.get("quantized_dtype") or "")
+    if wide:
+        raise YoloportError(f"{spec.name}: ptq steps target int8 weights; this qconfig quantizes to 16 bits")
+    return WeightGrid(127, spec.weights_per_channel(qconfig))
+
+
+def ptq_float_layers(backend: str, model, qconfig: dict) -> tuple[str, ...]:
+    """Convolutions (torch module paths or prefixes) ``backend`` keeps in float with ``qconfig``: the float
+    scope's layers and, with ``head_fp32='convs'``, the Detect convolutions. PTQ leaves them alone."""
+    from ..quant.float_scope import scope_from_qconfig
+
+    spec = get_spec(backend)
+    scope = scope_from_qconfig(qconfig, spec.default_head_fp32)
+    layers = list(scope.layers)
+    if spec.head_fp32(qconfig) == "convs" or scope.head == "convs":
+        layers.append(f"model.{len(model.model) - 1}.m")
+    return tuple(layers)
+
+
+def _apply_ptq(backend: str, model, export, out_dir: Path, calibration, qconfig: dict):
+    """``(model, export, record)`` to build from: unchanged (record None) without ``ptq`` steps or
+    calibration; else the PTQ'd float model (:func:`yoloport.quant.recipe.apply_recipe`, calibration
+    images only) exported again like ``export`` into ``out_dir/model.ptq.fp32.onnx``."""
+    from ..quant.recipe import apply_recipe, check_steps
+
+    steps = check_steps(qconfig.get("ptq"))
+    if not steps or calibration is None or str(qconfig.get("precision")) != "int8":
+        return model, export, None
+    grid = ptq_weight_grid(backend, qconfig)
+    ptq_model, record = apply_recipe(model, steps, calibration, grid, ptq_float_layers(backend, model, qconfig),
+                                     qconfig.get("ptq_options"))
+    from .base import model_fingerprint
+
+    ptq_model.source_fingerprint = model_fingerprint(model)  # the artifact is checked against the user's checkpoint
+    return ptq_model, _export_like(export, ptq_model, out_dir / "model.ptq.fp32.onnx"), record
+
+
+def _export_like(export, model, path: Path):
+    """``model`` exported with the settings ``export`` (an ExportResult) was made with."""
+    from ..deploy.export import export_model
+
+    meta = export.meta
+    surgery = list(meta.get("surgery") or export.surgery or [])
+    kwargs = {k: meta[k] for k in ("conf_thres", "iou_thres", "max_det") if k in meta}
+    return export_model(model, path, tuple(export.img_size_hw), mode=meta["mode"], batch=export.batch, opset=export.opset,
+                        sigmoid=bool(meta.get("sigmoid")), dynamic=bool(meta.get("dynamic")), simplify="onnxslim" in surgery,
+                        fuse="fuse-conv-bn" in surgery, focus_to_conv="focus-to-conv" in surgery,
+                        silu="mul-sigmoid" if "silu-mul-sigmoid" in surgery else "keep", overwrite=True,
+                        convention=meta.get("convention"), **kwargs)
+
+
+def _record_in_sidecar(artifact: Path, key: str, value) -> None:
+    """Add ``key: value`` to ``artifact``'s sidecar (rewritten whole, its integrity record recomputed)."""
+    import json
+
+    from .base import sidecar_path, write_sidecar
+
+    info = json.loads(sidecar_path(artifact).read_text())
+    for k in ("yoloport_version", "created", "integrity"):
+        info.pop(k, None)
+    info[key] = value
+    write_sidecar(artifact, info)
 
 
 def build_artifact(backend: str, model, out_dir, img_size_hw=(640, 640), calibration=None, qconfig: dict | None = None,

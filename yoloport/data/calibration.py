@@ -96,10 +96,21 @@ class CalibrationSet:
             list(self.skipped), list(self.warnings),
         )
 
+    def fingerprint(self) -> str:
+        """A short sha256 over the chosen images' bytes (in ``paths`` order) and the input size: the same
+        fingerprint means the same calibration inputs, whatever the files are called."""
+        import hashlib
+
+        h = hashlib.sha256(f"{self.img_size_hw[0]}x{self.img_size_hw[1]}/{self.stride}".encode())
+        for p in self.paths:
+            h.update(hashlib.sha256(Path(p).read_bytes()).digest() if Path(p).is_file() else str(p).encode())
+        return h.hexdigest()[:16]
+
     def to_dict(self) -> dict:
         """What an artifact's sidecar records about its calibration."""
         return {
             "source": self.source,
+            "fingerprint": self.fingerprint(),
             "count": len(self.paths),
             "requested": self.requested,
             "seed": self.seed,

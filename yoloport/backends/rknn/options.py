@@ -33,6 +33,8 @@ DEFAULT_QCONFIG = {
     "optimization_level": 3,
     "hybrid": {},  # tensor name / layer prefix -> float16 | int16 | int8
     "target_platform": None,  # rknn-toolkit2's own name for ``platform``
+    "ptq": (),  # PTQ steps applied to the float model before export (yoloport.quant.recipe.STEPS)
+    "ptq_options": None,  # per-step keyword arguments, e.g. {"adaround": {"iters": 100}}
 }
 DEFAULT_HEAD_FP32 = "tail"  # int8: keep the head's arithmetic after the Detect convs in float16
 
