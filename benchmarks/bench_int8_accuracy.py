@@ -196,7 +196,7 @@ def print_table(results: list[dict]) -> None:
         groups.setdefault((r["weights"], tuple(r["img_size"]), r["backend"], r["row"], r["calib_n"], r["val"]), []).append(r)
     print()
     print(f"{'weights':<18} {'size':<8} {'backend':<11} {'row':<16} {'n':>4} {'val':<11} {'drop pt':>8} "
-          f"{'seeds':<22} {'spread':>6}  bootstrap CI (item 1)")
+          f"{'seeds':<22} {'spread':>6}  95% interval, first seed (paired bootstrap)")
     for (wk, size, backend, row, n, val), rs in groups.items():
         drops = [r["drop_points"] for r in rs]
         spread = max(drops) - min(drops) if len(drops) > 1 else float("nan")
