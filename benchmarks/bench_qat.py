@@ -12,8 +12,10 @@ Measured once (2026-11-29, 2 cores at load 20-24, yolov5n-v6.1, 64 calibration i
 mAP50-95 on the 100 val2017 images):
 
 - at 640: fp32 0.3321, PTQ 0.3122 (drop 1.99 points); the QAT run was stopped unfinished (too slow here);
-- at 320 (``--img-size 320 --train-n 64 --epochs 1 --batch-size 8 --lr0 5e-4``: 8 optimiser steps):
-  fp32 0.2915, PTQ 0.2903 (0.13), QAT 0.2733 (1.82): this short fine-tune made it worse than PTQ.
+- at 320 (``--img-size 320 --train-n 64 --epochs 1 --batch-size 8``: 8 optimiser steps): fp32 0.2915,
+  PTQ 0.2903 (0.13); the QDQ graph with QAT's starting grids (MinMax, no training) 0.2837 (0.78);
+  QAT ``--lr0 5e-5`` 0.2893 (0.23), ``--lr0 5e-4`` 0.2733 (1.82): the low rate recovers most of what its
+  starting grids lose, the high one does harm; neither beats ONNX Runtime's own PTQ at this size.
 """
 from __future__ import annotations
 
