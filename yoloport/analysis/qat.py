@@ -26,8 +26,9 @@ from pathlib import Path
 from ..errors import YoloportError
 
 # QAT's changes to YOLOv5's hyp.scratch-low: a low learning rate from the first step (no warm-up: its
-# 0.1 bias learning rate would undo a trained model), decaying linearly to a tenth.
-QAT_HYP = {"lr0": 1e-4, "lrf": 0.1, "warmup_epochs": 0.0, "warmup_bias_lr": 1e-4, "warmup_momentum": 0.937}
+# 0.1 bias learning rate would undo a trained model), decaying linearly to a tenth. 5e-5: of 5e-5 and 5e-4
+# measured (benchmarks/bench_qat.py), 5e-4 left yolov5n 1.6 points worse than 5e-5.
+QAT_HYP = {"lr0": 5e-5, "lrf": 0.1, "warmup_epochs": 0.0, "warmup_bias_lr": 5e-5, "warmup_momentum": 0.937}
 
 
 @dataclass

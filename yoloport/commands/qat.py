@@ -39,7 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs (default 3)")
     p.add_argument("--batch-size", dest="batch_size", type=int, default=None, help="batch size (default 8; one step per batch)")
     p.add_argument("--img-size", nargs="+", type=int, metavar="W H", help="fixed size of training, calibration and the artifact")
-    p.add_argument("--lr0", type=float, default=None, help="initial learning rate (default 1e-4, linear decay to a tenth)")
+    p.add_argument("--lr0", type=float, default=None, help="initial learning rate (default 5e-5, linear decay to a tenth)")
     p.add_argument("--hyp", help="hyperparameter YAML over QAT's defaults")
     p.add_argument("--head-fp32", choices=("tail", "convs", "none"), default=None,
                    help="what of the head stays float (default: the backend's)")
