@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "lint": "check an ONNX graph against an NPU's rules (rknn, mlu, onnxruntime, openvino)",
     "convert": "rewrite a checkpoint (Focus to Conv, BN fusion) into yoloport's safe format",
     "quantize": "build an int8 (or float) artifact for a backend from calibration images",
+    "qat": "quantization-aware fine-tuning on a backend's int8 grid, then its int8 artifact",
     "compare": "float vs quantized detections and per-output SQNR / cosine similarity",
     "sensitivity": "rank layers by the error their quantization adds; mixed precision",
     "profile": "time per operator type on a backend (the CNRT-style table)",

@@ -285,6 +285,44 @@ def calibrate(qmodel, qconvs: list[QConv], batches, q: dict) -> dict:
     return stats
 
 
+def _weight_scale_tensor(scale, out_channels: int, where, conv: str) -> torch.Tensor:
+    """A stored/learned weight scale ``[C]`` or ``[1]`` as :class:`QConv` uses it (``[C,1,1,1]`` or a scalar)."""
+    s = torch.as_tensor(scale, dtype=torch.float32).reshape(-1)
+    if s.numel() == 1:
+        return s.reshape(())
+    if s.numel() != out_channels:
+        raise YoloportError(f"{where}: {s.numel()} weight scales for conv {conv} with {out_channels} output channels")
+    return s.view(-1, 1, 1, 1)
+
+
+def apply_learned_scales(qconvs: list[QConv], learned: dict, q: dict) -> dict:
+    """Set each quantized conv's input and weight scale from QAT's learned grids (``learned[name]``:
+    ``input.scale``, ``weight.scale``); returns the sidecar's per-conv record. A conv the simulation
+    quantizes without a learned grid, or a grid that is not symmetric int8, is a YoloportError."""
+    qmax = DTYPES[q["dtype"]]
+    stats = {}
+    for c in qconvs:
+        if c.keep_float:
+            continue
+        g = learned.get(c.name)
+        if g is None:
+            raise YoloportError(f"mlu-sim: no learned range for conv {c.name} (trained for another float scope?)")
+        if int(g["input"]["qmin"]) != -qmax and not c.first:
+            raise YoloportError(f"mlu-sim: the learned grid of {c.name} is not symmetric {q['dtype']} "
+                                f"(qmin {g['input']['qmin']}): train with --backend mlu-sim")
+        c.set_scales(float(g["input"]["scale"]), qmax, q["per_channel"], q["firstconv"])
+        c.w_scale = _weight_scale_tensor(g["weight"]["scale"], c.conv.weight.shape[0], "mlu-sim", c.name)
+        stats[c.name] = {"input_scale": float(g["input"]["scale"]), "weight_scale_learned": True}
+    set_mode(qconvs, "quant")
+    return stats
+
+
+def build_prequantized(model, onnx_path, head: HeadSpec, out_dir, prequantized, qconfig: dict | None = None) -> Path:
+    """The artifact of a quantization-aware fine-tuned model: :func:`build` with its learned ranges
+    (``prequantized.ranges``) and its PTQ calibration set recorded."""
+    return build(model, onnx_path, head, out_dir, prequantized.calibration, qconfig, learned=prequantized.ranges)
+
+
 # ----------------------------------------------------------------------------- end2end layout
 
 
@@ -369,16 +407,19 @@ class MluSimRunner(Runner):
 # ----------------------------------------------------------------------------- build / load
 
 
-def build(model, onnx_path, head: HeadSpec, out_dir, calibration, qconfig: dict | None = None) -> Path:
+def build(model, onnx_path, head: HeadSpec, out_dir, calibration, qconfig: dict | None = None, learned=None) -> Path:
     """Calibrate the simulated MLU int8 model on ``calibration`` and save ``model.mlusim.safetensors``
     (float weights + scales) with a sidecar marking it ``simulated``. ``onnx_path`` is not used: the
-    simulation runs the PyTorch model. Without calibration the artifact runs in float (no scales)."""
+    simulation runs the PyTorch model. Without calibration the artifact runs in float (no scales).
+    ``learned``: ``{conv name: grid}`` from quantization-aware training
+    (:func:`yoloport.quant.qat.learned_ranges`): its input and weight scales are used as they are
+    instead of calibrated ones (stored, and read back by :func:`load`)."""
     from ..io.checkpoint import save_checkpoint
     from ..models import checkpoint_meta
     from .registry import sidecar_info
 
     q = resolve_qconfig(qconfig)
-    quantized = calibration is not None and str(q.get("precision", "int8")) == "int8"
+    quantized = (calibration is not None or learned is not None) and str(q.get("precision", "int8")) == "int8"
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     base = copy.deepcopy(model).float().eval()
@@ -387,14 +428,19 @@ def build(model, onnx_path, head: HeadSpec, out_dir, calibration, qconfig: dict 
     unknown = [e for e in q["exclude"] if e not in ("Conv", "Conv2d") and not any(c.name == e.strip(".") or c.name.startswith(e.strip(".") + ".") for c in qconvs)]
     if unknown:
         raise YoloportError(f"mlu-sim exclude {unknown} matches no convolution (names look like {qconvs[0].name}, {qconvs[-1].name})")
-    stats = calibrate(qmodel, qconvs, calibration.batches(q["calib_batch"]), q) if quantized else {}
+    if quantized and learned is not None:
+        stats = apply_learned_scales(qconvs, learned, q)
+    else:
+        stats = calibrate(qmodel, qconvs, calibration.batches(q["calib_batch"]), q) if quantized else {}
     tensors = {k: v.detach().float().contiguous() for k, v in base.state_dict().items()}
     for c in qconvs:
         if quantized:
             tensors[f"{SCALE_PREFIX}{c.name}.input_scale"] = c.input_scale.reshape(1).float()
             tensors[f"{SCALE_PREFIX}{c.name}.weight_scale"] = c.w_scale.reshape(-1).float()
     input_hw = _input_hw(onnx_path, calibration, model)
-    meta = checkpoint_meta(base, mlu_sim={"qconfig": q, "quantized": quantized, "first_conv": qconvs[0].name, "note": SIMULATED_NOTE})
+    scales_from = "quantization-aware training (learned)" if learned is not None else "calibration"
+    meta = checkpoint_meta(base, mlu_sim={"qconfig": q, "quantized": quantized, "first_conv": qconvs[0].name, "note": SIMULATED_NOTE,
+                                          "learned_scales": learned is not None})
     artifact = save_checkpoint(out_dir / ARTIFACT_NAME, tensors, meta)
     head_out = head if q["output"] == "raw" else HeadSpec.from_dict({**head.to_dict(), "mode": "end2end"})
     extra = {
@@ -408,6 +454,7 @@ def build(model, onnx_path, head: HeadSpec, out_dir, calibration, qconfig: dict 
             "convs": len(qconvs),
             "float_convs": kept_float,
             "scales": stats,
+            "scales_from": scales_from,
             "source": "the PyTorch model (the ONNX is not used)",
         },
     }
@@ -455,5 +502,7 @@ def load(artifact, model=None, output: str | None = None, conf_thres=None, iou_t
             if key not in tensors:
                 raise YoloportError(f"{artifact}: no calibrated scale for conv {c.name} (artifact from another model or version)")
             c.set_scales(float(tensors[key].reshape(-1)[0]), qmax, q["per_channel"], q["firstconv"])
+            if ms.get("learned_scales"):  # QAT: the weight grid is the learned one, not max|w| / qmax
+                c.w_scale = _weight_scale_tensor(tensors[f"{SCALE_PREFIX}{c.name}.weight_scale"], c.conv.weight.shape[0], artifact, c.name)
     head = HeadSpec.from_dict({**info["head"], "mode": "raw"})
     return MluSimRunner(qmodel, qconvs, head, q, input_hw=info.get("input_hw") if fixed_shape else None, quantized=quantized)

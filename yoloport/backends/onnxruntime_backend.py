@@ -67,6 +67,7 @@ SPEC = BackendSpec(
     act_scheme="asymmetric",
     per_channel_weights=True,
     quantizes_outputs=True,  # QDQ rounds every quantized Conv's output, the Detect convs' too
+    qdq_rounds_conv_outputs=True,  # QLinearConv needs the Q after each Conv
     default_head_fp32="convs",  # see the module docstring for the measurement
     port_qconfig={"head_fp32": "convs"},
     benchmarkable=True,
@@ -346,6 +347,32 @@ def build(model, onnx_path, head: HeadSpec, out_dir, calibration, qconfig: dict)
             NAME, model, head, input_hw, batch, calibration if precision == "int8" else None, settings,
             precision=precision, source_onnx=str(onnx_path), build_seconds=round(time.perf_counter() - t0, 3),
             size_bytes=artifact_size(artifact), onnxruntime_version=ort.__version__,
+        ),
+    )
+    return artifact
+
+
+def build_prequantized(model, onnx_path, head: HeadSpec, out_dir, prequantized, qconfig: dict | None = None) -> Path:
+    """The int8 artifact of a quantization-aware fine-tuned model: its QDQ graph
+    (``prequantized.qdq_onnx``, the learned grids; ONNX Runtime fuses each DQ -> Conv -> Q into a
+    QLinearConv) as ``model.onnxruntime.int8.onnx``, with its sidecar. ``onnx_path``: its float source."""
+    t0 = time.perf_counter()
+    if prequantized.qdq_onnx is None:
+        raise YoloportError("onnxruntime: a pre-quantized build needs the QDQ graph of the fine-tuned model")
+    import onnx
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dims = [d.dim_value for d in onnx.load(str(prequantized.qdq_onnx), load_external_data=False).graph.input[0].type.tensor_type.shape.dim]
+    artifact = out_dir / "model.onnxruntime.int8.onnx"
+    shutil.copyfile(prequantized.qdq_onnx, artifact)
+    settings = {**(qconfig or {}), "precision": "int8"}
+    write_sidecar(
+        artifact,
+        sidecar_info(
+            NAME, model, head, (dims[2], dims[3]), dims[0] or 1, prequantized.calibration, settings, precision="int8",
+            source_onnx=str(onnx_path), quantization=prequantized.sidecar_record(),
+            build_seconds=round(time.perf_counter() - t0, 3), size_bytes=artifact_size(artifact), onnxruntime_version=ort.__version__,
         ),
     )
     return artifact

@@ -393,6 +393,39 @@ def build(model, onnx_path, head: HeadSpec, out_dir, calibration, qconfig: dict)
     return artifact
 
 
+def build_prequantized(model, onnx_path, head: HeadSpec, out_dir, prequantized, qconfig: dict | None = None) -> Path:
+    """The int8 IR of a quantization-aware fine-tuned model: its QDQ graph (``prequantized.qdq_onnx``)
+    converted as it is (each QuantizeLinear/DequantizeLinear pair becomes a FakeQuantize with the
+    learned grid; the CPU plugin runs those convolutions in int8), ``model.openvino.int8.xml`` + sidecar."""
+    t0 = time.perf_counter()
+    if prequantized.qdq_onnx is None:
+        raise YoloportError("openvino: a pre-quantized build needs the QDQ graph of the fine-tuned model")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        ov_model = ov.convert_model(str(prequantized.qdq_onnx))
+    except Exception as e:
+        raise YoloportError(f"openvino cannot convert {prequantized.qdq_onnx}: {str(e).splitlines()[0]}") from None
+    dims = [d.get_length() if d.is_static else 1 for d in ov_model.inputs[0].get_partial_shape()]
+    settings = {**(qconfig or {}), "precision": "int8"}
+    settings["inference_precision"] = settings.get("inference_precision") or RUNTIME_PRECISION["int8"]
+    artifact = out_dir / "model.openvino.int8.xml"
+    staged = out_dir / f".staged.{artifact.name}"
+    ov.save_model(ov_model, str(staged), compress_to_fp16=False)
+    os.replace(staged.with_suffix(".bin"), artifact.with_suffix(".bin"))
+    os.replace(staged, artifact)
+    write_sidecar(
+        artifact,
+        sidecar_info(
+            NAME, model, head, (dims[2], dims[3]), dims[0], prequantized.calibration, settings, precision="int8",
+            inference_precision=settings["inference_precision"], source_onnx=str(onnx_path),
+            quantization=prequantized.sidecar_record(), build_seconds=round(time.perf_counter() - t0, 3),
+            size_bytes=artifact_size(artifact), openvino_version=ov.__version__,
+        ),
+    )
+    return artifact
+
+
 # ----------------------------------------------------------------------------- profiling
 
 # OpenVINO CPU plugin node types -> layer type (others are kept).

@@ -367,3 +367,20 @@ def call_fixed_batch(fn, images, batch: int | None) -> list:
         chunks.append((k, [np.asarray(o) for o in fn(x)]))
     n_out = len(chunks[0][1])
     return [np.concatenate([outs[j][:k] for k, outs in chunks], 0) for j in range(n_out)]
+
+
+def build_prequantized(backend: str, model, export, out_dir, prequantized, qconfig: dict | None = None) -> Path:
+    """``backend``'s int8 artifact of a quantization-aware fine-tuned model (``prequantized``:
+    :class:`yoloport.quant.qat.PrequantizedModel`; ``export``: the float graph of ``model`` from
+    :func:`export_for`) into ``out_dir``. A backend that cannot take learned grids (no
+    ``build_prequantized`` in its module) is a YoloportError."""
+    key = canonical_name(backend)
+    spec = require_artifact_backend(key, "build")
+    mod = get_backend(key)
+    if not hasattr(mod, "build_prequantized"):
+        raise YoloportError(f"{spec.name} cannot take a pre-quantized (QAT) model")
+    q = dict(qconfig or {})
+    spec.check_qconfig_keys(q)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return Path(mod.build_prequantized(model, Path(export.path), export.head, out_dir, prequantized, q))

@@ -36,6 +36,9 @@ class BackendSpec:
     - ``act_scheme`` (``asymmetric`` uint8 on [min, max] or ``symmetric`` int8 on max|x|) and
       ``per_channel_weights``: its default int8 scheme, which the sensitivity ranking emulates.
     - ``quantizes_outputs``: whether its int8 graph also rounds the Detect convolutions' outputs.
+    - ``qdq_rounds_conv_outputs``: whether a QDQ graph for it rounds every quantized convolution's
+      output before the activation (ONNX Runtime fuses ``DQ -> Conv -> Q`` into QLinearConv; RKNN fuses
+      Conv + SiLU and follows the grids only where they sit on the convolutions' inputs). QAT trains that grid.
     - ``default_head_fp32``: what it keeps in float of the head when a qconfig names nothing
       (``tail``: the decode after the last convolutions; ``convs``: the Detect convolutions too).
     - ``port_qconfig``: the accuracy recipe ``yoloport port`` builds it with (dropped by ``--full-int8``);
@@ -67,6 +70,7 @@ class BackendSpec:
     act_scheme: str = "asymmetric"
     per_channel_weights: bool = True
     quantizes_outputs: bool = False
+    qdq_rounds_conv_outputs: bool = False
     default_head_fp32: str = "tail"
     port_qconfig: Mapping = field(default_factory=dict)
     target_defaults: Mapping = field(default_factory=dict)

@@ -198,13 +198,13 @@ def synthetic_face_calibration(out, img_hw, n: int):
 def synthetic_val_set(model, out, img_hw, n: int, n_train: int = 32):
     """A new synthetic validation set in the model's classes (only for models trained on synthetic
     shapes, such as the embedded default model), with a ``train`` split of ``n_train`` other images (a
-    port's calibration pool); returns ``(data_yaml, note)``."""
+    port's calibration pool; at least 32); returns ``(data_yaml, note)``."""
     from ..data.synth import SHAPE_CLASSES, make_synthetic_dataset
 
     names = list(model.names)
     if not set(names) <= set(SHAPE_CLASSES):
         raise YoloportError("no --data given: pass the data YAML to validate on (only the embedded synthetic-shapes "
                             "model can generate its own validation set)")
-    yaml_path = make_synthetic_dataset(out, {"train": max(n, n_train), "val": n}, (img_hw[1], img_hw[0]), seed=SYNTH_VAL_SEED,
+    yaml_path = make_synthetic_dataset(out, {"train": max(n, n_train, 32), "val": n}, (img_hw[1], img_hw[0]), seed=SYNTH_VAL_SEED,
                                        classes=names)
     return yaml_path, f"synthetic validation set generated with seed {SYNTH_VAL_SEED} ({n} images)"

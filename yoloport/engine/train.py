@@ -348,9 +348,15 @@ def find_run_dir(resume) -> Path:
 
 
 # ------------------------------------------------------------------------------------------ train
-def train(settings) -> dict:
+def train(settings, hook=None) -> dict:
     """Train a detector; see the module docstring. Returns ``{save_dir, last, best, epochs, best_fitness,
     metrics, history, anchors, dataset}``.
+
+    ``hook`` (optional) changes the model the loop trains, e.g. :class:`yoloport.quant.qat.QatHook`:
+    ``hook.wrap(model) -> model`` once the float model is built (before it moves to its device), and
+    when weights are saved ``hook.for_saving(ema_model) -> DetectionModel`` with
+    ``hook.checkpoint_meta(ema_model) -> dict`` added to the checkpoint's metadata. A run with a hook
+    whose ``resumable`` is False cannot be resumed.
 
     The steps: settings (a resumed run's own, or the given ones) -> processes and devices -> data ->
     model -> run folder -> optimiser, schedule and EMA (restored on resume) -> epochs (train, then
@@ -372,8 +378,12 @@ def train(settings) -> dict:
     cuda = device.type == "cuda"
     hyp = load_hyp(s.hyp)
     hyp["label_smoothing"] = float(s.label_smoothing or 0.0)
+    if hook is not None and resume.state is not None and not getattr(hook, "resumable", True):
+        raise YoloportError(f"{resume.run_dir} cannot be resumed with this hook (start a new run)")
     model = _model_for_run(s, resume.state, data.nc, list(data.names), log)
     _check_task(s, model)
+    if hook is not None:
+        model = hook.wrap(model)
     gs = max(int(model.stride.max()), 32)
     img_hw = _img_hw(s, gs, log)
     frozen = freeze_layers(model, s.freeze)
@@ -400,6 +410,7 @@ def train(settings) -> dict:
         plot_labels(dataset.labels, list(data.names), save_dir / "labels.png")
 
     loop = _make_loop(s, model, hyp, batch_size, world, main, cuda, len(loader))
+    loop.hook = hook
     if resume.state is not None:
         _restore(loop, resume.state, cuda, save_dir if main else None)
         log(f"resuming {save_dir} from epoch {loop.start_epoch} of {s.epochs}")
@@ -486,6 +497,7 @@ class _Loop:
     best_fitness: float = 0.0
     last_opt_step: int = -1
     history: list = dc_field(default_factory=list)
+    hook: object = None  # see train()
 
 
 def _settings_for_run(settings, main: bool, log) -> tuple[argparse.Namespace, _Resume]:
@@ -751,7 +763,7 @@ def _end_epoch(s, loop: _Loop, model, data, save_dir, wdir, epoch, epochs, mloss
         f"mAP50 {row['metrics/mAP_0.5']:.3f} mAP50-95 {row['metrics/mAP_0.5:0.95']:.3f} | "
         f"{epoch_time:.1f} s, {row['images_per_s']:.1f} img/s")
     _save_epoch(save_dir, wdir, s, model, loop.ema, loop.optimizer, loop.scaler, epoch, loop.best_fitness, fi, is_best,
-                metrics, img_hw, final, loop.history)
+                metrics, img_hw, final, loop.history, loop.hook)
     write_csv(save_dir / "results.csv", loop.history)
     if not s.noplots:
         plot_results(save_dir / "results.csv", save_dir / "results.png")
@@ -784,7 +796,7 @@ def _optimizer_step(model, optimizer, scaler, ema) -> None:
 
 
 def _save_epoch(save_dir, wdir, s, model, ema, optimizer, scaler, epoch, best_fitness, fi, is_best, metrics, img_hw,
-                final, history) -> None:
+                final, history, hook=None) -> None:
     """last/best weights (EMA, safe format), then the resume state with the history of the epochs
     (written last: see module docstring)."""
     from ..models import save_model
@@ -794,6 +806,9 @@ def _save_epoch(save_dir, wdir, s, model, ema, optimizer, scaler, epoch, best_fi
     extra = {"origin": "yoloport train", "epoch": epoch, "fitness": fi,
              "metrics": {k: metrics.get(k) for k in ("precision", "recall", "mAP50", "mAP50_95")} if metrics else {},
              "run": str(save_dir), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    if hook is not None:
+        extra.update(hook.checkpoint_meta(emodel))
+        emodel = hook.for_saving(emodel)
     if not s.nosave or final:
         save_model(emodel, wdir / "last.safetensors", **extra)
         if is_best:

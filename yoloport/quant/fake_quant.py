@@ -19,12 +19,21 @@ def fake_quant(x: torch.Tensor, scale: torch.Tensor, qmax: int, qmin: int | None
 def fake_quant_asym(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
     """Asymmetric uint8 fake quantization over the calibrated range ``[lo, hi]`` (widened to hold 0,
     as ONNX Runtime's MinMax calibration does): ``(clip(round(x / s) + z, 0, 255) - z) * s``."""
-    lo, hi = min(lo, 0.0), max(hi, 0.0)
-    if hi - lo <= 0:
+    grid = asymmetric_grid(lo, hi)
+    if grid is None:
         return torch.zeros_like(x)
-    s = (hi - lo) / 255.0
-    z = float(round(-lo / s))
+    s, z = grid
     return (torch.clamp(torch.round(x / s) + z, 0, 255) - z) * s
+
+
+def asymmetric_grid(lo: float, hi: float, levels: int = 255) -> tuple[float, float] | None:
+    """``(scale, zero_point)`` of the uint8 grid over ``[lo, hi]`` widened to hold 0 (ONNX Runtime's
+    MinMax rule): ``scale = (hi - lo) / levels``, ``zero_point = round(-lo / scale)``; None for an empty range."""
+    lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
+    if hi - lo <= 0:
+        return None
+    s = (hi - lo) / float(levels)
+    return s, float(round(-lo / s))
 
 
 def weight_scale(w: torch.Tensor, qmax: int, per_channel: bool) -> torch.Tensor:
@@ -48,3 +57,30 @@ def forward_order(model, modules: list) -> list:
             h.remove()
     seen = list(dict.fromkeys(seen))  # a module called twice is listed once
     return seen + [q for q in modules if q not in seen]
+
+
+# ----------------------------------------------------------------------------- learned grids (QAT)
+
+
+def round_ste(x: torch.Tensor) -> torch.Tensor:
+    """``round(x)`` forward, identity backward (the straight-through estimator)."""
+    return x + (torch.round(x) - x).detach()
+
+
+def scale_grad(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """``x`` forward, gradient multiplied by ``factor`` backward (LSQ's step-size gradient scale)."""
+    return x * factor + (x - x * factor).detach()
+
+
+def fake_quant_learned(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor | float, qmin: int, qmax: int,
+                       grad_factor: float = 1.0) -> torch.Tensor:
+    """The grid of :func:`fake_quant` / :func:`fake_quant_asym` with a trainable ``scale`` (and
+    ``zero_point``): ``(clip(round(x / s) + round(z), qmin, qmax) - round(z)) * s``, rounding passed
+    straight through, so gradients reach ``x`` inside the range and ``scale`` / ``zero_point``
+    everywhere (LSQ, Esser et al. 2019; ``grad_factor`` scales the step-size gradient, LSQ uses
+    ``1 / sqrt(numel * qmax)``). ``scale``: a scalar or broadcastable (per channel ``[C, 1, 1, 1]``),
+    kept positive by the caller. Forward values equal :func:`fake_quant` (``z = 0``,
+    ``qmin = -qmax``) and :func:`fake_quant_asym` (the zero point of :func:`asymmetric_grid`)."""
+    s = scale_grad(scale, grad_factor)
+    z = round_ste(zero_point) if isinstance(zero_point, torch.Tensor) else float(round(zero_point))
+    return (torch.clamp(round_ste(x / s) + z, qmin, qmax) - z) * s

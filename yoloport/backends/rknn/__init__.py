@@ -30,7 +30,7 @@ The package: :mod:`.options` (platforms, dtypes, qconfig), :mod:`.toolkit` (quie
 from __future__ import annotations
 
 from ..spec import BackendSpec
-from .build import _LIVE, build  # noqa: F401
+from .build import _LIVE, build, build_prequantized  # noqa: F401
 from .options import (  # noqa: F401
     ARTIFACT_NAME, DEFAULT_HEAD_FP32, DEFAULT_QCONFIG, NAME, PLATFORMS, _hybrid_dict, check_platform, resolve_qconfig,
 )

@@ -200,3 +200,30 @@ def _live_key(artifact) -> tuple:
     p = Path(artifact).resolve()
     st = p.stat()
     return (str(p), st.st_size, st.st_mtime_ns)
+
+
+def build_prequantized(model, onnx_path, head: HeadSpec, out_dir, prequantized, qconfig: dict | None = None) -> Path:
+    """``out_dir/model.rknn`` of a quantization-aware fine-tuned model, from its QDQ graph.
+
+    rknn-toolkit2 2.5 takes a QDQ ONNX as a pre-quantized model (checked on the installed toolkit:
+    ``load_onnx`` says "The QAT model is loaded" and ``build(do_quantization=False)`` keeps the
+    pairs' scales and zero points: the convolutions run in int8 on the learned grids, tensors
+    without a pair - the adds, concatenations and pooling between them - in float16). So this is
+    :func:`build` of ``prequantized.qdq_onnx`` without the toolkit's own quantization (the simulator
+    rebuilds it the same way), at ``optimization_level`` 2 unless given (the toolkit warns that
+    level 3 passes change a QAT model's accuracy). ``onnx_path``: the float source, recorded."""
+    from ..base import read_sidecar
+
+    if prequantized.qdq_onnx is None:
+        raise YoloportError("rknn: a pre-quantized build needs the QDQ graph of the fine-tuned model")
+    q = {k: v for k, v in dict(qconfig or {}).items() if k not in ("precision", "hybrid", "exclude", "float_scope")}
+    q.setdefault("optimization_level", 2)
+    artifact = build(model, prequantized.qdq_onnx, head, out_dir, None, {**q, "precision": "fp16"})
+    info = read_sidecar(artifact)
+    info.pop("integrity", None)
+    info.update(precision="int8", calibration=prequantized.calibration.to_dict() if prequantized.calibration else None,
+                quantization={**prequantized.sidecar_record(),
+                              "rknn": "QDQ graph loaded as a pre-quantized model, build(do_quantization=False)",
+                              "float_source_onnx": str(onnx_path)})
+    write_sidecar(artifact, info)
+    return artifact
