@@ -11,7 +11,7 @@ Rows (``--rows``): ``old_default`` (each backend's qconfig before issue 11, pinn
 (each backend's current defaults), one row per PTQ step (``equalize``, ``adaround``, ``bias_correction``,
 ``ptq_all``), range estimators (``est:<name>``, only on the backends that have it: ONNX Runtime
 minmax/percentile/entropy, OpenVINO mixed/performance, RKNN normal/mmse/kl_divergence, mlu-sim max/avg)
-and ``qat`` (a hook: filled by ``yoloport qat`` once it exists, see :func:`qat_artifact`). fp32 is ONNX
+and ``qat`` (``yoloport qat``'s fine-tune on the calibration pool, :func:`qat_artifact`). fp32 is ONNX
 Runtime fp32 at the same fixed letterbox (the same mAP as torch, measured). Each (row, calibration size)
 is built once per seed; the table gives the mean drop, each seed's drop and the spread (max - min).
 Every drop carries its 95% paired-bootstrap interval over the validation images
@@ -74,15 +74,17 @@ def row_qconfig(row: str, backend: str, ptq_options: dict | None) -> dict | None
     raise SystemExit(f"unknown row {row!r}")
 
 
-def qat_artifact(backend, model, out_dir, hw, calibration):
-    """QAT HOOK (issue 11 item 4): the artifact ``yoloport qat`` builds for ``backend``. Returns None until
-    that command exists (the row then prints as not run); fill it in when it is merged."""
-    try:
-        from yoloport.quant import qat  # noqa: F401  (added by the QAT change)
-    except ImportError:
-        return None
-    build = getattr(qat, "build_qat_artifact", None)
-    return build(backend, model, out_dir, hw, calibration) if build else None
+def qat_artifact(backend, weights, out_dir, hw, calib_source, calib_n, seed, epochs, data):
+    """The QAT row (issue 11 item 4): :func:`yoloport.analysis.qat.qat_port` fine-tunes ``weights`` with
+    ``backend``'s fake quantization on ``data``'s train split (the calibration pool, disjoint from every
+    validation set here) for ``epochs`` and builds its artifact; returns the artifact path."""
+    from yoloport.analysis.qat import qat_port
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    res = qat_port(weights, data, backend, out_dir, calib=calib_source, calib_n=calib_n, calib_seed=seed,
+                   epochs=epochs, img_size_hw=hw, seed=seed, log=lambda m: None)
+    return res.artifact
 
 
 def bootstrap_interval(ref_stats, int8_stats):
@@ -124,6 +126,9 @@ def main(argv=None) -> int:
     p.add_argument("--val", nargs="+", help="validation data YAMLs (default: coco-extra val2017, COCO128)")
     p.add_argument("--val-images", type=int, default=0, help="validate on the first N images of each set (0: all)")
     p.add_argument("--adaround-iters", type=int, default=100)
+    p.add_argument("--qat-epochs", type=int, default=1, help="epochs of the qat row's fine-tune")
+    p.add_argument("--qat-data", help="data YAML the qat row fine-tunes on (default: the calibration source's, "
+                                      "coco-extra: train = calib2017)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="runs/bench_int8_accuracy")
     p.add_argument("--json", help="write the results as JSON here")
@@ -161,10 +166,8 @@ def main(argv=None) -> int:
                         t0 = time.perf_counter()
                         d = out_root / backend / row.replace(":", "-") / f"n{n}-s{seed}"
                         if row == "qat":
-                            art = qat_artifact(backend, model, d, hw, calib)
-                            if art is None:
-                                print(f"{backend} qat: not run (yoloport qat not available yet)", flush=True)
-                                break
+                            art = qat_artifact(backend, wpath, d, hw, calib_src, n, seed, a.qat_epochs,
+                                               a.qat_data or calib_src.rsplit(":", 1)[0])
                         else:
                             q = row_qconfig(row, backend, ptq_options)
                             if q is None:

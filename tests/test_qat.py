@@ -317,10 +317,36 @@ def test_mlu_sim_takes_the_learned_ranges(tiny_model, images, tmp_path):
     c = next(c for c in runner.qconvs if c.name == "model.2.cv1.conv")
     assert float(c.input_scale) == pytest.approx(ranges["model.2.cv1.conv"]["input"]["scale"], rel=1e-6)
     assert float(c.w_scale) == pytest.approx(ranges["model.2.cv1.conv"]["weight"]["scale"][0], rel=1e-6)
+    # Layer by layer on the same input (the fake-quant layer's own input fed to the simulated conv): the same
+    # grids give the same numbers, but for a rare code where the two BN folds' float rounding straddles a
+    # rounding tie. End to end the two differ by float rounding (~5e-7) of the layers' sums,
+    # which now and then moves one activation across a rounding boundary: one code, then a cascade, so an
+    # end-to-end figure measures the model's luck, not the grid (a model fine-tuned in issue 15 flipped one code
+    # at model.6.cv1 and ended at 34 dB; the previous one never flipped).
+    seen: dict = {}
+    hooks = [m.register_forward_hook(lambda mod, i, o, n=n: seen.__setitem__(n, (mod, i[0].detach(), o.detach())))
+             for n, m in q.named_modules() if hasattr(m, "qat_input")]
     with torch.no_grad():
         fq = _raw(q.eval()(torch.from_numpy(x)))
+    for h in hooks:
+        h.remove()
+    checked = flipped = 0
+    for c in runner.qconvs:
+        layer = c.name[: -len(".conv")] if c.name.endswith(".conv") else c.name
+        if c.keep_float or layer not in seen:
+            continue
+        mod, inp, want = seen[layer]
+        with torch.no_grad():
+            got = c(inp.float())
+            act = getattr(mod, "act", None)  # a Conv block's activation follows its conv
+            got = act(got) if isinstance(act, torch.nn.Module) else got
+        off = ((got - want.float()).abs() > 1e-4 + 1e-4 * want.float().abs()).float().mean().item()
+        assert off < 0.02, (c.name, off)  # a weight one ulp from a rounding tie (BN folded twice) flips one channel
+        flipped += off > 0
+        checked += 1
+    assert checked >= 50 and flipped <= 3, (checked, flipped)
     out = runner(x)
-    assert all(sqnr(a, b) > 60 for a, b in zip(fq, out))  # the same grids: float rounding only
+    assert all(sqnr(a, b) > 25 for a, b in zip(fq, out)), [sqnr(a, b) for a, b in zip(fq, out)]
     calibrated = load_runner("mlu-sim", build_artifact("mlu-sim", fm, tmp_path / "ptq", HW, calib, {"precision": "int8"},
                                                        mode="raw"), output="raw")
     assert min(sqnr(a, b) for a, b in zip(fq, calibrated(x))) < 40  # calibrated scales are other grids

@@ -370,13 +370,15 @@ def test_cli_mixed_precision_search_end_to_end(tiny_ckpt, tmp_path, capsys):
     """Ranking, then the greedy search on real mlu-sim builds validated on a labelled synthetic set;
     ``--max-drop 0``: it stops at the first build that meets it, else tries ``--max-tries`` layers and says so. Calibrated on
     plain rectangles (not the model's shapes) so that int8 costs mAP: with shape images the all-int8
-    build measured 0.99 points above fp32 on these 4 images and the search had nothing to do."""
+    build measured 0.99 points above fp32 on these 4 images and the search had nothing to do; with the fine-tuned
+    default model (issue 15) and 2 selection images (issue 11's split) it measured 1.55 points above fp32 even when
+    calibrated on one rectangle: 12 images (6 to decide on) make int8 cost mAP."""
     from conftest import write_box_images
     from yoloport.data.synth import make_synthetic_dataset
 
-    calib_dir = write_box_images(tmp_path / "boxes", 3, (200, 240), boxes=6, box_wh=(40, 30))
+    calib_dir = write_box_images(tmp_path / "boxes", 3, (200, 240), boxes=1, box_wh=(40, 30))
 
-    data = make_synthetic_dataset(tmp_path / "synth", {"val": 4}, (128, 96), seed=2, split="val", workers=1)
+    data = make_synthetic_dataset(tmp_path / "synth", {"val": 12}, (128, 96), seed=2, split="val", workers=1)
     out = tmp_path / "s"
     rc = main(["sensitivity", "--weights", str(tiny_ckpt), "--backend", "mlu-sim", "--calib", str(calib_dir),
                "--calib-n", "2", "--eval-n", "1", "--img-size", "128", "96", "--data", str(data), "--max-drop", "0",
@@ -389,7 +391,7 @@ def test_cli_mixed_precision_search_end_to_end(tiny_ckpt, tmp_path, capsys):
     assert mp["strategy"] == "greedy" and mp["backend"] == "mlu-sim"
     ranked = [r["name"] for r in doc["ranking"]["layers"]]
     steps = mp["steps"]
-    assert steps[0]["k"] == 0 and steps[0]["kept"] is None
+    assert steps[0]["k"] == 0 and steps[0]["kept"] is None, steps
     # Whether a float layer brings int8 back to fp32 on these 4 images depends on the model: the first default
     # model never got there in 2 tries; the fine-tuned one (issue 15) measured all-int8 0.53 points below fp32
     # and 0.13 above it with model.24.m.1 in float, so the search stops at k=1. Either way the search stops at
@@ -398,17 +400,17 @@ def test_cli_mixed_precision_search_end_to_end(tiny_ckpt, tmp_path, capsys):
         assert steps[-1]["drop"] <= 0 and all(st["drop"] > 0 for st in steps[:-1]) and len(steps) <= 3, steps
     else:
         assert len(steps) == 3 and all(st["drop"] > 0 for st in steps), steps
-    assert steps[1]["layers"][-1] == ranked[0]
+    assert len(steps) > 1 and steps[1]["layers"] and steps[1]["layers"][-1] == ranked[0], steps
     assert all(isinstance(s["kept"], bool) for s in steps[1:])
     assert all(Path(s["artifact"]).is_file() for s in steps)
     # issue 11: the search decided on half of --data's images, the final build is reported on the other half
     proto = doc["protocol"]
-    assert proto["selection"]["n_images"] == 2 and proto["reporting"]["n_images"] == 2
+    assert proto["selection"]["n_images"] == 6 and proto["reporting"]["n_images"] == 6
     assert proto["selection"]["fingerprint"] != proto["reporting"]["fingerprint"]
     rep = mp["reporting"]
-    assert rep["n_images"] == 2 and rep["drop_ci"]["low"] <= rep["drop_ci"]["high"]
+    assert rep["n_images"] == 6 and rep["drop_ci"]["low"] <= rep["drop_ci"]["high"]
     assert rep["drop_ci"]["drop"] == pytest.approx((rep["reference_mAP50_95"] - rep["mAP50_95"]) * 100, abs=1e-9)
-    assert "split by content hash (2 to select, 2 to report)" in text and "reporting set (2 images)" in text
+    assert "split by content hash (6 to select, 6 to report)" in text and "reporting set (6 images)" in text
 
 
 @pytest.mark.parametrize("extra, message", [
