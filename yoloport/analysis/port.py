@@ -429,6 +429,18 @@ def run_reference(model, ctx: PortContext, progress: Progress) -> dict:
     return rec
 
 
+def run_guarded(t: Target, run_one) -> dict:
+    """``run_one(t)``, the record of one target; a failure becomes that target's record (its message, and
+    the traceback when a backend crashed) so that the port goes on with the other targets."""
+    try:
+        return run_one(t)
+    except YoloportError as e:
+        return {"name": t.name, "backend": t.backend, "precision": t.precision, "error": str(e)}
+    except Exception as e:  # a backend crashed: record it, keep porting the other targets
+        return {"name": t.name, "backend": t.backend, "precision": t.precision,
+                "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(limit=8)}
+
+
 def run_port(model, data, targets: list[Target], run_dir: Path, img_hw, calib_source, calib_n: int = 32,
              max_drop: float = 1.0, bench_batches=(1, 16), warmup: int = 2, repeat: int = 10, threads=None,
              n_compare: int = 4, profile: bool = True, data_note: str | None = None, quiet: bool = False,
@@ -482,13 +494,7 @@ def run_port(model, data, targets: list[Target], run_dir: Path, img_hw, calib_so
     ctx.reference = report["reference"] = run_reference(model, ctx, progress)
     failed = []
     for t in targets:
-        try:
-            rec = run_target(t, model, ctx, progress)
-        except YoloportError as e:
-            rec = {"name": t.name, "backend": t.backend, "precision": t.precision, "error": str(e)}
-        except Exception as e:  # a backend crashed: record it, keep porting the other targets
-            rec = {"name": t.name, "backend": t.backend, "precision": t.precision,
-                   "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(limit=8)}
+        rec = run_guarded(t, lambda t: run_target(t, model, ctx, progress))
         if rec.get("error"):
             failed.append(f"{t.name}: {rec['error']}")
         elif rec.get("passed") is False:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-import traceback
 from pathlib import Path
 
 from ..errors import YoloportError
@@ -216,7 +215,7 @@ def run_face_port(model, data, targets, run_dir, img_hw, calib_source, calib_n: 
     benchmark settings) are accepted and ignored."""
     from ..backends.registry import REFERENCE, load_runner
     from ..data.calibration import load_calibration
-    from .port import Progress
+    from .port import Progress, run_guarded
 
     if not getattr(model.detect, "nkpt", 0):
         raise YoloportError("the face port needs a face model (a head with landmarks, e.g. a yolov5-face checkpoint)")
@@ -251,13 +250,7 @@ def run_face_port(model, data, targets, run_dir, img_hw, calib_source, calib_n: 
                                                   "val": face_metrics(ref_runner, data, img_hw, nme_data)}
     failed = []
     for t in targets:
-        try:
-            rec = run_face_target(t, model, data, ctx, progress)
-        except YoloportError as e:
-            rec = {"name": t.name, "backend": t.backend, "precision": t.precision, "error": str(e)}
-        except Exception as e:  # a backend crashed: record it, keep porting the other targets
-            rec = {"name": t.name, "backend": t.backend, "precision": t.precision,
-                   "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(limit=8)}
+        rec = run_guarded(t, lambda t: run_face_target(t, model, data, ctx, progress))
         if rec.get("error"):
             failed.append(f"{t.name}: {rec['error']}")
         elif rec.get("passed") is False:
