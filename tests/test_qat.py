@@ -429,12 +429,16 @@ def test_qdq_export_refuses_an_opset_below_13(tiny_model, images, tmp_path):
 # ----------------------------------------------------------------------------- RKNN (simulator)
 
 
+COARSE = 16  # x 4 was enough for the first default model (a clear margin); the fine-tuned one (issue 15) sat
+# 25.6 / 25.4 / 26.1 dB from coarse / fine / float with x 4, too close to tell the grids apart
+
+
 @pytest.mark.slow
 def test_rknn_takes_the_qdq_graph_as_a_prequantized_model(tiny_model, images, tmp_path):
     """rknn-toolkit2 2.5 loads the QDQ graph as a QAT model and builds it without its own quantizer.
     Its simulator keeps the tensors without a QDQ pair in float16 and is ~28 dB from both float and the
     fake-quant model on this model, so agreement cannot show which grids it took; coarse grids can: with
-    every activation scale x4 the simulator must land nearer the coarse fake-quant model than the
+    every activation scale x COARSE the simulator must land nearer the coarse fake-quant model than the
     calibrated one or float (it would not if it ignored the pairs or requantized on its own). Measured:
     with pairs also on the convolutions' outputs before SiLU (ONNX Runtime's layout) it sat 16 dB from
     all three (it fuses Conv + SiLU), hence RKNN's scheme has no such pairs (``qdq_rounds_conv_outputs``)."""
@@ -453,7 +457,7 @@ def test_rknn_takes_the_qdq_graph_as_a_prequantized_model(tiny_model, images, tm
     for g in coarse.values():
         for key in ("input", "output"):
             if g.get(key) and g[key]["qmin"] == 0 and g[key]["scale"] != pytest.approx(1 / 255):
-                g[key]["scale"] *= 4
+                g[key]["scale"] *= COARSE
     fm = qat.float_model(q)
     ex = export_for("rknn", fm, tmp_path / "rk.onnx", HW, mode=None, opset=13)
     insert_qdq(ex.path, tmp_path / "rk.qdq.onnx", coarse)
