@@ -21,7 +21,6 @@ evaluated folders is refused.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -67,16 +66,14 @@ def face_images(folder) -> list[Path]:
     return images
 
 
-def _digest(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def check_disjoint(calibration_paths, reported_paths) -> None:
     """A YoloportError when a calibration image is one of the reported images (same resolved path or
     same bytes): accuracy is measured on images the calibration never saw."""
+    from ..data.protocol import file_sha256
+
     reported = {Path(p).resolve() for p in reported_paths}
-    digests = {_digest(p): p for p in reported}
-    shared = [str(p) for p in calibration_paths if Path(p).resolve() in reported or _digest(p) in digests]
+    digests = {file_sha256(p) for p in reported}
+    shared = [str(p) for p in calibration_paths if Path(p).resolve() in reported or file_sha256(p) in digests]
     if shared:
         raise YoloportError(f"{len(shared)} calibration image(s) are also reported on (e.g. {shared[0]}): calibrate on "
                             "other images (--calib), e.g. a synthetic face set or a disjoint part of the data")

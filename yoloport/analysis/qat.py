@@ -19,7 +19,6 @@ The steps (each one the project's own room):
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,14 +51,12 @@ class QatResult:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items()}
 
 
-def _digest(path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def shared_images(a, b) -> list[str]:
-    """Paths of ``b`` whose content (sha256) is also an image of ``a``."""
-    seen = {_digest(p) for p in a}
-    return [str(p) for p in b if _digest(p) in seen]
+    """Paths of ``b`` whose content (sha256, :func:`yoloport.data.protocol.file_sha256`) is also an image of ``a``."""
+    from ..data.protocol import file_sha256
+
+    seen = {file_sha256(p) for p in a}
+    return [str(p) for p in b if file_sha256(p) in seen]
 
 
 def _hyp(lr0: float | None, hyp) -> dict:

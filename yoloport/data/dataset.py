@@ -200,6 +200,16 @@ def segments2boxes_xywhn(segments: list[np.ndarray]) -> np.ndarray:
     return out
 
 
+def read_label_text(txt: Path) -> str:
+    """The text of a label file; a missing or unreadable file is one YoloportError."""
+    try:
+        return txt.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise YoloportError(f"label file not found: {txt}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise YoloportError(f"{txt}: cannot read label file ({e})") from None
+
+
 def read_labels(txt: str | os.PathLike, nc: int) -> tuple[np.ndarray, list[str]]:
     """Parse a YOLO label file -> ``(labels [n, 5] float32 (cls, xc, yc, w, h), problems)``.
 
@@ -211,12 +221,7 @@ def read_labels(txt: str | os.PathLike, nc: int) -> tuple[np.ndarray, list[str]]
     A missing file is a YoloportError; an empty file gives ``[0, 5]``.
     """
     txt = Path(txt)
-    try:
-        text = txt.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise YoloportError(f"label file not found: {txt}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise YoloportError(f"{txt}: cannot read label file ({e})") from None
+    text = read_label_text(txt)
     rows: list[np.ndarray] = []
     line_nos: list[int] = []
     problems: list[str] = []

@@ -75,12 +75,9 @@ def read_face_labels(txt: str | os.PathLike, nc: int, nkpt: int) -> tuple[np.nda
     txt = Path(txt)
     if int(nkpt) < 1:
         raise YoloportError(f"face labels need a keypoint count >= 1, got {nkpt}")
-    try:
-        text = txt.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise YoloportError(f"label file not found: {txt}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise YoloportError(f"{txt}: cannot read label file ({e})") from None
+    from .dataset import read_label_text
+
+    text = read_label_text(txt)
     rows, problems = [], []
     for no, line in enumerate(text.splitlines(), 1):
         parts = line.split()
