@@ -140,6 +140,8 @@ def check_run_files(run: Path) -> None:
     from yoloport.io.checkpoint import read_checkpoint
 
     for f in (run / "weights").glob("*.safetensors"):
+        if f.name.startswith("."):  # a write the kill interrupted: by design never read, removed on resume
+            continue
         read_checkpoint(f)
     if (run / "weights" / STATE_FILE).exists():
         load_state(run / "weights" / STATE_FILE)
