@@ -58,13 +58,35 @@ def test_pred_rows_are_written_as_upstream():
 @pytest.mark.parametrize("line, what", [
     ("0 0.5 0.5 0.1 0.1 0.2 0.2 0.3", "15 values"),
     ("0 0.5 0.5 0.1 0.1 0.2 0.2 0.3 0.3 1.4 0.4 0.5 0.5 0.6 0.6", "outside the image"),
-    ("0 0.5 0.5 0.1 0.1 0.2 x 0.3 0.3 0.4 0.4 0.5 0.5 0.6 0.6", "not a number"),
+    ("0 0.5 0.5 0.1 0.1 0.2 x 0.3 0.3 0.4 0.4 0.5 0.5 0.6 0.6", "non-numeric value 'x'"),
 ])
 def test_bad_face_labels_are_one_clear_error(tmp_path, line, what):
     p = tmp_path / "a.txt"
     p.write_text(line + "\n")
     with pytest.raises(YoloportError, match=what):
         read_landmark_labels(p, (100, 100))
+
+
+GOOD_FACE = "0 0.5 0.5 0.4 0.5 0.4 0.4 0.6 0.4 0.5 0.5 0.42 0.6 0.58 0.6"
+
+
+@pytest.mark.parametrize("line, reason", [
+    ("0 0.5 0.5 0.4 0.5 0.4 0.4 0.6 0.4 0.5 0.5 -1 0.6 0.58 0.6", "landmark 4 has one coordinate -1"),
+    ("0 0.5 0.5 0.0 0.5 0.4 0.4 0.6 0.4 0.5 0.5 0.42 0.6 0.58 0.6", "zero or negative box size"),
+    ("1 0.5 0.5 0.4 0.5 0.4 0.4 0.6 0.4 0.5 0.5 0.42 0.6 0.58 0.6", "class 1 is not in 0..0"),
+    ("0 0.5 0.5 0.4 0.5 0.4 0.4 0.6 0.4 1.2 0.5 0.42 0.6 0.58 0.6", "landmark 3 (1.2, 0.5) is outside the image"),
+])
+def test_evaluation_reads_face_labels_with_the_training_readers_rules(tmp_path, line, reason):
+    """One reader of face label lines: what training refuses, evaluation refuses, in the same words."""
+    from yoloport.data.face_labels import read_face_labels
+
+    p = tmp_path / "a.txt"
+    p.write_text(GOOD_FACE + "\n" + line + "\n")
+    _, problems = read_face_labels(p, nc=1, nkpt=5)
+    assert len(problems) == 1 and reason in problems[0]
+    with pytest.raises(YoloportError) as e:
+        read_landmark_labels(p, (100, 100))  # a one-class, five-landmark face model
+    assert str(e.value).startswith(problems[0])
 
 
 def test_missing_landmarks_stay_missing(tmp_path):

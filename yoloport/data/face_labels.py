@@ -32,7 +32,7 @@ def face_label_width(nkpt: int) -> int:
 
 
 def parse_face_line(parts: list[str], nc: int, nkpt: int) -> tuple[np.ndarray | None, str | None]:
-    """One label line split into ``parts`` -> ``(row float32 [5 + 2K], None)`` or ``(None, reason)``.
+    """One label line split into ``parts`` -> ``(row float64 [5 + 2K], None)`` or ``(None, reason)``.
 
     ``row`` = ``(cls, xc, yc, w, h, x1, y1, ..., xK, yK)`` normalised, missing landmarks ``-1``."""
     width = face_label_width(nkpt)
@@ -64,14 +64,15 @@ def parse_face_line(parts: list[str], nc: int, nkpt: int) -> tuple[np.ndarray | 
         k = int(np.flatnonzero(outside)[0])
         return None, (f"landmark {k + 1} ({pts[k, 0]:g}, {pts[k, 1]:g}) is outside the image (normalised x y must "
                       "be in 0..1, or -1 -1 when missing)")
-    return vals.astype(np.float32), None
+    return vals, None
 
 
-def read_face_labels(txt: str | os.PathLike, nc: int, nkpt: int) -> tuple[np.ndarray, list[str]]:
-    """A face label file -> ``(labels float32 [n, 5 + 2K], problems)``; see the module docstring.
+def read_face_labels(txt: str | os.PathLike, nc: int, nkpt: int, dtype=np.float32) -> tuple[np.ndarray, list[str]]:
+    """A face label file -> ``(labels [n, 5 + 2K] of dtype, problems)``; see the module docstring.
 
     Each bad line is left out and reported as ``"file:line: reason"``. A missing file is a
-    YoloportError; an empty file gives ``[0, 5 + 2K]``."""
+    YoloportError; an empty file gives ``[0, 5 + 2K]``. ``dtype``: float32 for training, float64
+    where labels are scaled to pixels for evaluation."""
     txt = Path(txt)
     if int(nkpt) < 1:
         raise YoloportError(f"face labels need a keypoint count >= 1, got {nkpt}")
@@ -89,13 +90,13 @@ def read_face_labels(txt: str | os.PathLike, nc: int, nkpt: int) -> tuple[np.nda
         else:
             rows.append(row)
     width = face_label_width(nkpt)
-    labels = np.stack(rows).astype(np.float32) if rows else np.zeros((0, width), np.float32)
+    labels = np.stack(rows).astype(dtype) if rows else np.zeros((0, width), dtype)
     return labels, problems
 
 
-def read_face_labels_strict(txt: str | os.PathLike, nc: int, nkpt: int) -> np.ndarray:
+def read_face_labels_strict(txt: str | os.PathLike, nc: int, nkpt: int, dtype=np.float32) -> np.ndarray:
     """:func:`read_face_labels` that raises a YoloportError naming the first bad line."""
-    labels, problems = read_face_labels(txt, nc, nkpt)
+    labels, problems = read_face_labels(txt, nc, nkpt, dtype)
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise YoloportError(problems[0] + more)

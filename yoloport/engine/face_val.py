@@ -78,7 +78,7 @@ def evaluate_face_labels(runner, folder, img_size: int = 640, conf_thres: float 
         if im is None:
             raise YoloportError(f"{img}: not a readable image")
         det = detect_image(runner, im, (img_size, img_size), conf_thres, iou_thres, max_det=max_det, prepare=prepare)
-        lab = read_landmark_labels(label, det.orig_hw, nkpt)
+        lab = read_landmark_labels(label, det.orig_hw, nkpt, runner.head.nc)
         gt_xyxy, gt_kpts = lab if lab is not None else (np.zeros((0, 4)), np.zeros((0, nkpt, 2)))
         n_labels += len(gt_xyxy)
         tcls = np.zeros(len(gt_xyxy))

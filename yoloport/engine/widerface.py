@@ -224,34 +224,23 @@ def landmark_nme(pred_xyxy: np.ndarray, pred_kpts: np.ndarray, gt_xyxy: np.ndarr
     return out
 
 
-def read_landmark_labels(path: Path, orig_hw: tuple[int, int], nkpt: int = 5):
-    """A 15-column yolov5-face label file -> ``(xyxy [M, 4], kpts [M, K, 2])`` in pixels (``-1`` kept
-    as negative for missing landmarks); ``None`` when the file does not exist."""
+def read_landmark_labels(path: Path, orig_hw: tuple[int, int], nkpt: int = 5, nc: int = 1):
+    """A yolov5-face label file (``5 + 2 * nkpt`` columns) -> ``(xyxy [M, 4], kpts [M, K, 2])`` in pixels
+    (``-1`` kept for missing landmarks); ``None`` when the file does not exist.
+
+    Read by the one face-label reader (:func:`yoloport.data.face_labels.read_face_labels_strict`), so its
+    refusal rules hold here too: the first bad line is a YoloportError naming ``file:line`` and why."""
+    from ..data.face_labels import MISSING, read_face_labels_strict
+
+    path = Path(path)
     if not path.is_file():
         return None
     h, w = orig_hw
-    rows = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        vals = line.split()
-        if not vals:
-            continue
-        if len(vals) != 5 + 2 * nkpt:
-            raise YoloportError(f"{path}:{n}: a face label has {5 + 2 * nkpt} values (class, box, {nkpt} x/y pairs), got {len(vals)}")
-        try:
-            row = [float(v) for v in vals]
-        except ValueError:
-            raise YoloportError(f"{path}:{n}: not a number in {line!r}") from None
-        pts = np.asarray(row[5:]).reshape(nkpt, 2)
-        given = ~(pts == -1).all(1)
-        if not all(0 <= v <= 1 for v in row[1:5]) or ((pts[given] < 0) | (pts[given] > 1)).any():
-            raise YoloportError(f"{path}:{n}: box or landmark outside the image (normalised values must be in 0..1, "
-                                f"-1 -1 for a missing landmark): {line.strip()!r}")
-        rows.append(row)
-    a = np.asarray(rows, np.float64).reshape(-1, 5 + 2 * nkpt)
+    a = read_face_labels_strict(path, nc, nkpt, dtype=np.float64)  # [M, 5 + 2K] normalised
     cx, cy, bw, bh = a[:, 1] * w, a[:, 2] * h, a[:, 3] * w, a[:, 4] * h
     xyxy = np.stack((cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2), 1)
     k = a[:, 5:].reshape(-1, nkpt, 2)
-    missing = (k == -1).all(-1, keepdims=True)
+    missing = (k == MISSING).all(-1, keepdims=True)
     kpts = np.where(missing, -1.0, k * np.array([w, h]))
     return xyxy, kpts
 
@@ -288,7 +277,8 @@ def evaluate_wider_folder(runner, folder, img_size: int = 640, conf_thres: float
                                prepare=prepare)
             preds[(ev, name)] = upstream_pred_rows(det.xyxy, det.conf, det.orig_hw)
             n_preds += len(det)
-            labels = read_landmark_labels(folder / "labels" / ev / f"{name}.txt", det.orig_hw, runner.head.nkpt)
+            labels = read_landmark_labels(folder / "labels" / ev / f"{name}.txt", det.orig_hw, runner.head.nkpt,
+                                          runner.head.nc)
             if labels is not None and det.landmarks is not None:
                 nme += landmark_nme(det.xyxy, det.landmarks, labels[0], labels[1])
             if progress:
