@@ -45,13 +45,11 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 
 from yoloport.data.synth import make_synthetic_dataset  # noqa: E402
-from yoloport.engine.loss import ComputeLoss, scale_loss_gains  # noqa: E402
-from yoloport.engine.optim import build_optimizer  # noqa: E402
 from yoloport.engine.train import load_hyp, train  # noqa: E402
+from yoloport.engine.train_budget import measure_images_per_s  # noqa: E402
 from yoloport.engine.val import torch_infer, validate  # noqa: E402
 from yoloport.io.checkpoint import atomic_write  # noqa: E402
 from yoloport.models import load_model, save_model  # noqa: E402
-from yoloport.nn.model import DetectionModel  # noqa: E402
 
 # Few optimiser steps fit in a CPU budget: AdamW, a step every batch, short warm-up.
 HYP = {"lr0": 0.002, "lrf": 0.1, "warmup_epochs": 1.0, "warmup_bias_lr": 0.01}
@@ -70,27 +68,6 @@ def parse_hyp_overrides(items: list[str]) -> dict[str, float]:
             raise SystemExit(f"--hyp {item!r}: expected KEY=NUMBER")
     load_hyp(out)  # unknown names fail here, before the dataset is generated
     return out
-
-
-def measure_images_per_s(cfg: str, nc: int, img_size: int, batch: int, hyp_overrides: dict, steps: int = 3) -> float:
-    """Training steps per second on random data (after one warm-up step) x batch."""
-    torch.manual_seed(0)
-    model = DetectionModel(cfg, nc=nc).train()
-    hyp = load_hyp(hyp_overrides)
-    loss_fn = ComputeLoss(model, scale_loss_gains(hyp, 3, nc, img_size))
-    opt = build_optimizer(model, "AdamW", hyp["lr0"], hyp["momentum"], hyp["weight_decay"])
-    x = torch.rand(batch, 3, img_size, img_size)
-    t = torch.tensor([[i, i % nc, 0.5, 0.5, 0.2, 0.3] for i in range(batch)], dtype=torch.float32)
-    dts = []
-    for i in range(steps + 1):
-        t0 = time.perf_counter()
-        loss, _ = loss_fn(model(x), t)
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-        if i:
-            dts.append(time.perf_counter() - t0)
-    return batch / (sum(dts) / len(dts))
 
 
 def main() -> int:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -32,39 +31,15 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 
 from yoloport.data.synth_face import FaceOptions, make_face_dataset  # noqa: E402
-from yoloport.engine.loss import ComputeLoss, scale_loss_gains  # noqa: E402
-from yoloport.engine.optim import build_optimizer  # noqa: E402
-from yoloport.engine.train import load_hyp, train  # noqa: E402
+from yoloport.engine.train import train  # noqa: E402
+from yoloport.engine.train_budget import default_threads, epochs_for_budget, measure_images_per_s  # noqa: E402
 from yoloport.io.checkpoint import atomic_write  # noqa: E402
 from yoloport.models import load_model, save_model  # noqa: E402
-from yoloport.nn.model import DetectionModel  # noqa: E402
 
 # Few optimiser steps fit in a CPU budget: AdamW, a step every batch, short warm-up.
 HYP = {"lr0": 0.002, "lrf": 0.1, "warmup_epochs": 1.0, "warmup_bias_lr": 0.01}
 CFG = "yolov5n-0.5-face"
 EVAL_SEED = 20261129  # not a training seed
-
-
-def measure_images_per_s(img_size: int, batch: int, steps: int = 2) -> float:
-    """Training steps per second on random faces (after one warm-up step) x batch."""
-    torch.manual_seed(0)
-    model = DetectionModel(CFG, nc=1).train()
-    hyp = load_hyp(HYP)
-    loss_fn = ComputeLoss(model, scale_loss_gains(hyp, 3, 1, img_size))
-    opt = build_optimizer(model, "AdamW", hyp["lr0"], hyp["momentum"], hyp["weight_decay"])
-    x = torch.rand(batch, 3, img_size, img_size)
-    kpts = [0.45, 0.45, 0.55, 0.45, 0.5, 0.5, 0.46, 0.56, 0.54, 0.56]
-    t = torch.tensor([[i, 0, 0.5, 0.5, 0.2, 0.3] + kpts for i in range(batch)], dtype=torch.float32)
-    dts = []
-    for i in range(steps + 1):
-        t0 = time.perf_counter()
-        loss, _ = loss_fn(model(x), t)
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-        if i:
-            dts.append(time.perf_counter() - t0)
-    return batch / (sum(dts) / len(dts))
 
 
 def main() -> int:
@@ -87,7 +62,7 @@ def main() -> int:
     a = p.parse_args()
     if a.eval_seed == a.seed:
         p.error("--eval-seed must differ from --seed (evaluate on faces the model was not trained on)")
-    threads = a.threads or (1 if os.getloadavg()[0] > (os.cpu_count() or 1) else (os.cpu_count() or 1))
+    threads = a.threads or default_threads()
     torch.set_num_threads(threads)
 
     t_start = time.time()
@@ -100,10 +75,10 @@ def main() -> int:
     data_yaml = make_face_dataset(work / "data", {"train": a.n_train, "val": a.n_val}, a.img_size, seed=a.seed)
     print(f"dataset: {data_yaml} ({a.n_train} train, {a.n_val} val) in {time.time() - t_start:.0f} s")
 
-    ips = measure_images_per_s(a.img_size, a.batch_size)
+    ips = measure_images_per_s(CFG, 1, a.img_size, a.batch_size, HYP, steps=2)
     left = budget_s - (time.time() - t_start) - 120  # keep time for the final evaluation and saving
-    per_epoch = a.n_train / ips * 1.15 + a.n_val / (3 * ips)
-    epochs = a.epochs or max(2, min(300, int(left / per_epoch)))
+    fit, per_epoch = epochs_for_budget(left, a.n_train, a.n_val, ips)
+    epochs = a.epochs or fit
     print(f"measured {ips:.1f} training images/s ({threads} threads) -> {epochs} epochs of ~{per_epoch:.0f} s")
 
     res = train({
