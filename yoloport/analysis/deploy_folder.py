@@ -26,7 +26,7 @@ from pathlib import Path
 
 from .._version import __version__
 from ..backends.base import file_digest, read_sidecar, sidecar_path
-from ..backends.registry import get_spec, runtime_backends
+from ..backends.registry import describe_batch, get_spec, runtime_backends
 from ..errors import YoloportError
 from ..io.paths import write_text_atomic
 
@@ -90,7 +90,7 @@ def readme_text(target_name: str, builder, runtime, artifact_name: str, info: di
              f"Made by `yoloport port` (yoloport {__version__}). Copy this folder to the device and run the commands below in it.", "",
              "| file | what |", "|---|---|",
              f"| `{artifact_name}` | the artifact ({builder.name}, {(info.get('qconfig') or {}).get('precision', '?')}, "
-             f"input {info['input_hw'][1]}x{info['input_hw'][0]} W x H, batch {info.get('batch', 1)}) |",
+             f"input {info['input_hw'][1]}x{info['input_hw'][0]} W x H, batch {describe_batch(info.get('batch', 1))}) |",
              f"| `{sidecar_path(Path(artifact_name)).name}` | its sidecar: class names, head layout, sha256 of every file "
              "(yoloport refuses a copy that differs) |"]
     others = sorted(set(info["integrity"]) - {artifact_name})

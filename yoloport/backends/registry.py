@@ -157,6 +157,12 @@ def sidecar_info(backend, model, head, input_hw, batch, calibration=None, qconfi
     }
 
 
+def describe_batch(batch) -> str:
+    """A sidecar's ``batch`` as people read it: the number, or ``"dynamic"`` when it is None (the artifact
+    takes any batch)."""
+    return "dynamic" if batch is None else str(int(batch))
+
+
 def artifact_size(artifact) -> int:
     """Bytes on disk of an artifact: its files as :func:`yoloport.backends.base.artifact_files` lists them
     (an OpenVINO ``.xml`` with its ``.bin``, a folder's files); 0 when it does not exist."""

@@ -144,14 +144,14 @@ def summary_rows(info: dict) -> list[tuple[str, str]]:
         ("precision", str(info.get("precision"))),
         ("artifact", info["artifact"]),
         ("size", f"{info['size_bytes'] / 1e6:.2f} MB (fp32 ONNX {info['onnx_size_bytes'] / 1e6:.2f} MB)"),
-        ("input", f"{info['batch']}x3x{info['input_hw'][0]}x{info['input_hw'][1]} (B,C,H,W), head {info['head']['mode']}"
+        ("input", f"{input_shape_text(info)}, head {info['head']['mode']}"
                   + (" (sigmoid in graph)" if info["head"].get("sigmoid_applied") else "")),
         ("convention", str(info["head"].get("convention"))),
         ("calibration", f"{cal.get('count')} images from {cal.get('source')}" if cal else "-"),
         ("time", f"{info['seconds']:.1f} s (export + build)"),
     ]
     q = info.get("qconfig") or {}
-    hidden = ("excluded_nodes", "ignored_ops", "ignored_types")
+    hidden = ("excluded_nodes", "ignored_ops", "ignored_types", "batch")  # the input row says the artifact's batch
     shown = {k: v for k, v in q.items() if k not in hidden and not isinstance(v, dict) and v not in (None, [], "")}
     rows.append(("settings", ", ".join(f"{k}={v}" for k, v in shown.items())))
     n_ex = len(q.get("excluded_nodes") or q.get("ignored_ops") or [])
@@ -159,6 +159,18 @@ def summary_rows(info: dict) -> list[tuple[str, str]]:
     if n_ex or types:
         rows.append(("kept float", f"{n_ex} node(s)" + (f", all of type {', '.join(types)}" if types else "")))
     return rows
+
+
+def input_shape_text(info: dict) -> str:
+    """The artifact's input from its sidecar: ``1x3x320x320 (B,C,H,W)``, or for one that takes any batch
+    ``Bx3x320x320 (B,C,H,W), batch dynamic``."""
+    from ..backends.registry import describe_batch
+
+    h, w = info["input_hw"]
+    batch = info.get("batch")
+    if batch is None:
+        return f"Bx3x{h}x{w} (B,C,H,W), batch {describe_batch(batch)}"
+    return f"{describe_batch(batch)}x3x{h}x{w} (B,C,H,W)"
 
 
 def format_table(rows) -> str:
