@@ -63,6 +63,10 @@ def parse_targets(spec: str, full_int8: bool = False) -> list[Target]:
         parts = [p.strip().lower() for p in item.split(":")]
         backend = canonical_name(parts[0])
         bspec = require_artifact_backend(backend, "port (it is what every target is compared against)")
+        if bspec.built_by:  # a runtime of another backend's artifacts: that backend is the target
+            raise YoloportError(f"target {item!r}: {bspec.name} builds nothing, so it cannot be a port target; use "
+                                f"--targets {':'.join([bspec.built_by, *parts[1:]])} ({bspec.name} runs the "
+                                f"{bspec.built_by} backend's artifact{' on the board' if bspec.board else ''})")
         t = Target(backend, options={**bspec.target_defaults, **({} if full_int8 else bspec.port_qconfig)})
         for p in parts[1:]:
             opt = bspec.target_option(p) if bspec.target_option else None
