@@ -237,7 +237,7 @@ def read_labels(txt: str | os.PathLike, nc: int) -> tuple[np.ndarray, list[str]]
         try:
             vals = np.array([float(v) for v in parts], dtype=np.float64)
         except ValueError:
-            bad = next(v for v in parts if not _is_float(v))
+            bad = next(v for v in parts if not is_number(v))
             problems.append(f"{where}: non-numeric value '{bad}'")
             continue
         if not np.isfinite(vals).all():
@@ -286,7 +286,8 @@ def _read_split_labels(txt: Path, nc: int, nkpt: int) -> tuple[np.ndarray, list[
     return read_labels(txt, nc)
 
 
-def _is_float(v: str) -> bool:
+def is_number(v: str) -> bool:
+    """Whether ``float(v)`` accepts the text ``v`` (one label value)."""
     try:
         float(v)
         return True

@@ -42,7 +42,9 @@ def parse_face_line(parts: list[str], nc: int, nkpt: int) -> tuple[np.ndarray | 
     try:
         vals = np.array([float(v) for v in parts], dtype=np.float64)
     except ValueError:
-        return None, f"non-numeric value '{next(v for v in parts if not _is_float(v))}'"
+        from .dataset import is_number
+
+        return None, f"non-numeric value '{next(v for v in parts if not is_number(v))}'"
     if not np.isfinite(vals).all():
         return None, "non-finite value"
     c = vals[0]
@@ -111,11 +113,3 @@ def format_face_labels(rows: np.ndarray) -> str:
         vals += ["-1" if v == MISSING else f"{v:.6f}" for v in r[5:]]
         out.append(" ".join(vals) + "\n")
     return "".join(out)
-
-
-def _is_float(v: str) -> bool:
-    try:
-        float(v)
-        return True
-    except ValueError:
-        return False
