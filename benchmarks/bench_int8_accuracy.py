@@ -8,7 +8,8 @@ the calibration images), with the spread over calibration seeds.
     python benchmarks/bench_int8_accuracy.py --weights yolov5s-v5.0 --img-size 736 416 --rows old_default new_default
 
 Rows (``--rows``): ``old_default`` (each backend's qconfig before issue 11, pinned here), ``new_default``
-(each backend's current defaults), one row per PTQ step (``equalize``, ``adaround``, ``bias_correction``,
+(each backend's current defaults), ``port`` (what ``yoloport port`` builds: the defaults and the backend's
+``port_qconfig``), one row per PTQ step (``equalize``, ``adaround``, ``bias_correction``,
 ``ptq_all``), range estimators (``est:<name>``, only on the backends that have it: ONNX Runtime
 minmax/percentile/entropy, OpenVINO mixed/performance, RKNN normal/mmse/kl_divergence, mlu-sim max/avg)
 and ``qat`` (``yoloport qat``'s fine-tune on the calibration pool, :func:`qat_artifact`). fp32 is ONNX
@@ -20,6 +21,7 @@ Every drop carries its 95% paired-bootstrap interval over the validation images
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import statistics
 import sys
@@ -66,12 +68,28 @@ def row_qconfig(row: str, backend: str, ptq_options: dict | None) -> dict | None
         return dict(OLD_DEFAULTS[backend])
     if row == "new_default":
         return {}
+    if row == "port":
+        from yoloport.backends.registry import get_spec
+
+        return dict(get_spec(backend).port_qconfig)
     if row in PTQ_ROWS:
         return {"ptq": PTQ_ROWS[row], "ptq_options": ptq_options}
     if row.startswith("est:"):
         est = ESTIMATORS[backend].get(row[4:])
         return dict(est) if est is not None else None
+    if row.startswith("qc:"):  # any qconfig, as JSON: qc:{"calib_method": "percentile", "percentile": 99.99}
+        try:
+            return dict(json.loads(row[3:]))
+        except (ValueError, TypeError) as e:
+            raise SystemExit(f"row {row!r}: qc: takes a JSON object ({e})") from None
     raise SystemExit(f"unknown row {row!r}")
+
+
+def row_dir_name(row: str) -> str:
+    """A folder name for ``row`` (a ``qc:`` row's JSON is named by its hash)."""
+    if row.startswith("qc:"):
+        return "qc-" + hashlib.sha256(row[3:].encode()).hexdigest()[:10]
+    return row.replace(":", "-")
 
 
 def qat_artifact(backend, weights, out_dir, hw, calib_source, calib_n, seed, epochs, data):
@@ -164,7 +182,7 @@ def main(argv=None) -> int:
                     for seed in a.seeds:
                         calib = load_calibration(calib_src, n=n, img_size_hw=hw, stride=stride, seed=seed)
                         t0 = time.perf_counter()
-                        d = out_root / backend / row.replace(":", "-") / f"n{n}-s{seed}"
+                        d = out_root / backend / row_dir_name(row) / f"n{n}-s{seed}"
                         if row == "qat":
                             art = qat_artifact(backend, wpath, d, hw, calib_src, n, seed, a.qat_epochs,
                                                a.qat_data or calib_src.rsplit(":", 1)[0])
@@ -175,16 +193,18 @@ def main(argv=None) -> int:
                             art = build_artifact(backend, model, d, hw, calib, {"precision": "int8", **q})
                         build_s = time.perf_counter() - t0
                         for v in vals:
+                            t1 = time.perf_counter()
                             r = evaluate(backend, art, model, v, hw, a.threads, a.val_images)
+                            eval_s = time.perf_counter() - t1
                             drop = 100 * (ref[v]["mAP50_95"] - r["mAP50_95"])
                             rec = {"weights": Path(wpath).name, "img_size": [w, h], "backend": backend, "row": row,
                                    "calib_n": n, "seed": seed, "val": Path(v).stem, "mAP50_95": r["mAP50_95"],
                                    "fp32_mAP50_95": ref[v]["mAP50_95"], "drop_points": drop, "images": r["images"],
-                                   "build_s": round(build_s, 1),
+                                   "build_s": round(build_s, 1), "eval_s": round(eval_s, 1),
                                    "bootstrap_ci": bootstrap_interval(ref[v].get("stats"), r.get("stats"))}
                             results.append(rec)
                             print(f"{rec['weights']} {backend:<11} {row:<16} n={n:<4} seed={seed} {rec['val']:<11} "
-                                  f"mAP50-95 {r['mAP50_95']:.4f}  drop {drop:+.2f} pt  build {build_s:.0f}s", flush=True)
+                                  f"mAP50-95 {r['mAP50_95']:.4f}  drop {drop:+.2f} pt  build {build_s:.0f}s eval {eval_s:.0f}s", flush=True)
     print_table(results)
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)

@@ -153,7 +153,8 @@ def test_float_scope_layers_per_backend():
 def test_backend_float_anyway(tiny):
     assert mp.backend_float_anyway("onnxruntime", tiny, {}) == {"model.24.m.0", "model.24.m.1", "model.24.m.2"}
     assert mp.backend_float_anyway("onnxruntime", tiny, {"head_fp32": "none"}) == set()
-    assert mp.backend_float_anyway("mlu-sim", tiny, {}) == set()
+    assert mp.backend_float_anyway("mlu-sim", tiny, {}) == {"model.24.m.0", "model.24.m.1", "model.24.m.2"}
+    assert mp.backend_float_anyway("mlu-sim", tiny, {"head_fp32": "tail"}) == set()
 
 
 # ----------------------------------------------------------------------------- exclusion helps (ORT)
@@ -329,7 +330,7 @@ def test_search_on_mlu_sim_with_fake_validator(tiny, calib, report, tmp_path, mo
 
     monkeypatch.setattr(mp, "validate_runner", fake_validate)
     res = mp.search_mixed_precision("mlu-sim", tiny, report.names(), calib, "unused.yaml", HW, tmp_path / "mp",
-                                      max_drop=0.5, max_float=8, ref_map=0.50)
+                                      max_drop=0.5, max_float=8, ref_map=0.50, qconfig={"head_fp32": "tail"})
     assert seen == [0, 1, 2] and res["met"] and res["final"]["k"] == 2
     assert res["final"]["layers"] == report.names()[:2]
     from yoloport.backends.base import read_sidecar
@@ -382,7 +383,7 @@ def test_cli_mixed_precision_search_end_to_end(tiny_ckpt, tmp_path, capsys):
     out = tmp_path / "s"
     rc = main(["sensitivity", "--weights", str(tiny_ckpt), "--backend", "mlu-sim", "--calib", str(calib_dir),
                "--calib-n", "2", "--eval-n", "1", "--img-size", "128", "96", "--data", str(data), "--max-drop", "0",
-               "--max-tries", "2", "--out", str(out)])
+               "--max-tries", "2", "--head-fp32", "tail", "--out", str(out)])  # the Detect convs are candidates too
     assert rc == 0
     text = capsys.readouterr().out
     assert "(greedy)" in text and "tried" in text
