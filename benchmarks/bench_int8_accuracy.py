@@ -20,6 +20,7 @@ Every drop carries its 95% paired-bootstrap interval over the validation images
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import statistics
 import sys
@@ -71,7 +72,19 @@ def row_qconfig(row: str, backend: str, ptq_options: dict | None) -> dict | None
     if row.startswith("est:"):
         est = ESTIMATORS[backend].get(row[4:])
         return dict(est) if est is not None else None
+    if row.startswith("qc:"):  # any qconfig, as JSON: qc:{"calib_method": "percentile", "percentile": 99.99}
+        try:
+            return dict(json.loads(row[3:]))
+        except (ValueError, TypeError) as e:
+            raise SystemExit(f"row {row!r}: qc: takes a JSON object ({e})") from None
     raise SystemExit(f"unknown row {row!r}")
+
+
+def row_dir_name(row: str) -> str:
+    """A folder name for ``row`` (a ``qc:`` row's JSON is named by its hash)."""
+    if row.startswith("qc:"):
+        return "qc-" + hashlib.sha256(row[3:].encode()).hexdigest()[:10]
+    return row.replace(":", "-")
 
 
 def qat_artifact(backend, weights, out_dir, hw, calib_source, calib_n, seed, epochs, data):
@@ -164,7 +177,7 @@ def main(argv=None) -> int:
                     for seed in a.seeds:
                         calib = load_calibration(calib_src, n=n, img_size_hw=hw, stride=stride, seed=seed)
                         t0 = time.perf_counter()
-                        d = out_root / backend / row.replace(":", "-") / f"n{n}-s{seed}"
+                        d = out_root / backend / row_dir_name(row) / f"n{n}-s{seed}"
                         if row == "qat":
                             art = qat_artifact(backend, wpath, d, hw, calib_src, n, seed, a.qat_epochs,
                                                a.qat_data or calib_src.rsplit(":", 1)[0])

@@ -33,6 +33,7 @@ from ..deploy.onnx_graph import ConvIO, conv_map, tensor_consumers
 from ..errors import YoloportError
 from ..ops.postprocess import HeadSpec
 from ..quant.float_scope import FloatScope, scope_from_qconfig
+from .onnxruntime_ranges import HISTOGRAM_METHODS, histogram_ranges, range_overrides, reader_feeds
 from .base import Runner, RuntimeProfile, _check_images, _check_runs, mean_node_times, read_sidecar, write_sidecar
 from .registry import artifact_size, call_fixed_batch, check_input, sidecar_info
 from .spec import BackendSpec
@@ -50,6 +51,9 @@ DEFAULT_QCONFIG = {
     "per_channel": True,
     "calib_method": "minmax",
     "percentile": 99.999,
+    "calib_bins": 2048,  # entropy/percentile: histogram bins (yoloport.backends.onnxruntime_ranges)
+    "calib_quantized_bins": 128,  # entropy: bins of the quantized candidate distribution
+    "calib_moving_average": False,  # minmax: ORT's moving average of per-batch min/max (CalibMovingAverage)
     "reduce_range": False,
     "pre_process": True,
     "ptq": (),  # PTQ steps applied to the float model before export (yoloport.quant.recipe.STEPS)
@@ -233,6 +237,13 @@ def resolve_qconfig(qconfig: dict | None) -> dict:
     cfg.update(float_scope=scope.to_dict(), head_fp32=scope.head, exclude=list(scope.nodes))
     if cfg["calib_method"] != "percentile":
         cfg.pop("percentile", None)
+    if cfg["calib_method"] not in HISTOGRAM_METHODS:
+        cfg.pop("calib_bins", None)
+        cfg.pop("calib_quantized_bins", None)
+    if cfg["calib_method"] != "entropy":
+        cfg.pop("calib_quantized_bins", None)
+    if cfg["calib_method"] != "minmax":
+        cfg.pop("calib_moving_average", None)
     return cfg
 
 
@@ -287,9 +298,17 @@ def quantize_onnx(onnx_in, onnx_out, calibration, qconfig: dict | None = None) -
         if len(dims) == 4 and dims[2] and dims[3] and tuple(calibration.img_size_hw) != (dims[2], dims[3]):
             calibration = calibration.with_size((dims[2], dims[3]))  # same images, the graph's input size
         extra = {"ActivationSymmetric": cfg["act_type"] == "int8", "WeightSymmetric": True}
-        if cfg["calib_method"] == "percentile":
-            extra["CalibPercentile"] = float(cfg["percentile"])
+        if cfg.get("calib_moving_average"):
+            extra["CalibMovingAverage"] = True
         reader = calibration_reader(calibration, inp.name, batch)
+        calib_method = cfg["calib_method"]
+        if calib_method in HISTOGRAM_METHODS:  # quantize_static cannot pass our settings to these: see the module
+            ranges = histogram_ranges(src, reader_feeds(reader), calib_method, num_bins=cfg["calib_bins"],
+                                      num_quantized_bins=cfg.get("calib_quantized_bins", 128),
+                                      percentile=cfg.get("percentile", 99.999))
+            extra["TensorQuantOverrides"] = range_overrides(ranges)
+            reader.rewind()
+            calib_method = "minmax"  # ORT still calibrates; the overrides decide every range
         staged = Path(tmp) / "quantized.onnx"
         try:
             q.quantize_static(
@@ -302,7 +321,7 @@ def quantize_onnx(onnx_in, onnx_out, calibration, qconfig: dict | None = None) -
                 activation_type=getattr(q.QuantType, QUANT_TYPES[cfg["act_type"]]),
                 weight_type=getattr(q.QuantType, QUANT_TYPES[cfg["weight_type"]]),
                 nodes_to_exclude=excluded or None,
-                calibrate_method=getattr(q.CalibrationMethod, CALIB_METHODS[cfg["calib_method"]]),
+                calibrate_method=getattr(q.CalibrationMethod, CALIB_METHODS[calib_method]),
                 extra_options=extra,
             )
         except YoloportError:
