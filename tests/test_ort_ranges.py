@@ -10,6 +10,8 @@ pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 from yoloport.backends import onnxruntime_ranges as rg  # noqa: E402
+from yoloport.backends.onnxruntime_backend import resolve_qconfig  # noqa: E402
+from yoloport.errors import YoloportError  # noqa: E402
 from yoloport.backends.registry import build_artifact, load_runner  # noqa: E402
 from yoloport.backends.torch_backend import TorchRunner  # noqa: E402
 from yoloport.data.calibration import load_calibration  # noqa: E402
@@ -86,3 +88,18 @@ def test_chunked_collection_matches_one_pass(tiny_model, calib, tmp_path):
         width = max(abs(whole[t][0]), abs(whole[t][1])) / 256
         assert abs(one[t][0] - whole[t][0]) <= 2 * width + 1e-7, t
         assert abs(one[t][1] - whole[t][1]) <= 2 * width + 1e-7, t
+
+
+@pytest.mark.parametrize("bad", [{"calib_bins": 8}, {"calib_bins": "many"}, {"calib_quantized_bins": 4096},
+                                 {"calib_quantized_bins": 1}, {"calib_bins": 64, "calib_quantized_bins": 128}])
+def test_bad_histogram_settings_are_user_errors(bad):
+    with pytest.raises(YoloportError, match="calib_(quantized_)?bins"):
+        resolve_qconfig({"calib_method": "entropy", **bad})
+
+
+def test_histogram_settings_are_kept_only_where_they_act():
+    assert "calib_quantized_bins" in resolve_qconfig({"calib_method": "entropy"})
+    pc = resolve_qconfig({"calib_method": "percentile"})
+    assert "calib_bins" in pc and "calib_quantized_bins" not in pc
+    mm = resolve_qconfig({})
+    assert "calib_bins" not in mm and mm["calib_moving_average"] is False

@@ -237,6 +237,7 @@ def resolve_qconfig(qconfig: dict | None) -> dict:
     cfg.update(float_scope=scope.to_dict(), head_fp32=scope.head, exclude=list(scope.nodes))
     if cfg["calib_method"] != "percentile":
         cfg.pop("percentile", None)
+    check_histogram_bins(cfg)
     if cfg["calib_method"] not in HISTOGRAM_METHODS:
         cfg.pop("calib_bins", None)
         cfg.pop("calib_quantized_bins", None)
@@ -245,6 +246,16 @@ def resolve_qconfig(qconfig: dict | None) -> dict:
     if cfg["calib_method"] != "minmax":
         cfg.pop("calib_moving_average", None)
     return cfg
+
+
+def check_histogram_bins(cfg: dict) -> None:
+    """YoloportError unless ``calib_bins`` is an integer >= 16 and ``calib_quantized_bins`` an integer in
+    [2, calib_bins] (entropy's threshold search needs at least as many histogram bins as quantized ones)."""
+    bins, qbins = cfg.get("calib_bins"), cfg.get("calib_quantized_bins")
+    if not isinstance(bins, int) or isinstance(bins, bool) or bins < 16:
+        raise YoloportError(f"onnxruntime: calib_bins must be an integer >= 16, got {bins!r}")
+    if not isinstance(qbins, int) or isinstance(qbins, bool) or not 2 <= qbins <= bins:
+        raise YoloportError(f"onnxruntime: calib_quantized_bins must be an integer from 2 to calib_bins ({bins}), got {qbins!r}")
 
 
 def float_layer_nodes(layers, conv_nodes: dict[str, str], conv_io: dict[str, ConvIO] | None = None) -> list[str]:
@@ -303,9 +314,13 @@ def quantize_onnx(onnx_in, onnx_out, calibration, qconfig: dict | None = None) -
         reader = calibration_reader(calibration, inp.name, batch)
         calib_method = cfg["calib_method"]
         if calib_method in HISTOGRAM_METHODS:  # quantize_static cannot pass our settings to these: see the module
-            ranges = histogram_ranges(src, reader_feeds(reader), calib_method, num_bins=cfg["calib_bins"],
-                                      num_quantized_bins=cfg.get("calib_quantized_bins", 128),
-                                      percentile=cfg.get("percentile", 99.999))
+            try:
+                ranges = histogram_ranges(src, reader_feeds(reader), calib_method, num_bins=cfg["calib_bins"],
+                                          num_quantized_bins=cfg.get("calib_quantized_bins", 128),
+                                          percentile=cfg.get("percentile", 99.999))
+            except Exception as e:  # onnxruntime raises its own exception types
+                raise YoloportError(f"onnxruntime {calib_method} calibration failed: {type(e).__name__}: "
+                                    f"{str(e).splitlines()[0] if str(e) else ''}") from e
             extra["TensorQuantOverrides"] = range_overrides(ranges)
             reader.rewind()
             calib_method = "minmax"  # ORT still calibrates; the overrides decide every range
