@@ -38,9 +38,10 @@ def batch(tmp_path_factory, calib):
 
 @pytest.fixture(scope="module")
 def built(tiny_model, calib, tmp_path_factory):
-    """int8 artifacts per calibration method (head in float, the backend's default)."""
+    """int8 artifacts per calibration method (head in float, the backend's default; 512 histogram bins keep
+    ORT's entropy search, a Python loop per candidate threshold, to seconds)."""
     out = tmp_path_factory.mktemp("ortranges")
-    return {m: build_artifact("onnxruntime", tiny_model, out / m, HW, calib, {"calib_method": m})
+    return {m: build_artifact("onnxruntime", tiny_model, out / m, HW, calib, {"calib_method": m, "calib_bins": 512})
             for m in ("minmax", "entropy", "percentile")}
 
 
@@ -103,3 +104,40 @@ def test_histogram_settings_are_kept_only_where_they_act():
     assert "calib_bins" in pc and "calib_quantized_bins" not in pc
     mm = resolve_qconfig({})
     assert "calib_bins" not in mm and mm["calib_moving_average"] is False
+
+
+def test_floor_ranges_raises_only_low_ends_of_named_tensors():
+    ranges = {"a": (-20.0, 5.0), "b": (-3.0, 4.0), "c": (-20.0, 1.0)}
+    assert rg.floor_ranges(ranges, ["a", "b"], -6.0) == {"a": (-6.0, 5.0), "b": (-3.0, 4.0), "c": (-20.0, 1.0)}
+
+
+def q_lower_ends(path) -> dict[str, float]:
+    """tensor -> the lower end of its activation QuantizeLinear's uint8 grid (-zero_point * scale)."""
+    import onnx
+    from onnx import numpy_helper
+
+    m = onnx.load(str(path))
+    inits = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
+    return {n.input[0]: float(-inits[n.input[2]].astype(np.float64).reshape(-1)[0] * inits[n.input[1]].reshape(-1)[0])
+            for n in m.graph.node if n.op_type == "QuantizeLinear" and n.input[0] not in inits and n.input[1] in inits}
+
+
+def test_silu_floor_narrows_preactivations_only(tiny_model, calib, batch, built, tmp_path):
+    import onnx
+
+    art = build_artifact("onnxruntime", tiny_model, tmp_path, HW, calib, {"silu_floor": -1.0})
+    fp32 = build_artifact("onnxruntime", tiny_model, tmp_path / "fp32", HW, None, {})
+    pre = set(rg.silu_inputs(onnx.load(str(fp32))))
+    assert len(pre) > 10  # every Conv-SiLU of the model
+    lo_mm, lo_fl = q_lower_ends(built["minmax"]), q_lower_ends(art)
+    scale_tol = 0.05  # a zero point is an integer: the grid's lower end moves by under one step
+    assert all(lo_fl[t] >= -1.0 - scale_tol for t in pre)
+    assert any(lo_mm[t] < -1.5 for t in pre), "no pre-activation reached below the floor: the test shows nothing"
+    assert all(lo_fl[t] == pytest.approx(lo_mm[t], abs=1e-6) for t in lo_mm if t not in pre and t in lo_fl)
+    C.check_int8_agrees(TorchRunner(tiny_model)(batch), load_runner("onnxruntime", art)(batch))
+
+
+def test_silu_floor_must_be_negative():
+    for bad in (0, 2.0, "low", True):
+        with pytest.raises(YoloportError, match="silu_floor"):
+            resolve_qconfig({"silu_floor": bad})

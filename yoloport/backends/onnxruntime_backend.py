@@ -33,7 +33,7 @@ from ..deploy.onnx_graph import ConvIO, conv_map, tensor_consumers
 from ..errors import YoloportError
 from ..ops.postprocess import HeadSpec
 from ..quant.float_scope import FloatScope, scope_from_qconfig
-from .onnxruntime_ranges import HISTOGRAM_METHODS, histogram_ranges, range_overrides, reader_feeds
+from .onnxruntime_ranges import HISTOGRAM_METHODS, floor_ranges, histogram_ranges, range_overrides, reader_feeds, silu_inputs
 from .base import Runner, RuntimeProfile, _check_images, _check_runs, mean_node_times, read_sidecar, write_sidecar
 from .registry import artifact_size, call_fixed_batch, check_input, sidecar_info
 from .spec import BackendSpec
@@ -54,6 +54,7 @@ DEFAULT_QCONFIG = {
     "calib_bins": 2048,  # entropy/percentile: histogram bins (yoloport.backends.onnxruntime_ranges)
     "calib_quantized_bins": 128,  # entropy: bins of the quantized candidate distribution
     "calib_moving_average": False,  # minmax: ORT's moving average of per-batch min/max (CalibMovingAverage)
+    "silu_floor": None,  # e.g. -6.0: lower end of every SiLU pre-activation range (onnxruntime_ranges.floor_ranges)
     "reduce_range": False,
     "pre_process": True,
     "ptq": (),  # PTQ steps applied to the float model before export (yoloport.quant.recipe.STEPS)
@@ -238,6 +239,9 @@ def resolve_qconfig(qconfig: dict | None) -> dict:
     if cfg["calib_method"] != "percentile":
         cfg.pop("percentile", None)
     check_histogram_bins(cfg)
+    floor = cfg.get("silu_floor")
+    if floor is not None and (isinstance(floor, bool) or not isinstance(floor, (int, float)) or not floor < 0):
+        raise YoloportError(f"onnxruntime: silu_floor must be a negative number (e.g. -6) or None, got {floor!r}")
     if cfg["calib_method"] not in HISTOGRAM_METHODS:
         cfg.pop("calib_bins", None)
         cfg.pop("calib_quantized_bins", None)
@@ -313,11 +317,13 @@ def quantize_onnx(onnx_in, onnx_out, calibration, qconfig: dict | None = None) -
             extra["CalibMovingAverage"] = True
         reader = calibration_reader(calibration, inp.name, batch)
         calib_method = cfg["calib_method"]
-        if calib_method in HISTOGRAM_METHODS:  # quantize_static cannot pass our settings to these: see the module
+        if calib_method in HISTOGRAM_METHODS or cfg.get("silu_floor") is not None:  # our settings: see onnxruntime_ranges
             try:
-                ranges = histogram_ranges(src, reader_feeds(reader), calib_method, num_bins=cfg["calib_bins"],
+                ranges = histogram_ranges(src, reader_feeds(reader), calib_method, num_bins=cfg.get("calib_bins", 2048),
                                           num_quantized_bins=cfg.get("calib_quantized_bins", 128),
                                           percentile=cfg.get("percentile", 99.999))
+                if cfg.get("silu_floor") is not None:
+                    ranges = floor_ranges(ranges, silu_inputs(model), float(cfg["silu_floor"]))
             except Exception as e:  # onnxruntime raises its own exception types
                 raise YoloportError(f"onnxruntime {calib_method} calibration failed: {type(e).__name__}: "
                                     f"{str(e).splitlines()[0] if str(e) else ''}") from e

@@ -23,6 +23,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 HISTOGRAM_METHODS = ("entropy", "percentile")
+ESTIMATOR_METHODS = HISTOGRAM_METHODS + ("minmax",)
 
 
 def _list_reader(feeds: list[dict]):
@@ -65,11 +66,12 @@ def histogram_ranges(onnx_path, feeds: Iterable[dict], method: str, *, num_bins:
     """tensor name -> ``(rmin, rmax)`` chosen by ORT's ``method`` calibrator (``entropy``: the KL-optimal
     threshold over ``num_bins`` histogram bins quantized to ``num_quantized_bins``; ``percentile``: the
     ``percentile`` of the histogram) on ``feeds`` (input dicts), ``chunk`` feeds per collection pass.
-    ``symmetric`` None keeps ORT's default for the method (percentile on |x|, entropy on x)."""
+    ``minmax``: the observed range. ``symmetric`` None keeps ORT's default for the method (percentile on |x|,
+    entropy on x)."""
     from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator
 
-    if method not in HISTOGRAM_METHODS:
-        raise ValueError(f"histogram_ranges: method must be one of {HISTOGRAM_METHODS}, got {method!r}")
+    if method not in ESTIMATOR_METHODS:
+        raise ValueError(f"histogram_ranges: method must be one of {ESTIMATOR_METHODS}, got {method!r}")
     options = {"num_bins": int(num_bins), "num_quantized_bins": int(num_quantized_bins), "percentile": float(percentile)}
     if symmetric is not None:
         options["symmetric"] = bool(symmetric)
@@ -77,7 +79,8 @@ def histogram_ranges(onnx_path, feeds: Iterable[dict], method: str, *, num_bins:
         calibrator = create_calibrator(
             Path(onnx_path), list(op_types) if op_types else None,
             augmented_model_path=str(Path(tmp) / "augmented.onnx"),
-            calibrate_method=CalibrationMethod.Entropy if method == "entropy" else CalibrationMethod.Percentile,
+            calibrate_method={"entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile,
+                              "minmax": CalibrationMethod.MinMax}[method],
             extra_options=options,
         )
         collected = 0
@@ -96,3 +99,26 @@ def range_overrides(ranges: dict[str, tuple[float, float]]) -> dict[str, list[di
     """``TensorQuantOverrides`` pinning each tensor's calibration range (float32 scalars, as ORT keeps them)."""
     return {name: [{"rmin": np.array(lo, dtype=np.float32), "rmax": np.array(hi, dtype=np.float32)}]
             for name, (lo, hi) in ranges.items()}
+
+
+def silu_inputs(model) -> list[str]:
+    """Conv outputs that feed a SiLU (a Sigmoid whose input is also multiplied by its output): the
+    pre-activation tensors."""
+    from ..deploy.onnx_graph import tensor_consumers
+
+    consumers = tensor_consumers(model.graph)
+    producers = {t: n for n in model.graph.node for t in n.output}
+    out = []
+    for n in model.graph.node:
+        if n.op_type != "Sigmoid" or n.input[0] not in producers or producers[n.input[0]].op_type != "Conv":
+            continue
+        if any(c.op_type == "Mul" and n.input[0] in c.input and n.output[0] in c.input for c in consumers.get(n.output[0], [])):
+            out.append(n.input[0])
+    return out
+
+
+def floor_ranges(ranges: dict[str, tuple[float, float]], tensors, floor: float) -> dict[str, tuple[float, float]]:
+    """``ranges`` with the lower end of ``tensors`` raised to ``floor`` (< 0) where it was below it.
+    SiLU(x) is within 0.015 of 0 for every x <= -6, so a pre-activation range need not reach further down:
+    the uint8 grid it frees goes to the positive side."""
+    return {t: ((max(lo, floor), hi) if t in set(tensors) else (lo, hi)) for t, (lo, hi) in ranges.items()}
