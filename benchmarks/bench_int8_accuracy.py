@@ -203,13 +203,19 @@ def main(argv=None) -> int:
                                    "build_s": round(build_s, 1), "eval_s": round(eval_s, 1),
                                    "bootstrap_ci": bootstrap_interval(ref[v].get("stats"), r.get("stats"))}
                             results.append(rec)
+                            write_json(a.json, a, results)  # after every record: a killed run keeps what it measured
                             print(f"{rec['weights']} {backend:<11} {row:<16} n={n:<4} seed={seed} {rec['val']:<11} "
                                   f"mAP50-95 {r['mAP50_95']:.4f}  drop {drop:+.2f} pt  build {build_s:.0f}s eval {eval_s:.0f}s", flush=True)
     print_table(results)
-    if a.json:
-        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(json.dumps({"args": vars(a), "results": results}, indent=2, default=str))
+    write_json(a.json, a, results)
     return 0
+
+
+def write_json(path, args, results: list[dict]) -> None:
+    """The arguments and results so far as JSON at ``path`` (nothing when ``path`` is empty)."""
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps({"args": vars(args), "results": results}, indent=2, default=str))
 
 
 def print_table(results: list[dict]) -> None:

@@ -33,6 +33,7 @@ from ..deploy.onnx_graph import ConvIO, conv_map, tensor_consumers
 from ..errors import YoloportError
 from ..ops.postprocess import HeadSpec
 from ..quant.float_scope import FloatScope, scope_from_qconfig
+from .onnxruntime_ranges import HISTOGRAM_METHODS, floor_ranges, histogram_ranges, range_overrides, reader_feeds, silu_inputs
 from .base import Runner, RuntimeProfile, _check_images, _check_runs, mean_node_times, read_sidecar, write_sidecar
 from .registry import artifact_size, call_fixed_batch, check_input, sidecar_info
 from .spec import BackendSpec
@@ -50,6 +51,10 @@ DEFAULT_QCONFIG = {
     "per_channel": True,
     "calib_method": "minmax",
     "percentile": 99.999,
+    "calib_bins": 2048,  # entropy/percentile: histogram bins (yoloport.backends.onnxruntime_ranges)
+    "calib_quantized_bins": 128,  # entropy: bins of the quantized candidate distribution
+    "calib_moving_average": False,  # minmax: ORT's moving average of per-batch min/max (CalibMovingAverage)
+    "silu_floor": None,  # e.g. -6.0: lower end of every SiLU pre-activation range (onnxruntime_ranges.floor_ranges)
     "reduce_range": False,
     "pre_process": True,
     "ptq": (),  # PTQ steps applied to the float model before export (yoloport.quant.recipe.STEPS)
@@ -233,7 +238,28 @@ def resolve_qconfig(qconfig: dict | None) -> dict:
     cfg.update(float_scope=scope.to_dict(), head_fp32=scope.head, exclude=list(scope.nodes))
     if cfg["calib_method"] != "percentile":
         cfg.pop("percentile", None)
+    check_histogram_bins(cfg)
+    floor = cfg.get("silu_floor")
+    if floor is not None and (isinstance(floor, bool) or not isinstance(floor, (int, float)) or not floor < 0):
+        raise YoloportError(f"onnxruntime: silu_floor must be a negative number (e.g. -6) or None, got {floor!r}")
+    if cfg["calib_method"] not in HISTOGRAM_METHODS:
+        cfg.pop("calib_bins", None)
+        cfg.pop("calib_quantized_bins", None)
+    if cfg["calib_method"] != "entropy":
+        cfg.pop("calib_quantized_bins", None)
+    if cfg["calib_method"] != "minmax":
+        cfg.pop("calib_moving_average", None)
     return cfg
+
+
+def check_histogram_bins(cfg: dict) -> None:
+    """YoloportError unless ``calib_bins`` is an integer >= 16 and ``calib_quantized_bins`` an integer in
+    [2, calib_bins] (entropy's threshold search needs at least as many histogram bins as quantized ones)."""
+    bins, qbins = cfg.get("calib_bins"), cfg.get("calib_quantized_bins")
+    if not isinstance(bins, int) or isinstance(bins, bool) or bins < 16:
+        raise YoloportError(f"onnxruntime: calib_bins must be an integer >= 16, got {bins!r}")
+    if not isinstance(qbins, int) or isinstance(qbins, bool) or not 2 <= qbins <= bins:
+        raise YoloportError(f"onnxruntime: calib_quantized_bins must be an integer from 2 to calib_bins ({bins}), got {qbins!r}")
 
 
 def float_layer_nodes(layers, conv_nodes: dict[str, str], conv_io: dict[str, ConvIO] | None = None) -> list[str]:
@@ -287,9 +313,23 @@ def quantize_onnx(onnx_in, onnx_out, calibration, qconfig: dict | None = None) -
         if len(dims) == 4 and dims[2] and dims[3] and tuple(calibration.img_size_hw) != (dims[2], dims[3]):
             calibration = calibration.with_size((dims[2], dims[3]))  # same images, the graph's input size
         extra = {"ActivationSymmetric": cfg["act_type"] == "int8", "WeightSymmetric": True}
-        if cfg["calib_method"] == "percentile":
-            extra["CalibPercentile"] = float(cfg["percentile"])
+        if cfg.get("calib_moving_average"):
+            extra["CalibMovingAverage"] = True
         reader = calibration_reader(calibration, inp.name, batch)
+        calib_method = cfg["calib_method"]
+        if calib_method in HISTOGRAM_METHODS or cfg.get("silu_floor") is not None:  # our settings: see onnxruntime_ranges
+            try:
+                ranges = histogram_ranges(src, reader_feeds(reader), calib_method, num_bins=cfg.get("calib_bins", 2048),
+                                          num_quantized_bins=cfg.get("calib_quantized_bins", 128),
+                                          percentile=cfg.get("percentile", 99.999))
+                if cfg.get("silu_floor") is not None:
+                    ranges = floor_ranges(ranges, silu_inputs(model), float(cfg["silu_floor"]))
+            except Exception as e:  # onnxruntime raises its own exception types
+                raise YoloportError(f"onnxruntime {calib_method} calibration failed: {type(e).__name__}: "
+                                    f"{str(e).splitlines()[0] if str(e) else ''}") from e
+            extra["TensorQuantOverrides"] = range_overrides(ranges)
+            reader.rewind()
+            calib_method = "minmax"  # ORT still calibrates; the overrides decide every range
         staged = Path(tmp) / "quantized.onnx"
         try:
             q.quantize_static(
@@ -302,7 +342,7 @@ def quantize_onnx(onnx_in, onnx_out, calibration, qconfig: dict | None = None) -
                 activation_type=getattr(q.QuantType, QUANT_TYPES[cfg["act_type"]]),
                 weight_type=getattr(q.QuantType, QUANT_TYPES[cfg["weight_type"]]),
                 nodes_to_exclude=excluded or None,
-                calibrate_method=getattr(q.CalibrationMethod, CALIB_METHODS[cfg["calib_method"]]),
+                calibrate_method=getattr(q.CalibrationMethod, CALIB_METHODS[calib_method]),
                 extra_options=extra,
             )
         except YoloportError:
