@@ -214,8 +214,11 @@ def main(argv=None) -> int:
 def write_json(path, args, results: list[dict]) -> None:
     """The arguments and results so far as JSON at ``path`` (nothing when ``path`` is empty)."""
     if path:
+        from yoloport.io.atomic import atomic_write
+
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps({"args": vars(args), "results": results}, indent=2, default=str))
+        text = json.dumps({"args": vars(args), "results": results}, indent=2, default=str)
+        atomic_write(path, lambda f: f.write(text.encode()))  # a kill mid-write leaves the previous records whole
 
 
 def print_table(results: list[dict]) -> None:
