@@ -99,6 +99,12 @@ def tiny_model():
     return signal_model()
 
 
+def detect_layer(model) -> str:
+    """The Detect layer's module name, ``model.<i>`` (``model.24`` in yolov5n, ``model.25`` in the embedded
+    default model's ``yolov5n-p2``): tests name head layers through it, not by a number tied to one YAML."""
+    return f"model.{len(model.model) - 1}"
+
+
 def random_model(nc: int = 6, seed: int = 1, names=None):
     """A random-weight yolov5n: "another model" for negative controls and refusal tests."""
     from yoloport.nn.model import DetectionModel
