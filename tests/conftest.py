@@ -105,12 +105,13 @@ def detect_layer(model) -> str:
     return f"model.{len(model.model) - 1}"
 
 
-def random_model(nc: int = 6, seed: int = 1, names=None):
-    """A random-weight yolov5n: "another model" for negative controls and refusal tests."""
+def random_model(nc: int = 6, seed: int = 1, names=None, cfg="yolov5n"):
+    """A random-weight model of ``cfg`` (a yolov5n unless told): "another model" for negative controls and
+    refusal tests. Pass ``cfg=model.yaml`` for another model *of the same layout* (same output shapes)."""
     from yoloport.nn.model import DetectionModel
 
     torch.manual_seed(seed)
-    return DetectionModel("yolov5n", nc=nc, names=names).eval()
+    return DetectionModel(cfg, nc=nc, names=names).eval()
 
 
 def with_signal(model, seed: int = 0):
