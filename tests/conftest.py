@@ -99,12 +99,19 @@ def tiny_model():
     return signal_model()
 
 
-def random_model(nc: int = 6, seed: int = 1, names=None):
-    """A random-weight yolov5n: "another model" for negative controls and refusal tests."""
+def detect_layer(model) -> str:
+    """The Detect layer's module name, ``model.<i>`` (``model.24`` in yolov5n, ``model.25`` in the embedded
+    default model's ``yolov5n-p2``): tests name head layers through it, not by a number tied to one YAML."""
+    return f"model.{len(model.model) - 1}"
+
+
+def random_model(nc: int = 6, seed: int = 1, names=None, cfg="yolov5n"):
+    """A random-weight model of ``cfg`` (a yolov5n unless told): "another model" for negative controls and
+    refusal tests. Pass ``cfg=model.yaml`` for another model *of the same layout* (same output shapes)."""
     from yoloport.nn.model import DetectionModel
 
     torch.manual_seed(seed)
-    return DetectionModel("yolov5n", nc=nc, names=names).eval()
+    return DetectionModel(cfg, nc=nc, names=names).eval()
 
 
 def with_signal(model, seed: int = 0):

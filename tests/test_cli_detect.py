@@ -16,10 +16,13 @@ def tiny_ckpt(tmp_path, tiny_model):
 
 
 def _images(folder, n=2):
+    """``n`` synthetic-shape images (120 x 200, 160 x 200, ...): the default model detects something on each,
+    so label files get written (on uniform noise the stride-4 default model rightly finds nothing)."""
+    from yoloport.data.synth import render_image
+
     folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
     for i in range(n):
-        cv2.imwrite(str(folder / f"im{i}.jpg"), rng.integers(0, 255, (120 + 40 * i, 200, 3), dtype=np.uint8))
+        cv2.imwrite(str(folder / f"im{i}.jpg"), render_image((120 + 40 * i, 200), np.random.default_rng(i)).image)
     return folder
 
 

@@ -23,7 +23,8 @@ HW = (96, 128)
 FAULTS = {
     "zeros": lambda tr, model: F.ZerosRunner(tr),
     "bias-only": lambda tr, model: F.BiasOnlyRunner(tr, model),
-    "another-model": lambda tr, model: TorchRunner(random_model(nc=model.nc)),
+    # same layout, other weights: the checks must see it in the numbers, not in a shape mismatch
+    "another-model": lambda tr, model: TorchRunner(random_model(nc=model.nc, cfg=model.yaml)),
     "classes-permuted": lambda tr, model: F.ClassesPermutedRunner(tr),
     "boxes-shifted-3px": lambda tr, model: F.BoxesShiftedRunner(tr, 3.0),
     "another-image": lambda tr, model: F.OtherImageRunner(tr),

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import _checks as C
-from conftest import signal_model, write_synth_images
+from conftest import detect_layer, signal_model, write_synth_images
 from yoloport.backends.registry import build_artifact, check_qconfig, load_runner
 from yoloport.data.calibration import load_calibration
 from yoloport.errors import YoloportError
@@ -99,8 +99,11 @@ def test_adaround_weights_lie_on_the_grid_with_qmax_in_every_channel(folded, cal
         q = PER_CHANNEL.integers(w)
         assert (q.abs().flatten(1).amax(1) == 127).all() or (w.abs().flatten(1).amax(1) == 0).any(), layer.name
         assert torch.equal(PER_CHANNEL.quantize(w), w) or torch.allclose(PER_CHANNEL.quantize(w), w, rtol=0, atol=1e-7 * float(w.abs().max()))
-    plain_q = PER_CHANNEL.integers(quant_layers(folded)[3].conv.weight)
-    assert not torch.equal(plain_q, PER_CHANNEL.integers(quant_layers(rounded)[3].conv.weight))  # it did change roundings
+    # it did change roundings somewhere (which layers it changes depends on the model: on the stride-4 default
+    # model it leaves model.2.m.0.cv1, the layer this used to check, at nearest)
+    changed = [a.name for a, b in zip(quant_layers(folded), quant_layers(rounded)) if a.name.startswith(tuple(r + "." for r in ROUNDED))
+               and not torch.equal(PER_CHANNEL.integers(a.conv.weight), PER_CHANNEL.integers(b.conv.weight))]
+    assert changed
 
 
 def test_equalization_with_selection_never_lowers_calibration_sqnr(folded, calib_batch, held_back):
@@ -128,7 +131,7 @@ def test_unknown_or_misordered_steps_are_refused_with_one_message():
 
 
 def test_recipe_records_its_steps(folded, calib):
-    _, record = apply_recipe(folded, ["bias_correction"], calib, PER_CHANNEL, skip=("model.24.m",))
+    _, record = apply_recipe(folded, ["bias_correction"], calib, PER_CHANNEL, skip=(f"{detect_layer(folded)}.m.",))
     assert record["steps"] == ["bias_correction"] and record["images"] == len(calib)
     assert record["results"]["bias_correction"]["layers"] == len(quant_layers(folded)) - 3
 

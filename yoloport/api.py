@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data.letterbox import parse_img_size
+from .data.letterbox import input_multiple, parse_img_size
 from .engine.predict import Detections
 
 
@@ -30,7 +30,7 @@ class Model:
 
     @property
     def stride(self) -> int:
-        return int(self.net.stride.max())
+        return input_multiple(self.net.stride)
 
     def info(self, img_size=640) -> dict:
         return self.net.info(img_size)

@@ -22,6 +22,7 @@ from ..errors import YoloportError
 from ..ops.boxes import box_iou
 from ..quant.error import TensorStats, cosine, sqnr  # noqa: F401 - the tensor metrics, re-exported
 from ..ops.postprocess import HeadSpec, decode_outputs, postprocess
+from ..data.letterbox import input_multiple
 
 
 # ----------------------------------------------------------------------------- tensor metrics
@@ -141,7 +142,7 @@ class TorchModeRunner:
         self.torch = torch
         self.model, _ = prepare_model(model, head.mode, tuple(img_size_hw), sigmoid=bool(head.sigmoid_applied), fuse=False)
         self.head = HeadSpec.from_model(model, head.mode, sigmoid_applied=bool(head.sigmoid_applied))
-        self.input_hw, self.batch, self.stride = tuple(img_size_hw), None, int(model.stride.max())
+        self.input_hw, self.batch, self.stride = tuple(img_size_hw), None, input_multiple(model.stride)
 
     def __call__(self, images: np.ndarray) -> list[np.ndarray]:
         with self.torch.inference_mode():

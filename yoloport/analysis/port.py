@@ -12,6 +12,7 @@ from pathlib import Path
 from ..engine.val import validate_runner  # module attribute: tests replace it
 from . import deploy_folder
 from ..errors import YoloportError
+from ..data.letterbox import input_multiple
 
 DEFAULT_TARGETS = "onnxruntime,openvino,rknn:rk3588,mlu-sim"
 PRECISIONS = ("int8", "fp32", "fp16", "bf16")
@@ -473,7 +474,7 @@ def run_port(model, data, targets: list[Target], run_dir: Path, img_hw, calib_so
     with progress.stage("calibration set"):
         sets = port_image_sets(calib_source, cfg, data, overlap)
         calib = load_calibration(list(sets["calibration"].paths), n=calib_n, img_size_hw=img_hw,
-                                 stride=int(model.stride.max()), warn=lambda m: print(f"warning: {m}"))
+                                 stride=input_multiple(model.stride), warn=lambda m: print(f"warning: {m}"))
         calib.source = str(calib_source)
         sets["record"]["calibration"] = used_calibration(calib, sets["record"]["calibration"])
     val_images = list(sets["reporting"].paths)

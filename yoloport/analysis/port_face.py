@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 from ..errors import YoloportError
+from ..data.letterbox import input_multiple
 
 #: the WIDER FACE settings, in report order
 SETTINGS = ("easy", "medium", "hard")
@@ -225,7 +226,7 @@ def run_face_port(model, data, targets, run_dir, img_hw, calib_source, calib_n: 
     run_dir.mkdir(parents=True, exist_ok=True)
     progress = Progress(2 + 4 * len(targets), quiet)
     with progress.stage("calibration set"):
-        calib = load_calibration(calib_source, n=calib_n, img_size_hw=tuple(img_hw), stride=int(model.stride.max()),
+        calib = load_calibration(calib_source, n=calib_n, img_size_hw=tuple(img_hw), stride=input_multiple(model.stride),
                                  warn=lambda m: print(f"warning: {m}"))
         check_disjoint(calib.paths, reported)
     ref_runner = FixedInputRunner(load_runner(REFERENCE, model=model, threads=threads), img_hw)

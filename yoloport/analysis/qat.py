@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import YoloportError
+from ..data.letterbox import input_multiple
 
 # QAT's changes to YOLOv5's hyp.scratch-low: a low learning rate from the first step (no warm-up: its
 # 0.1 bias learning rate would undo a trained model), decaying linearly to a tenth. 5e-5: of 5e-5 and 5e-4
@@ -108,7 +109,7 @@ def qat_port(weights, data, backend: str, out, *, calib=None, calib_n: int = 64,
     val_images = list_images(cfg.split("val"))
     train_images = list_images(cfg.split("train"))
     model = load_model(weights)
-    stride = int(model.stride.max())
+    stride = input_multiple(model.stride)
     warnings: list[str] = []
     calibration = load_calibration(calib or f"{data}:train", n=calib_n, img_size_hw=tuple(img_size_hw), stride=stride,
                                    seed=calib_seed, warn=lambda m: warnings.append(m))

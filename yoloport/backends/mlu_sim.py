@@ -44,6 +44,7 @@ from ..quant.fake_quant import fake_quant, forward_order, weight_scale
 from ..quant.float_scope import scope_from_qconfig
 from .base import Runner, model_fingerprint, read_sidecar, write_sidecar
 from .spec import BackendSpec
+from ..data.letterbox import input_multiple
 
 NAME = "mlu-sim"
 ARTIFACT_NAME = "model.mlusim.safetensors"
@@ -372,7 +373,7 @@ class MluSimRunner(Runner):
         self.head = head_raw if q["output"] == "raw" else HeadSpec.from_dict({**head_raw.to_dict(), "mode": "end2end"})
         self.input_hw = tuple(input_hw) if input_hw else None
         self.batch = None
-        self.stride = int(max(head_raw.strides)) if head_raw.strides else 32
+        self.stride = input_multiple(head_raw.strides)
         self.quantized = quantized
         set_mode(qconvs, "quant" if quantized else "float")
         if q["half"]:  # non-conv ops in float16; the simulated int8 convolutions keep float32 parameters

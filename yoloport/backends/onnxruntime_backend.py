@@ -37,6 +37,7 @@ from .onnxruntime_ranges import HISTOGRAM_METHODS, floor_ranges, histogram_range
 from .base import Runner, RuntimeProfile, _check_images, _check_runs, mean_node_times, read_sidecar, write_sidecar
 from .registry import artifact_size, call_fixed_batch, check_input, sidecar_info
 from .spec import BackendSpec
+from ..data.letterbox import input_multiple
 
 if TYPE_CHECKING:  # annotations only: onnx is imported where a graph is built
     import onnx
@@ -134,7 +135,7 @@ def load(artifact, model=None, threads: int | None = None, **options) -> OrtRunn
 
     info = read_sidecar(artifact, expect_backend=NAME, expect_fingerprint=model_fingerprint(model) if model is not None else None)
     head = HeadSpec.from_dict(info["head"])
-    stride = int(max(head.strides)) if head.strides else 32
+    stride = input_multiple(head.strides)
     opts = {k: v for k, v in options.items() if k in ("providers", "graph_optimization")}
     return OrtRunner(artifact, head, tuple(info["input_hw"]), info.get("batch"), threads=threads, stride=stride, **opts)
 

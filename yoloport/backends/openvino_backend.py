@@ -32,6 +32,7 @@ from ..quant.float_scope import scope_from_qconfig
 from .base import Runner, RuntimeProfile, _check_images, _check_runs, mean_node_times, read_sidecar, write_sidecar
 from .registry import artifact_size, call_fixed_batch, check_input, sidecar_info
 from .spec import BackendSpec
+from ..data.letterbox import input_multiple
 
 NAME = "openvino"
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
@@ -171,7 +172,7 @@ def load(artifact, model=None, threads: int | None = None, streams: int | None =
         raise YoloportError(f"openvino cannot read {artifact}: {str(e).splitlines()[0]}") from None
     return OpenVINORunner(
         ir, head, tuple(info["input_hw"]), info.get("batch"), prec, threads, streams, device,
-        stride=int(max(head.strides)) if head.strides else 32, hint=options.get("hint", "LATENCY"), path=artifact,
+        stride=input_multiple(head.strides), hint=options.get("hint", "LATENCY"), path=artifact,
     )
 
 

@@ -34,6 +34,7 @@ from .rknn.options import NAME as BUILDER
 from .rknn.runner import RknnRunner, open_simulator
 from .rknn.toolkit import ToolkitLog, _import_rknn, call, quiet
 from .spec import BackendSpec
+from ..data.letterbox import input_multiple
 
 NAME = "rknn-lite"
 INSTALL = ("pip install 'yoloport[rknn-lite]', then Rockchip's rknn_toolkit_lite2 wheel for the board's Python "
@@ -153,7 +154,7 @@ def load(artifact, model=None, core_mask=None, runtime: str | None = None, **opt
     log = ToolkitLog()
     session = open_board_session(artifact, mask, log) if which == "board" else open_simulator_session(artifact, info, mask, log)
     head = HeadSpec.from_dict(info["head"])
-    stride = int(max(head.strides)) if head.strides else 32
+    stride = input_multiple(head.strides)
     return RknnLiteRunner(session, head, info["input_hw"], mask, which, platform=platform, stride=stride, log=log)
 
 

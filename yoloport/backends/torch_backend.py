@@ -7,6 +7,7 @@ import torch
 from ..ops.postprocess import HeadSpec
 from .base import Runner
 from .spec import BackendSpec
+from ..data.letterbox import input_multiple
 
 SPEC = BackendSpec(
     runs_onnx=False,
@@ -32,7 +33,7 @@ class TorchRunner(Runner):
     def __init__(self, model, threads: int | None = None):
         self.model = model.eval()
         self.head = HeadSpec.from_model(model, "raw")
-        self.stride = int(model.stride.max())
+        self.stride = input_multiple(model.stride)
         self.input_hw = None
         self.batch = None
         self.threads = int(threads) if threads else None

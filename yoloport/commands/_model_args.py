@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, field
 
 from ..config import PACKAGE_DIR, model_source
-from ..data.letterbox import parse_img_size
+from ..data.letterbox import input_multiple, parse_img_size
 from ..errors import DependencyMissing, YoloportError
 
 TORCH_PACKAGE = "torch"  # the Python package a checkpoint needs (the [train] extra), not a backend name
@@ -44,7 +44,7 @@ def artifact_model(artifact) -> ArtifactModel:
     return ArtifactModel(
         names=tuple(head.names or ()),
         img_size=(int(info["input_hw"][0]), int(info["input_hw"][1])),
-        stride=int(max(head.strides)) if head.strides else 32,
+        stride=input_multiple(head.strides),
         source=source,
         model_key="default" if _is_default_model(source) else None,
         fingerprint=info.get("model_fingerprint"),

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from ..config import add_common_arguments, resolve_settings
 from ..errors import YoloportError
+from ..data.letterbox import input_multiple
 
 DEFAULTS = {"backend": "torch", "batch": [1], "warmup": 3, "repeat": 20, "end_to_end": False, "calib_n": 32,
             "conf_thres": 0.25, "iou_thres": 0.45, "project": "runs/bench", "name": "exp"}
@@ -164,7 +165,7 @@ def _runners(s, backend: str, batches: list[int], tmp: Path, notes: list):
     if s.calib:
         from ..data.calibration import load_calibration
 
-        calibration = load_calibration(s.calib, int(s.calib_n), hw, int(model.stride.max()),
+        calibration = load_calibration(s.calib, int(s.calib_n), hw, input_multiple(model.stride),
                                        warn=lambda m: notes.append(m))
     for b in batches:
         runner = runner_for_batch(backend, model, hw, b, tmp, s.threads, calibration)
@@ -179,7 +180,7 @@ def _img_hw(s, model=None, stride: int | None = None) -> tuple[int, int]:
     """``--img-size`` as (h, w), else the model's training size, else 640x640."""
     from ..data.letterbox import parse_img_size
 
-    stride = stride or (int(model.stride.max()) if model is not None else 32)
+    stride = stride or (input_multiple(model.stride) if model is not None else 32)
     if s.img_size:
         return parse_img_size(s.img_size, stride, warn=lambda m: print(f"warning: {m}"))
     if model is not None and getattr(model, "img_size", None):

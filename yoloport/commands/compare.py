@@ -14,6 +14,7 @@ import math
 from pathlib import Path
 
 from ..errors import YoloportError
+from ..data.letterbox import input_multiple
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -68,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         claim_output_file(js, bool(args.overwrite), what="--json")  # refused before the comparison runs
     hw = tuple(test.input_hw) if test.input_hw else resolve_img_size(args, model)
     ref = reference_runner(model, test.head, hw)
-    images = load_calibration(args.source, n=args.max_images, img_size_hw=hw, stride=int(model.stride.max()),
+    images = load_calibration(args.source, n=args.max_images, img_size_hw=hw, stride=input_multiple(model.stride),
                               seed=None, warn=_note)
     report = compare_runners(
         ref, test, images.paths, img_size_hw=hw, conf_thres=args.conf_thres, iou_thres=args.iou_thres,

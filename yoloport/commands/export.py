@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from ..config import add_common_arguments, lookup_model_key, resolve_settings
+from ..data.letterbox import input_multiple
 
 DEFAULTS = {"opset": 12, "batch": 1, "fuse": True, "silu": "keep", "conf_thres": 0.25,
             "iou_thres": 0.45, "max_det": 300, "target": None, "dynamic": False,
@@ -138,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
         from ..deploy.conventions import TARGET_CONVENTIONS, resolve_export_choice  # a face head: the target's keypoint variant
 
         s.mode, s.sigmoid, s.convention = resolve_export_choice(default=TARGET_CONVENTIONS.get(s.target), nkpt=model.detect.nkpt)
-    hw = img_size_from_settings(s, model, int(model.stride.max()))
+    hw = img_size_from_settings(s, model, input_multiple(model.stride))
     out = Path(s.out) if getattr(s, "out", None) else default_out(s, s.mode, hw)
     overwrite = bool(getattr(s, "overwrite", False))
     refuse_existing_export(out, overwrite)

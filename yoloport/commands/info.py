@@ -7,6 +7,7 @@ import json
 from ..config import add_common_arguments, resolve_settings
 from ..nn.summary import summary_line
 from ._model_args import img_size_from_settings, load_model_from_settings
+from ..data.letterbox import input_multiple
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -18,7 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     s = resolve_settings(args, {"img_size": None})
     model = load_model_from_settings(s, default=None)
-    hw = img_size_from_settings(s, model, int(model.stride.max()))
+    hw = img_size_from_settings(s, model, input_multiple(model.stride))
     info = model.info(hw)
     doc = {
         **info,

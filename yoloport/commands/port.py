@@ -11,6 +11,7 @@ from pathlib import Path
 from ..config import add_common_arguments, add_run_folder_arguments, cache_dir, resolve_settings
 from ..errors import YoloportError
 from ..io.paths import claim_results_dir, lock_run_dir, unlock_run_dir
+from ..data.letterbox import input_multiple
 from ._model_args import (
     default_model_key,
     img_size_from_settings,
@@ -95,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         raise YoloportError(f"--max-drop must be >= 0 points, got {s.max_drop}")
     model = load_model_from_settings(s, default=default_model_key(s.task))
     check_task(s, model)
-    stride = int(model.stride.max())
+    stride = input_multiple(model.stride)
     img_hw = parse_img_size(s.img_size, stride, warn=lambda m: print(f"warning: {m}")) if s.img_size else \
         img_size_from_settings(s, model, stride)
     run_dir = claim_port_dir(s)

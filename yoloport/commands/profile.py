@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ..config import add_common_arguments, resolve_settings
 from ..errors import YoloportError
+from ..data.letterbox import input_multiple
 
 DEFAULTS = {"backend": None, "runs": 10, "warmup": 3, "batch": 1, "opt_level": "all", "project": "runs/profile", "name": "exp"}
 
@@ -106,7 +107,7 @@ def _graph(s, backend: str, tmp: Path):
     from ._model_args import img_size_from_settings, load_model_from_settings
 
     model = load_model_from_settings(s)
-    hw = img_size_from_settings(s, model, int(model.stride.max()))
+    hw = img_size_from_settings(s, model, input_multiple(model.stride))
     path, _ = export_onnx(model, tmp / "model.onnx", hw, "raw", int(s.batch), focus_to_conv=bool(s.focus_to_conv), overwrite=True)
     return path, (int(s.batch), 3, *hw), "f32"
 

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from ..errors import YoloportError
+from ..data.letterbox import input_multiple
 
 # flags whose values go into the qconfig (filled by add_arguments; each backend's SPEC says which keys it takes)
 QCONFIG_DESTS: set[str] = set()
@@ -94,7 +95,7 @@ def resolve_img_size(args, model) -> tuple[int, int]:
     """``--img-size W H`` / the run config's / the model's own / 640 -> ``(h, w)``."""
     from ..data.letterbox import parse_img_size
 
-    stride = int(model.stride.max())
+    stride = input_multiple(model.stride)
     if args.img_size:
         return parse_img_size(args.img_size, stride)
     if getattr(model, "img_size", None):
@@ -247,7 +248,7 @@ def _build_and_report(args, backend: str, model, hw, graph: tuple, qconfig: dict
         source = args.calib
         if qconfig.get("validation"):  # accuracy control decides on its images: keep them apart from calibration
             source, qconfig["validation"], protocol = selection_protocol(args, qconfig, out)
-        calib = load_calibration(source, n=args.calib_n, img_size_hw=hw, stride=int(model.stride.max()),
+        calib = load_calibration(source, n=args.calib_n, img_size_hw=hw, stride=input_multiple(model.stride),
                                  seed=args.calib_seed, warn=lambda m: print(f"warning: {m}"))
         calib.source = str(args.calib)
         if protocol:

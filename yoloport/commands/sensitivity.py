@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from ..errors import YoloportError
+from ..data.letterbox import input_multiple
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -169,7 +170,7 @@ def _rank_and_report(s, backend, model, out: Path) -> int:
         calib_source, select_cfg, report_cfg, protocol = search_protocol(s, len(model.names))
     qconfig = _qconfig(s)
     t0 = time.perf_counter()
-    calib = load_calibration(calib_source, n=s.calib_n, img_size_hw=hw, stride=int(model.stride.max()), seed=s.calib_seed,
+    calib = load_calibration(calib_source, n=s.calib_n, img_size_hw=hw, stride=input_multiple(model.stride), seed=s.calib_seed,
                              warn=lambda m: print(f"warning: {m}"))
     calib.source = str(s.calib)
     from ..data.protocol import calibration_only_protocol, used_calibration

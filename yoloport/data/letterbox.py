@@ -38,6 +38,19 @@ class LetterboxMeta:
         return {"orig_hw": list(self.orig_hw), "input_hw": list(self.input_hw), "ratio": self.ratio, "pad": list(self.pad)}
 
 
+YOLOV5_MIN_INPUT_MULTIPLE = 32
+"""Every YOLOv5 backbone downsamples to P5/32, also when its head stops at P4 (``yolov5n-p2``)."""
+
+
+def input_multiple(strides) -> int:
+    """What an input's height and width must be multiples of for a YOLOv5 whose Detect levels have
+    ``strides`` (a list, tuple or 1-D tensor; empty or None: 32): the largest stride, at least 32.
+
+    A P2-P3-P4 head has strides 4, 8, 16, but its backbone still halves down to 1/32 and the FPN
+    concatenates that level, upsampled, with the 1/16 one: an input of 16 x odd pixels cannot run."""
+    return max([int(s) for s in (strides if strides is not None else ())] + [YOLOV5_MIN_INPUT_MULTIPLE])
+
+
 def parse_img_size(size, stride: int = 32, warn=print) -> tuple[int, int]:
     """Command-line image size -> ``(h, w)``, rounded up to a multiple of ``stride``.
 

@@ -29,6 +29,7 @@ from ..errors import YoloportError
 from ..ops.postprocess import HeadSpec
 from ..nn.heads import DEFAULT_CONF_THRES, DEFAULT_IOU_THRES, DEFAULT_MAX_DET, EXPORT_MODES
 from .onnx_meta import META_MARKER, build_meta, is_yoloport_export, sidecar_path, write_onnx_meta
+from ..data.letterbox import input_multiple
 
 OPSET_RANGE = (11, 19)
 DEFAULT_OPSET = 12  # RKNN-Toolkit2's documented sweet spot; NonMaxSuppression needs >= 10
@@ -81,7 +82,7 @@ def check_export_args(model, img_size_hw, mode: str, batch: int, opset: int, sig
     if int(max_det) < 1:
         raise YoloportError(f"max_det must be >= 1, got {max_det}")
     h, w = (int(img_size_hw), int(img_size_hw)) if isinstance(img_size_hw, int) else (int(img_size_hw[0]), int(img_size_hw[1]))
-    s = int(model.stride.max())
+    s = input_multiple(model.stride)
     if h <= 0 or w <= 0 or h % s or w % s:
         raise YoloportError(f"input size {w}x{h} (W x H) must be positive multiples of the model's stride {s}")
     return h, w

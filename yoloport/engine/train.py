@@ -52,6 +52,7 @@ from ..nn.model import DetectionModel
 from .ema import ModelEMA, unwrap
 from .loss import ComputeLoss, scale_loss_gains
 from .optim import NOMINAL_BATCH, accumulate_steps, build_optimizer, lr_lambda, set_epoch_lr, warmup
+from ..data.letterbox import input_multiple
 
 HYP_DEFAULT = Path(__file__).resolve().parent.parent / "configs" / "hyp.scratch-low.yaml"
 STATE_FILE = "train_state.pt"
@@ -384,7 +385,7 @@ def train(settings, hook=None) -> dict:
     _check_task(s, model)
     if hook is not None:
         model = hook.wrap(model)
-    gs = max(int(model.stride.max()), 32)
+    gs = input_multiple(model.stride)
     img_hw = _img_hw(s, gs, log)
     frozen = freeze_layers(model, s.freeze)
     if frozen:

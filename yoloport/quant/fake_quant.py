@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from ..data.letterbox import input_multiple
+
 
 def fake_quant(x: torch.Tensor, scale: torch.Tensor, qmax: int, qmin: int | None = None) -> torch.Tensor:
     """Symmetric fake quantization: ``clip(round(x / scale), qmin, qmax) * scale`` (``qmin=-qmax``).
@@ -49,7 +51,7 @@ def forward_order(model, modules: list) -> list:
     seen: list = []
     hooks = [q.register_forward_pre_hook(lambda mod, _inp: seen.append(mod)) for q in modules]
     try:
-        s = int(max(getattr(model, "stride", torch.tensor([32.0])).tolist()))
+        s = input_multiple(getattr(model, "stride", None))  # 32 also for a P2-P3-P4 head (its backbone reaches P5)
         with torch.no_grad():
             model(torch.zeros(1, 3, s * 2, s * 2))
     finally:

@@ -12,6 +12,7 @@ from ..base import Runner, model_fingerprint, read_sidecar
 from .build import _LIVE, BuildRecipe, _live_key, make_rknn
 from .options import ARTIFACT_NAME, NAME, check_platform, resolve_qconfig
 from .toolkit import ToolkitLog, _import_rknn, call, quiet
+from ...data.letterbox import input_multiple
 
 
 class RknnRunner(Runner):
@@ -66,7 +67,7 @@ def load(artifact, model=None, target: str | None = None, device_id: str | None 
     artifact = Path(artifact).resolve()
     info = read_sidecar(artifact, expect_backend=NAME, expect_fingerprint=model_fingerprint(model) if model is not None else None)
     head = HeadSpec.from_dict(info["head"])
-    stride = int(max(head.strides)) if head.strides else 32
+    stride = input_multiple(head.strides)
     log = ToolkitLog()
     if target:
         platform = check_platform(target)
