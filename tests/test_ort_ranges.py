@@ -125,14 +125,15 @@ def q_lower_ends(path) -> dict[str, float]:
 def test_silu_floor_narrows_preactivations_only(tiny_model, calib, batch, built, tmp_path):
     import onnx
 
-    art = build_artifact("onnxruntime", tiny_model, tmp_path, HW, calib, {"silu_floor": -1.0})
+    floor = -3.0  # SiLU(x < -3) is within 0.15 of 0: clipping there costs little (-1.0 cost 17.7 dB on the P2 default model)
+    art = build_artifact("onnxruntime", tiny_model, tmp_path, HW, calib, {"silu_floor": floor})
     fp32 = build_artifact("onnxruntime", tiny_model, tmp_path / "fp32", HW, None, {})
     pre = set(rg.silu_inputs(onnx.load(str(fp32))))
     assert len(pre) > 10  # every Conv-SiLU of the model
     lo_mm, lo_fl = q_lower_ends(built["minmax"]), q_lower_ends(art)
     scale_tol = 0.05  # a zero point is an integer: the grid's lower end moves by under one step
-    assert all(lo_fl[t] >= -1.0 - scale_tol for t in pre)
-    assert any(lo_mm[t] < -1.5 for t in pre), "no pre-activation reached below the floor: the test shows nothing"
+    assert all(lo_fl[t] >= floor - scale_tol for t in pre)
+    assert any(lo_mm[t] < floor - 0.5 for t in pre), "no pre-activation reached below the floor: the test shows nothing"
     assert all(lo_fl[t] == pytest.approx(lo_mm[t], abs=1e-6) for t in lo_mm if t not in pre and t in lo_fl)
     C.check_int8_agrees(TorchRunner(tiny_model)(batch), load_runner("onnxruntime", art)(batch))
 

@@ -91,7 +91,8 @@ def histogram_ranges(onnx_path, feeds: Iterable[dict], method: str, *, num_bins:
             raise ValueError("histogram_ranges: no calibration feeds")
         data = calibrator.compute_data()
         del calibrator  # its session holds the augmented model open in tmp
-    return {name: (float(np.asarray(data.data[name].range_value[0])), float(np.asarray(data.data[name].range_value[1])))
+    return {name: (float(np.asarray(data.data[name].range_value[0]).reshape(-1)[0]),
+                   float(np.asarray(data.data[name].range_value[1]).reshape(-1)[0]))  # ORT keeps [1]-shaped arrays
             for name in data}
 
 
