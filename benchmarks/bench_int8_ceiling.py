@@ -246,6 +246,9 @@ def main(argv=None) -> int:
     ap.add_argument("--gemm-repeat", type=int, default=10)
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--openvino", action="store_true", help="also OpenVINO fp32 and NNCF int8 (backend), same rounds")
+    ap.add_argument("--ov-head-fp32", nargs="*", default=[], metavar="HEAD_FP32",
+                    help="with --openvino: also OpenVINO int8 built with each of these head_fp32 settings (e.g. tail convs), "
+                         "same rounds: the speed cost of keeping the Detect convolutions float")
     ap.add_argument("--batch16", action="store_true", help="batch-16 throughput of the fastest ORT variant (and OV int8)")
     ap.add_argument("--profile", action="store_true",
                     help="per-op-type time of every ORT int8 variant (ONNX Runtime's profiler): where the gap to the ceiling goes")
@@ -302,6 +305,11 @@ def main(argv=None) -> int:
                 r = runner_for_batch("openvino", model, hw, 1, work / label, t, calibration if int8 else None)
                 ov[label] = r
                 calls[label], kinds[label] = r, "int8" if int8 else "fp32"
+            for head in a.ov_head_fp32:
+                label = f"ov-int8 head_fp32={head}"
+                calls[label] = runner_for_batch("openvino", model, hw, 1, work / label.replace("=", "-"), t, calibration,
+                                                qconfig={"head_fp32": head})
+                kinds[label] = "int8"
         x = next(iter(calibration))  # [1, 3, H, W]: a real image (only the speed is measured here)
         rounds = {**{k: (lambda f=f: f(x)) for k, f in calls.items()}, **gemms}  # the ceilings in the same rounds
         timing = timed(rounds, 2, a.repeat, t, a.cpu_time)
