@@ -228,13 +228,14 @@ def print_table(results: list[dict]) -> None:
         groups.setdefault((r["weights"], tuple(r["img_size"]), r["backend"], r["row"], r["calib_n"], r["val"]), []).append(r)
     print()
     print(f"{'weights':<18} {'size':<8} {'backend':<11} {'row':<16} {'n':>4} {'val':<11} {'drop pt':>8} "
-          f"{'seeds':<22} {'spread':>6}  95% interval, first seed (paired bootstrap)")
+          f"{'seeds':<22} {'spread':>6}  95% interval per seed (paired bootstrap)")
     for (wk, size, backend, row, n, val), rs in groups.items():
         drops = [r["drop_points"] for r in rs]
         spread = max(drops) - min(drops) if len(drops) > 1 else float("nan")
-        ci = rs[0]["bootstrap_ci"]
+        cis = " ".join("-" if r["bootstrap_ci"] is None else f"[{r['bootstrap_ci'][0]:+.2f}, {r['bootstrap_ci'][1]:+.2f}]"
+                       for r in rs)
         print(f"{wk:<18} {size[0]}x{size[1]:<4} {backend:<11} {row:<16} {n:>4} {val:<11} {statistics.mean(drops):>+8.2f} "
-              f"{' '.join(f'{d:+.2f}' for d in drops):<22} {spread:>6.2f}  {'-' if ci is None else f'[{ci[0]:+.2f}, {ci[1]:+.2f}]'}")
+              f"{' '.join(f'{d:+.2f}' for d in drops):<22} {spread:>6.2f}  {cis}")
 
 
 if __name__ == "__main__":
