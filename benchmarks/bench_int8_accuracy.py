@@ -156,6 +156,7 @@ def main(argv=None) -> int:
 
     from yoloport.backends.registry import build_artifact
     from yoloport.data.calibration import load_calibration
+    from yoloport.data.letterbox import input_multiple
     from yoloport.models import load_model
 
     torch.set_num_threads(a.threads)
@@ -169,7 +170,7 @@ def main(argv=None) -> int:
     for wk in a.weights:
         wpath = str(fx / WEIGHTS[wk]) if wk in WEIGHTS else wk
         model = load_model(wpath)
-        stride = int(model.stride.max())
+        stride = input_multiple(model.stride)
         out_root = Path(a.out) / Path(wpath).stem / f"{w}x{h}"
         ref = {}
         fp32 = build_artifact("onnxruntime", model, out_root / "fp32", hw, None, {"precision": "fp32"})

@@ -266,6 +266,7 @@ def main(argv=None) -> int:
 
     from yoloport.analysis.bench import machine_info, runner_for_batch
     from yoloport.data.calibration import load_calibration
+    from yoloport.data.letterbox import input_multiple
     from yoloport.deploy.export import export_onnx
     from yoloport.models import load_model
 
@@ -278,7 +279,7 @@ def main(argv=None) -> int:
           f"{f32:.1f} GMAC/s, ratio {i8 / f32:.2f}; load average {g['load_before']['load1']} on {g['load_before']['cpus']} "
           f"CPUs", flush=True)
     model = load_model(a.weights)
-    calibration = load_calibration(a.calib, a.calib_n, hw, int(model.stride.max()), warn=lambda m: print(f"warning: {m}"))
+    calibration = load_calibration(a.calib, a.calib_n, hw, input_multiple(model.stride), warn=lambda m: print(f"warning: {m}"))
     doc = {"machine": machine_info(), "threads": t, "ceilings_alone_gmac_s": {"int8": i8, "fp32": f32}, "variants": {}}
     with tempfile.TemporaryDirectory(prefix="yoloport-ceiling-") as tmp:
         work = Path(a.work or tmp)
@@ -286,7 +287,7 @@ def main(argv=None) -> int:
         fp32_path, _ = export_onnx(model, work / "fp32.onnx", hw, "raw", opset=13, overwrite=True)  # per-channel QDQ: opset 13
         gmac = conv_gmac(fp32_path)
         doc["model_gmac"] = gmac
-        print(f"yolov5s v5.0 {a.size}x{a.size}: {gmac:.2f} GMAC per image (Conv layers)", flush=True)
+        print(f"{Path(a.weights).stem} {a.size}x{a.size}: {gmac:.2f} GMAC per image (Conv layers)", flush=True)
         from onnxruntime import quantization as q
 
         prep = work / "prep.onnx"

@@ -238,6 +238,7 @@ def main(argv=None) -> int:
     from yoloport.quant.ranking import format_ranking, layer_sensitivity
     from yoloport.backends.torch_backend import TorchRunner
     from yoloport.data.calibration import load_calibration
+    from yoloport.data.letterbox import input_multiple
     from yoloport.models import load_model
 
     if args.threads:
@@ -258,7 +259,7 @@ def main(argv=None) -> int:
         wp = Path(w) if Path(w).exists() else fx / "weights" / w
         model = load_model(wp)
         name = wp.stem
-        calib = load_calibration(data, n=args.calib_n, img_size_hw=hw, stride=int(model.stride.max()))
+        calib = load_calibration(data, n=args.calib_n, img_size_hw=hw, stride=input_multiple(model.stride))
         overlap = shared_images(holdout_imgs, list(calib.paths) + search_imgs)
         judged = overlap == 0
         judged_on = (f"{len(holdout_imgs)} held-out val images of {data} (second half, sorted), disjoint from the "

@@ -64,13 +64,14 @@ def main(argv=None) -> int:
     from yoloport.analysis.bench import time_interleaved
     from yoloport.backends.registry import build_artifact, load_runner
     from yoloport.data.calibration import load_calibration
+    from yoloport.data.letterbox import input_multiple
     from yoloport.models import load_model
 
     torch.set_num_threads(a.threads)
     hw = (a.size, a.size)
     model = load_model(a.weights)
-    calib = load_calibration(a.calib, a.calib_n, hw, int(model.stride.max()))
-    x = np.concatenate(load_calibration(a.images, a.batch, hw, int(model.stride.max()), seed=None).arrays(), 0)
+    calib = load_calibration(a.calib, a.calib_n, hw, input_multiple(model.stride))
+    x = np.concatenate(load_calibration(a.images, a.batch, hw, input_multiple(model.stride), seed=None).arrays(), 0)
     with tempfile.TemporaryDirectory(prefix="yoloport-mlusim-") as tmp:
         art = build_artifact("mlu-sim", model, tmp, hw, calibration=calib, qconfig={"precision": "int8", "per_channel": True,
                                                                                     "head_fp32": "convs"}, mode=None)
@@ -83,7 +84,7 @@ def main(argv=None) -> int:
         timing = time_interleaved({"torch-fp32": lambda: ref(x), "mlu-sim int8": lambda: sim.raw(x),
                                    "mlu-sim int8, per-call": lambda: legacy.raw(x)}, warmup=1, repeat=a.repeat, threads=a.threads)
     res = timing["results"]
-    print(f"yolov5s {a.size}x{a.size}, batch {a.batch}, {a.threads} threads, {a.repeat} round-robin rounds; load average "
+    print(f"{Path(a.weights).stem} {a.size}x{a.size}, batch {a.batch}, {a.threads} threads, {a.repeat} round-robin rounds; load average "
           f"{timing['load_before']['load1']} -> {timing['load_after']['load1']} on {timing['load_before']['cpus']} CPUs, "
           f"other processes used {timing['other_cpu_share']} of them")
     for k, r in res.items():

@@ -226,13 +226,14 @@ def main(argv=None) -> int:
 
     from yoloport.analysis.bench import machine_info
     from yoloport.data.calibration import load_calibration
+    from yoloport.data.letterbox import input_multiple
     from yoloport.models import load_model
 
     threads = a.threads or len(os.sched_getaffinity(0))
     torch.set_num_threads(threads)
     sizes = parse_sizes(a.sizes)
     model = load_model(a.weights)
-    stride = int(model.stride.max())
+    stride = input_multiple(model.stride)
     calibration = None
     if any(int8 for label, _, int8 in CONFIGS if label in a.configs):
         calibration = load_calibration(a.calib, a.calib_n, sizes[0], stride, warn=lambda m: print(f"warning: {m}"))

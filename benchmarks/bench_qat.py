@@ -66,6 +66,7 @@ def main(argv=None) -> int:
     from yoloport.analysis.qat import qat_port
     from yoloport.backends.registry import build_artifact
     from yoloport.data.calibration import load_calibration
+    from yoloport.data.letterbox import input_multiple
     from yoloport.fixtures import fixtures_dir
     from yoloport.models import load_model
 
@@ -90,7 +91,7 @@ def main(argv=None) -> int:
     hw = (args.img_size, args.img_size)
     data = training_subset(fx, args.train_n, out)
     model = load_model(weights)
-    calib = load_calibration(str(data) + ":train", n=args.calib_n, img_size_hw=hw, stride=int(model.stride.max()), seed=0)
+    calib = load_calibration(str(data) + ":train", n=args.calib_n, img_size_hw=hw, stride=input_multiple(model.stride), seed=0)
     rows = {}
     t = time.perf_counter()
     fp32 = build_artifact(args.backend, model, out / "fp32", hw, None, {"precision": "fp32"})

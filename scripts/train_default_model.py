@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -55,7 +54,7 @@ import torch  # noqa: E402
 
 from yoloport.data.synth import make_synthetic_dataset  # noqa: E402
 from yoloport.engine.train import load_hyp, train  # noqa: E402
-from yoloport.engine.train_budget import measure_images_per_s  # noqa: E402
+from yoloport.engine.train_budget import default_threads, epochs_for_budget, measure_images_per_s  # noqa: E402
 from yoloport.engine.val import torch_infer, validate  # noqa: E402
 from yoloport.io.checkpoint import atomic_write  # noqa: E402
 from yoloport.models import load_model, save_model  # noqa: E402
@@ -104,7 +103,7 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads (default: 1 when the CPU is oversubscribed, else all cores)")
     a = p.parse_args()
-    threads = a.threads or (1 if os.getloadavg()[0] > (os.cpu_count() or 1) else (os.cpu_count() or 1))
+    threads = a.threads or default_threads()
     torch.set_num_threads(threads)
 
     t_start = time.time()
@@ -131,9 +130,7 @@ def main() -> int:
     else:
         # on a busy shared machine this overestimates the speed (random data, measured once): give --epochs there
         ips = measure_images_per_s(a.cfg, nc, a.img_size, a.batch_size, hyp)
-        # per epoch: training at ~ips (mosaic and loading add ~15 %) + validation (~3x faster than training)
-        per_epoch = a.n_train / ips * 1.15 + a.n_val / (3 * ips)
-        epochs = max(2, min(300, int(left / per_epoch)))
+        epochs, per_epoch = epochs_for_budget(left, a.n_train, a.n_val, ips)
         print(f"measured {ips:.1f} training images/s ({threads} threads) -> {epochs} epochs of ~{per_epoch:.0f} s")
 
     res = train({

@@ -122,4 +122,5 @@ def floor_ranges(ranges: dict[str, tuple[float, float]], tensors, floor: float) 
     """``ranges`` with the lower end of ``tensors`` raised to ``floor`` (< 0) where it was below it.
     SiLU(x) is within 0.015 of 0 for every x <= -6, so a pre-activation range need not reach further down:
     the uint8 grid it frees goes to the positive side."""
-    return {t: ((max(lo, floor), hi) if t in set(tensors) else (lo, hi)) for t, (lo, hi) in ranges.items()}
+    floored = set(tensors)
+    return {t: ((max(lo, floor), hi) if t in floored else (lo, hi)) for t, (lo, hi) in ranges.items()}
