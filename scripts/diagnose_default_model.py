@@ -27,27 +27,6 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 SIZE_BINS_PX = (0, 12, 16, 24, 48, 10_000)  # label longest side, original pixels: [lo, hi)
-OUTCOMES = ("found", "loose box", "wrong class", "unfound")
-
-
-def classify_label(label_cls: int, label_box: np.ndarray, det_cls: np.ndarray, det_boxes: np.ndarray) -> tuple[str, int]:
-    """One label's outcome among :data:`OUTCOMES`, and the class it was confused with (-1 if none).
-
-    ``label_box [4]`` xyxy; ``det_cls [n]``, ``det_boxes [n, 4]`` xyxy: the detections kept at the threshold."""
-    from yoloport.ops.boxes import box_iou
-
-    if not len(det_boxes):
-        return "unfound", -1
-    iou = box_iou(label_box[None].astype(np.float64), det_boxes.astype(np.float64))[0]  # [n]
-    same = det_cls == label_cls
-    if (iou[same] >= 0.5).any():
-        return "found", -1
-    if (iou[same] >= 0.1).any():
-        return "loose box", -1
-    other = (~same) & (iou >= 0.5)
-    if other.any():
-        return "wrong class", int(det_cls[other][np.argmax(iou[other])])
-    return "unfound", -1
 
 
 def size_bin(longest_side_px: float) -> int:
@@ -59,6 +38,8 @@ def main() -> int:
     import torch
 
     from yoloport.data.synth import make_synthetic_dataset
+    from yoloport.engine.image_stats import LABEL_OUTCOMES as OUTCOMES
+    from yoloport.engine.image_stats import label_outcomes
     from yoloport.engine.val import torch_infer, validate
     from yoloport.models import load_model
 
@@ -83,10 +64,7 @@ def main() -> int:
     pairs: Counter = Counter()  # (true name, predicted name) of the wrong-class labels under 16 px
     per_class_small = Counter()  # (name, outcome) under 16 px
     for s in m["image_stats"]:
-        keep = s.conf >= a.conf
-        for c, box in zip(s.label_cls.astype(int), s.label_boxes):
-            outcome, other = classify_label(c, box, s.cls[keep].astype(int), s.boxes[keep])
-            side = float(max(box[2] - box[0], box[3] - box[1]))
+        for c, side, outcome, other in label_outcomes(s, a.conf):
             counts[size_bin(side), OUTCOMES.index(outcome)] += 1
             if side < 16:
                 per_class_small[(names[c], outcome)] += 1

@@ -29,20 +29,12 @@ def test_the_default_model_finds_shapes():
 def small_object_recall(model, data_yaml, max_side_px: float = 16.0, conf: float = 0.25) -> tuple[float, int]:
     """``(recall, labels)`` over the labels whose longest side is under ``max_side_px`` (original pixels):
     the fraction with a detection of their class, confidence >= ``conf``, at IoU >= 0.5."""
+    from yoloport.engine.image_stats import label_outcomes
     from yoloport.engine.val import torch_infer, validate
-    from yoloport.ops.boxes import box_iou
 
     m = validate(torch_infer(model), data_yaml, img_size=320, batch_size=16, progress=False, image_stats=True)
-    found = total = 0
-    for s in m["image_stats"]:
-        keep = s.conf >= conf
-        boxes, cls = s.boxes[keep], s.cls[keep]
-        for c, box in zip(s.label_cls, s.label_boxes):
-            if max(box[2] - box[0], box[3] - box[1]) >= max_side_px:
-                continue
-            total += 1
-            iou = box_iou(box[None].astype(np.float64), boxes.astype(np.float64))[0] if len(boxes) else np.zeros(0)
-            found += bool(((cls == c) & (iou >= 0.5)).any())
+    small = [o for s in m["image_stats"] for _, side, o, _ in label_outcomes(s, conf) if side < max_side_px]
+    found, total = small.count("found"), len(small)
     return found / max(total, 1), total
 
 

@@ -78,3 +78,40 @@ def load_image_stats(path) -> list[ImageStats]:
 
 
 __all__ = ["ImageStats", "concatenate", "load_image_stats", "save_image_stats"]
+
+
+LABEL_OUTCOMES = ("found", "loose box", "wrong class", "unfound")
+"""What became of one label at a confidence threshold: a detection of its class at IoU >= 0.5
+(``found``), only at IoU 0.1-0.5 (``loose box``), another class's detection at IoU >= 0.5 (``wrong
+class``), or none of these (``unfound``)."""
+
+
+def label_outcome(label_cls: int, label_box: np.ndarray, det_cls: np.ndarray, det_boxes: np.ndarray) -> tuple[str, int]:
+    """One label's outcome among :data:`LABEL_OUTCOMES` and the class it was taken for (-1 if none).
+    ``label_box [4]`` xyxy; ``det_cls [n]``, ``det_boxes [n, 4]`` xyxy: the detections kept at the threshold."""
+    from ..ops.boxes import box_iou
+
+    if not len(det_boxes):
+        return "unfound", -1
+    iou = box_iou(np.asarray(label_box, np.float64)[None], np.asarray(det_boxes, np.float64))[0]  # [n]
+    same = det_cls == label_cls
+    if (iou[same] >= 0.5).any():
+        return "found", -1
+    if (iou[same] >= 0.1).any():
+        return "loose box", -1
+    other = (~same) & (iou >= 0.5)
+    if other.any():
+        return "wrong class", int(det_cls[other][np.argmax(iou[other])])
+    return "unfound", -1
+
+
+def label_outcomes(s: ImageStats, conf: float) -> list[tuple[int, float, str, int]]:
+    """``(class, longest side px, outcome, taken for)`` of every label of ``s``, against its detections
+    of confidence >= ``conf`` (:func:`label_outcome`)."""
+    keep = s.conf >= conf
+    det_cls, det_boxes = s.cls[keep].astype(int), s.boxes[keep]
+    out = []
+    for c, box in zip(s.label_cls.astype(int), s.label_boxes):
+        outcome, other = label_outcome(int(c), box, det_cls, det_boxes)
+        out.append((int(c), float(max(box[2] - box[0], box[3] - box[1])), outcome, other))
+    return out
