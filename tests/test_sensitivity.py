@@ -289,6 +289,46 @@ def test_greedy_drops_a_layer_that_does_not_help():
     assert mp.greedy_precision_loop(ranking, evaluate, ref_map=0.40, max_drop=0.5)["met"] and asked == [1]
 
 
+def test_gain_beats_noise_only_when_the_whole_interval_is_above_zero():
+    """Restoring half the images' detections is a gain beyond noise; restoring two images of 40 (+1.5
+    points) is not: neither is drawn in about 13% of resamples, so a 90% one-sided bound cannot clear 0."""
+    from test_bootstrap import emptied, good_stats
+
+    good = good_stats(40, seed=3)
+    holds, gain = mp.gain_beats_noise(emptied(good, 0.5), good, confidence=0.8)
+    assert holds and gain["gain"] > 0 and gain["low"] > 0 and gain["confidence"] == 0.8
+    holds, gain = mp.gain_beats_noise(emptied(good, 0.5), emptied(good, 0.45), confidence=0.8)
+    assert gain["gain"] > 0 and not holds and gain["low"] <= 0 < gain["high"]
+
+
+def test_greedy_keeps_only_gains_beyond_noise_when_asked():
+    """'a' restores 20 of 40 images (a real gain), 'b' two more (+1.5 points, inside the noise): any
+    rise keeps both; the noise-aware rule keeps 'a' only and records each gain's interval."""
+    from test_bootstrap import emptied, good_stats
+    from yoloport.analysis.bootstrap import map_of
+
+    good = good_stats(40, seed=3)
+    restored = {"a": 20, "b": 2, "c": 0}
+
+    def evaluate(layers):
+        stats = emptied(good, 1.0 - sum(restored[x] for x in layers) / 40)
+        return map_of(stats)[1], None, {}, stats
+
+    ref = map_of(good)[1]
+    plain = mp.greedy_precision_loop(list("abc"), evaluate, ref_map=ref, max_drop=0.0, max_float=3)
+    aware = mp.greedy_precision_loop(list("abc"), evaluate, ref_map=ref, max_drop=0.0, max_float=3, keep_confidence=0.8)
+    assert plain["final"]["layers"] == ["a", "b"]
+    assert aware["final"]["layers"] == ["a"]
+    assert [s["kept"] for s in aware["steps"]] == [None, True, False, False]
+    assert aware["steps"][1]["gain_ci"]["low"] > 0 and aware["steps"][2]["gain_ci"]["low"] <= 0
+    assert aware["steps"][3]["gain_ci"] is None  # 'c' did not raise mAP: no interval needed
+    with pytest.raises(YoloportError, match="keep-confidence"):
+        mp.greedy_precision_loop(list("abc"), evaluate, ref_map=ref, keep_confidence=1.5)
+    with pytest.raises(YoloportError, match="per-image"):
+        mp.greedy_precision_loop(list("abc"), lambda layers: evaluate(layers)[:3], ref_map=ref, max_drop=0.0,
+                                 keep_confidence=0.8)
+
+
 def test_detection_features_weigh_objects_and_small_boxes():
     """The ranking's error: nothing where the float model sees no object, relative to box size."""
     ref = np.zeros((1, 3, 7))
@@ -325,14 +365,15 @@ def test_search_on_mlu_sim_with_fake_validator(tiny, calib, report, tmp_path, mo
     """Real mlu-sim builds, validator replaced: mAP rises with the layers kept float; stops at K=2."""
     seen = []
 
-    def fake_validate(runner, data, img_hw, batch_size=8, names=None):
+    def fake_validate(runner, data, img_hw, batch_size=8, names=None, image_stats=False):
         kept = sum(1 for c in runner.qconvs if c.keep_float)
         seen.append(kept)
-        return {"mAP50_95": 0.50 - 0.006 * max(0, 2 - kept)}
+        return {"mAP50_95": 0.50 - 0.006 * max(0, 2 - kept), "image_stats": None}
 
     monkeypatch.setattr(mp, "validate_runner", fake_validate)
     res = mp.search_mixed_precision("mlu-sim", tiny, report.names(), calib, "unused.yaml", HW, tmp_path / "mp",
-                                      max_drop=0.5, max_float=8, ref_map=0.50, qconfig={"head_fp32": "tail"})
+                                      max_drop=0.5, max_float=8, ref_map=0.50, qconfig={"head_fp32": "tail"},
+                                      keep_confidence=None)
     assert seen == [0, 1, 2] and res["met"] and res["final"]["k"] == 2
     assert res["final"]["layers"] == report.names()[:2]
     from yoloport.backends.base import read_sidecar
@@ -392,6 +433,7 @@ def test_cli_mixed_precision_search_end_to_end(tiny_ckpt, tmp_path, capsys):
     doc = json.loads((out / "sensitivity.json").read_text())
     mp = doc["mixed_precision"]
     assert mp["strategy"] == "greedy" and mp["backend"] == "mlu-sim"
+    assert mp["keep_confidence"] == 0.8 and "rises beyond noise (80% bootstrap interval above 0)" in text
     ranked = [r["name"] for r in doc["ranking"]["layers"]]
     steps = mp["steps"]
     assert steps[0]["k"] == 0 and steps[0]["kept"] is None, steps
@@ -425,6 +467,7 @@ def test_cli_mixed_precision_search_end_to_end(tiny_ckpt, tmp_path, capsys):
     (["--calib", "CALIB", "--calib-n", "0"], "at least 1"),
     (["--calib", "CALIB", "--max-float", "-1"], "max-float"),
     (["--calib", "CALIB", "--max-tries", "-1"], "max-tries"),
+    (["--calib", "CALIB", "--keep-confidence", "1.5"], "keep-confidence"),
 ])
 def test_cli_bad_input_one_line_exit_2(tiny_ckpt, calib_dir, tmp_path, capsys, extra, message):
     data = tmp_path / "d.yaml"

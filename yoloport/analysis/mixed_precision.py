@@ -4,7 +4,8 @@ The backend's artifact is built again with
 layers kept in float and each build validated on a labelled data set (mAP@0.5:0.95 against the
 torch fp32 reference on the same data). Two strategies: ``greedy`` (the default,
 :func:`greedy_precision_loop`) walks the ranking worst first and keeps a layer in float only if the
-measured mAP rises with it, until the drop is at most ``max_drop`` points; ``prefix``
+measured mAP rises with it beyond the selection images' noise (:func:`gain_beats_noise`, a paired
+bootstrap at ``keep_confidence``), until the drop is at most ``max_drop`` points; ``prefix``
 (:func:`mixed_precision_loop`) keeps the worst ``K`` for ``K`` = 0, 1, 2, 4, 8, ... and stops at the
 first ``K`` that meets the target. Greedy exists because single-layer errors do not add up: on
 onnxruntime, keeping only ``model.1.conv``'s weights in float *lowered* the output SQNR of the
@@ -82,6 +83,14 @@ class MixedStep:
     seconds: float = 0.0
     backend_config: dict = field(default_factory=dict)
     kept: bool | None = None  # greedy: whether the step's last layer stayed in float (None: prefix, or K=0)
+    gain_ci: dict | None = None  # greedy with image stats: the gain over the best so far, points, with its interval
+
+
+@dataclass
+class _Measured:
+    """A step and the per-image statistics its evaluation returned (None when ``evaluate`` gives none)."""
+    step: MixedStep
+    image_stats: list | None = None
 
 
 def drop_points(ref_map: float, value: float) -> float:
@@ -92,14 +101,35 @@ def drop_points(ref_map: float, value: float) -> float:
 STRATEGIES = ("greedy", "prefix")
 
 
-def _measure(layers: list[str], evaluate, ref_map: float, log) -> MixedStep:
+def _measure(layers: list[str], evaluate, ref_map: float, log) -> _Measured:
+    """Run ``evaluate(layers)``: ``(mAP50_95, artifact, backend_config)`` or, with per-image statistics
+    for the noise-aware keep rule, ``(mAP50_95, artifact, backend_config, image_stats)``."""
     t0 = time.perf_counter()
-    value, artifact, cfg = evaluate(list(layers))
+    out = tuple(evaluate(list(layers)))
+    value, artifact, cfg = out[:3]
+    stats = out[3] if len(out) > 3 else None
     step = MixedStep(len(layers), list(layers), float(value), drop_points(ref_map, value), str(artifact) if artifact else None,
                      round(time.perf_counter() - t0, 2), dict(cfg or {}))
     if log:
         log(f"K={step.k:<3d} mAP50-95 {step.mAP50_95:.4f}  drop {step.drop:+.2f} points  ({step.seconds:.0f} s)")
-    return step
+    return _Measured(step, stats)
+
+
+def gain_beats_noise(best_stats: list, trial_stats: list, confidence: float, n_boot: int = 500) -> tuple[bool, dict]:
+    """Whether the trial's mAP@0.5:0.95 gain over the best so far holds beyond image-sampling noise.
+
+    The gain is the paired-bootstrap drop of ``trial`` against ``best`` with its sign turned (points,
+    positive = the trial is better), resampling the selection images (:func:`paired_bootstrap_drop`
+    at ``confidence``). It holds when the whole interval lies above 0 (``low > 0``): with
+    ``confidence`` 0.8 the gain is positive in at least 90% of resamples. Returns ``(holds, {gain,
+    low, high, confidence})``. Why: on 81 selection images single steps of 0.05-0.3 points were noise,
+    and a search that kept every rise chose layers that hurt on unseen images (issue 11, session 5).
+    """
+    from .bootstrap import paired_bootstrap_drop
+
+    ci = paired_bootstrap_drop(best_stats, trial_stats, n_boot=n_boot, confidence=confidence)
+    gain = {"gain": -ci["drop"], "low": -ci["high"], "high": -ci["low"], "confidence": float(confidence)}
+    return gain["low"] > 0.0, gain
 
 
 def _loop_result(ref_map, max_drop, max_float, met, done: list[MixedStep], final: MixedStep, strategy: str) -> dict:
@@ -142,7 +172,7 @@ def mixed_precision_loop(candidates: Sequence[str], evaluate: Callable[[list[str
     done: list[MixedStep] = []
     met = False
     for k in ks:
-        done.append(_measure(list(candidates[:k]), evaluate, ref_map, log))
+        done.append(_measure(list(candidates[:k]), evaluate, ref_map, log).step)
         if done[-1].drop <= max_drop:
             met = True
             break
@@ -154,11 +184,15 @@ def mixed_precision_loop(candidates: Sequence[str], evaluate: Callable[[list[str
 
 def greedy_precision_loop(candidates: Sequence[str], evaluate: Callable[[list[str]], tuple[float, str | None, dict]],
                           ref_map: float, max_drop: float = 0.5, max_float: int = 16, max_tries: int | None = None,
-                          log: Callable[[str], None] | None = None) -> dict:
+                          log: Callable[[str], None] | None = None, keep_confidence: float | None = None) -> dict:
     """The ``greedy`` strategy: walk ``candidates`` worst first and keep a layer in float only if
     the backend's measured mAP rises with it (over the best so far); stop once the drop is at most
     ``max_drop`` points, ``max_float`` layers are kept or ``max_tries`` candidates were tried
     (default ``2 * max_float``).
+
+    ``keep_confidence`` (e.g. 0.8): a rise counts only when it holds beyond the selection images'
+    sampling noise (:func:`gain_beats_noise`); ``evaluate`` must then return per-image statistics as
+    a fourth element. None: any rise counts (the step's ``gain_ci`` stays None).
 
     Why not just the worst K: one layer's error alone does not add up across layers (rounding errors
     partly cancel), and on COCO128-sized sets one 1x1 convolution can move mAP50-95 by half a point
@@ -171,20 +205,36 @@ def greedy_precision_loop(candidates: Sequence[str], evaluate: Callable[[list[st
     tries = 2 * int(max_float) if max_tries is None else int(max_tries)
     if tries < 0:
         raise YoloportError(f"--max-tries must be >= 0, got {max_tries}")
+    if keep_confidence is not None and not 0 < float(keep_confidence) < 1:
+        raise YoloportError(f"--keep-confidence must be in (0, 1), got {keep_confidence}")
     best = _measure([], evaluate, ref_map, log)
-    done = [best]
-    for cand in (_resolve(candidates)[:tries] if best.drop > max_drop else []):
-        if best.drop <= max_drop or best.k >= int(max_float):
+    done = [best.step]
+    for cand in (_resolve(candidates)[:tries] if best.step.drop > max_drop else []):
+        if best.step.drop <= max_drop or best.step.k >= int(max_float):
             break
-        trial = _measure(best.layers + [cand], evaluate, ref_map, log)
-        kept = trial.mAP50_95 > best.mAP50_95
-        trial.kept = kept
-        done.append(trial)
+        trial = _measure(best.step.layers + [cand], evaluate, ref_map, log)
+        kept, why = _keep(best, trial, keep_confidence)
+        trial.step.kept = kept
+        done.append(trial.step)
         if log:
-            log(f"      {cand}: {'kept in float' if kept else 'no gain, back to int8'}")
+            log(f"      {cand}: {'kept in float' if kept else 'back to int8'} ({why})")
         if kept:
             best = trial
-    return _loop_result(ref_map, max_drop, max_float, best.drop <= max_drop, done, best, "greedy")
+    return _loop_result(ref_map, max_drop, max_float, best.step.drop <= max_drop, done, best.step, "greedy")
+
+
+def _keep(best: _Measured, trial: _Measured, keep_confidence: float | None) -> tuple[bool, str]:
+    """Whether greedy keeps the trial's last layer in float, and the reason in words."""
+    if not trial.step.mAP50_95 > best.step.mAP50_95:
+        return False, "no gain"
+    if keep_confidence is None:
+        return True, "mAP rose"
+    if best.image_stats is None or trial.image_stats is None:
+        raise YoloportError("the noise-aware keep rule needs per-image statistics from every evaluation")
+    holds, gain = gain_beats_noise(best.image_stats, trial.image_stats, float(keep_confidence))
+    trial.step.gain_ci = gain
+    span = f"gain {gain['gain']:+.2f} [{gain['low']:+.2f}, {gain['high']:+.2f}] at {gain['confidence']:.0%}"
+    return holds, span if holds else f"{span}: within noise"
 
 
 def search_mixed_precision(backend: str, model, ranking: Sequence[str], calibration, data, img_hw, out_dir,
@@ -192,7 +242,8 @@ def search_mixed_precision(backend: str, model, ranking: Sequence[str], calibrat
                            float_dtype: str = "float16", ref_map: float | None = None, batch_size: int = 8,
                            threads: int | None = None, log: Callable[[str], None] | None = None,
                            steps: Sequence[int] | None = None, strategy: str = "greedy",
-                           max_tries: int | None = None, export=None, report_data=None, n_boot: int = 1000) -> dict:
+                           max_tries: int | None = None, export=None, report_data=None, n_boot: int = 1000,
+                           keep_confidence: float | None = 0.8) -> dict:
     """Sensitivity-guided mixed precision on ``backend`` (see the module docstring).
 
     ``ranking``: layer names worst first (:meth:`SensitivityReport.names`), or a callable returning
@@ -205,6 +256,8 @@ def search_mixed_precision(backend: str, model, ranking: Sequence[str], calibrat
     :func:`yoloport.backends.registry.export_for` at ``img_hw``), else exported once into ``out_dir``.
     ``report_data``: the reporting set (disjoint from ``data``, the selection set the search decides on):
     the final artifact's drop is measured there with a paired-bootstrap interval (``result["reporting"]``).
+    ``keep_confidence``: greedy keeps a layer only when its gain holds at this bootstrap confidence on the
+    selection images (:func:`gain_beats_noise`; None: any rise, the behaviour before issue 11).
     """
     if strategy not in STRATEGIES:
         raise YoloportError(f"mixed-precision strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}")
@@ -238,15 +291,16 @@ def search_mixed_precision(backend: str, model, ranking: Sequence[str], calibrat
         art = build(backend, model, export, step_dir, calibration, q)
         runner = load_runner(backend, artifact=art, model=model, threads=threads, output="raw")
         try:
-            res = validate_runner(runner, data, img_hw, batch_size, names=names)
+            res = validate_runner(runner, data, img_hw, batch_size, names=names, image_stats=True)
         finally:
             runner.close()
-        return float(res["mAP50_95"]), art, ({"float_scope": scope.to_dict()} if layers else {})
+        return float(res["mAP50_95"]), art, ({"float_scope": scope.to_dict()} if layers else {}), res["image_stats"]
 
     if strategy == "greedy":
-        result = greedy_precision_loop(candidates, evaluate, ref_map, max_drop, max_float, max_tries, log)
+        result = greedy_precision_loop(candidates, evaluate, ref_map, max_drop, max_float, max_tries, log, keep_confidence)
     else:
         result = mixed_precision_loop(candidates, evaluate, ref_map, max_drop, max_float, log, steps)
+    result.update(keep_confidence=keep_confidence if strategy == "greedy" else None)
     result.update(backend=backend, float_dtype=float_dtype, skipped_float_anyway=sorted(skip), onnx=str(export.path))
     if report_data is not None and result["final"]["artifact"]:
         result["reporting"] = report_final(backend, model, result["final"]["artifact"], report_data, img_hw, batch_size,

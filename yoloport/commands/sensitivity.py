@@ -58,6 +58,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="greedy (default): walk the ranking and keep a layer in float only if the measured mAP rises; "
                         "prefix: the worst K = 0, 1, 2, 4, ... layers")
     p.add_argument("--max-tries", type=int, default=None, help="greedy: ranked layers tried at most (default 2 * --max-float)")
+    p.add_argument("--keep-confidence", type=float, default=None,
+                   help="greedy: keep a layer in float only when its mAP gain on the selection images holds at this "
+                        "paired-bootstrap confidence (default 0.8: the gain is above 0 in 90%% of resamples); 0: any rise")
     p.add_argument("--float-dtype", choices=("float16", "int16"), default=None,
                    help="rknn: what the kept layers become in hybrid quantization (default float16)")
     p.add_argument("--head-fp32", choices=("tail", "convs", "none"), help="the backend's head_fp32 (default: the backend's own)")
@@ -70,7 +73,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 DEFAULTS = {"calib_n": 32, "calib_seed": 0, "eval_n": 8, "top": 10, "max_drop": None, "max_float": 16,
             "float_dtype": "float16", "batch_size": 8, "per_tensor": False, "ort_debug": False, "strategy": "greedy",
-            "max_tries": None}
+            "max_tries": None, "keep_confidence": 0.8}
 
 
 def check_args(s: argparse.Namespace) -> None:
@@ -84,6 +87,8 @@ def check_args(s: argparse.Namespace) -> None:
         raise YoloportError(f"--max-float must be >= 0, got {s.max_float}")
     if s.max_tries is not None and int(s.max_tries) < 0:
         raise YoloportError(f"--max-tries must be >= 0, got {s.max_tries}")
+    if not 0 <= float(s.keep_confidence) < 1:
+        raise YoloportError(f"--keep-confidence must be in [0, 1) (0: any rise counts), got {s.keep_confidence}")
     if s.max_drop is not None and not s.data:
         raise YoloportError("--max-drop needs --data (a labelled data YAML to measure the mAP drop on)")
     if s.max_drop is not None and not s.max_drop >= 0:
@@ -221,7 +226,9 @@ def _rank_and_report(s, backend, model, out: Path) -> int:
         result["ranking"]["nodes"] = nodes
     if s.data:
         max_drop = 0.5 if s.max_drop is None else float(s.max_drop)
-        how = ("keep ranked layers in float while the measured mAP rises" if s.strategy == "greedy"
+        rises = (f"rises beyond noise ({float(s.keep_confidence):.0%} bootstrap interval above 0)"
+                 if float(s.keep_confidence) else "rises")
+        how = (f"keep ranked layers in float while the measured mAP {rises}" if s.strategy == "greedy"
                else "keep the worst K layers in float")
         print(f"\nmixed precision on {backend} ({s.strategy}): {how}, until the mAP@0.5:0.95 drop <= {max_drop} points",
               flush=True)
@@ -229,7 +236,8 @@ def _rank_and_report(s, backend, model, out: Path) -> int:
             backend, model, report.names(), calib, select_cfg, hw, out / "mixed", max_drop=max_drop, max_float=int(s.max_float),
             report_data=report_cfg,
             qconfig=qconfig, float_dtype=s.float_dtype, batch_size=int(s.batch_size), threads=s.threads,
-            log=lambda m: print(f"  {m}", flush=True), strategy=s.strategy, max_tries=s.max_tries, export=export)
+            log=lambda m: print(f"  {m}", flush=True), strategy=s.strategy, max_tries=s.max_tries, export=export,
+            keep_confidence=float(s.keep_confidence) or None)
     if mixed is not None:
         print(mp.format_mixed(mixed))
         result["mixed_precision"] = mixed
