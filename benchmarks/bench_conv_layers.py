@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench_int8_ceiling import VARIANTS, gmac_per_s, int8_gemm_call, quantize_variant, timed
+from bench_int8_ceiling import VARIANTS, add_model_args, gmac_per_s, int8_gemm_call, quantize_variant, timed
 
 
 def conv_macs(onnx_path) -> dict:
@@ -116,17 +116,9 @@ def print_table(label: str, t: dict, top: int) -> None:
 
 
 def main(argv=None) -> int:
-    from yoloport.fixtures import fixtures_dir
-
-    fx = fixtures_dir()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--weights", default=str(fx / "weights/yolov5s-v5.0.pt") if fx else None)
-    ap.add_argument("--calib", default=str(fx / "coco-extra/images/calib2017") if fx else None)
-    ap.add_argument("--calib-n", type=int, default=16)
-    ap.add_argument("--size", type=int, default=640)
-    ap.add_argument("--threads", type=int, default=2)
+    add_model_args(ap)
     ap.add_argument("--runs", type=int, default=20, help="profiled inferences per runtime (after 3 warm-up ones)")
-    ap.add_argument("--gemm-repeat", type=int, default=10)
     ap.add_argument("--top", type=int, default=12, help="convolutions printed per runtime (slowest first)")
     ap.add_argument("--no-openvino", action="store_true")
     ap.add_argument("--json")

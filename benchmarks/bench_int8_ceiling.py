@@ -232,18 +232,24 @@ def op_histogram(path) -> dict:
 # ----------------------------------------------------------------------------- main
 
 
-def main(argv=None) -> int:
+def add_model_args(ap: argparse.ArgumentParser) -> None:
+    """The options every ceiling benchmark takes: weights (default the fixtures' yolov5s v5.0), calibration
+    images (calib2017) and their number, square size, threads, GEMM repeats."""
     from yoloport.fixtures import fixtures_dir
 
     fx = fixtures_dir()
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--weights", default=str(fx / "weights/yolov5s-v5.0.pt") if fx else None)
     ap.add_argument("--calib", default=str(fx / "coco-extra/images/calib2017") if fx else None)
     ap.add_argument("--calib-n", type=int, default=16)
     ap.add_argument("--size", type=int, default=640)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeat", type=int, default=15, help="timed round-robin rounds")
     ap.add_argument("--gemm-repeat", type=int, default=10)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_model_args(ap)
+    ap.add_argument("--repeat", type=int, default=15, help="timed round-robin rounds")
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--openvino", action="store_true", help="also OpenVINO fp32 and NNCF int8 (backend), same rounds")
     ap.add_argument("--ov-head-fp32", nargs="*", default=[], metavar="HEAD_FP32",
