@@ -44,6 +44,13 @@ def _gauss_with_outlier(n=1_000_000, outlier=40.0, seed=0) -> torch.Tensor:
     return x
 
 
+def _heavy_tailed_weight() -> torch.Tensor:
+    """A conv weight ``[64, 32, 3, 3]``: N(0, 0.02) with 0.2% of its values 10x larger."""
+    g = torch.Generator().manual_seed(4)
+    w = torch.randn(64, 32, 3, 3, generator=g) * 0.02
+    return torch.where(torch.rand(w.shape, generator=g) < 0.002, w * 10, w)
+
+
 # ----------------------------------------------------------------------------- estimators
 
 
@@ -121,9 +128,7 @@ def test_weight_range_mse_matches_a_direct_scan():
     """A heavy-tailed per-tensor weight (N(0, 0.02), 0.2% of its values 10x larger): the MSE range clips the
     tail (below max |w|), its error is lower than max |w|'s and within 1% of the best range of a direct scan
     of 400 ranges; per channel it gives one range per output channel, none above that channel's max."""
-    g = torch.Generator().manual_seed(4)
-    w = torch.randn(64, 32, 3, 3, generator=g) * 0.02
-    w = torch.where(torch.rand(w.shape, generator=g) < 0.002, w * 10, w)
+    w = _heavy_tailed_weight()
     m = float(w.abs().max())
     r = float(re.weight_range_mse(w, QMAX, per_channel=False))
     assert r < 0.95 * m
@@ -216,3 +221,17 @@ def test_mlu_sim_mse_ranges_run_close_to_float(tiny, calib, tmp_path):
     batch = np.concatenate(ev.arrays(), 0)
     art = _build(tiny, tmp_path / "mse", calib, act_range="mse", weight_range="mse")
     C.check_int8_agrees(TorchRunner(tiny)(batch), ms.load(art, output="raw")(batch))
+
+
+def test_ptq_grid_follows_weight_range():
+    """The PTQ steps (bias correction, AdaRound) target the grid the backend will use: with
+    weight_range='mse' mlu-sim's PTQ grid has the MSE scale, not max|w| / 127."""
+    from yoloport.backends.registry import ptq_weight_grid
+    from yoloport.quant.layers import WeightGrid
+
+    w = _heavy_tailed_weight()
+    grid = ptq_weight_grid("mlu-sim", {"weight_range": "mse"})
+    assert float(grid.scale(w)) == pytest.approx(float(re.weight_range_mse(w, 127, False)) / 127, rel=1e-6)
+    assert float(grid.scale(w)) < 0.95 * float(ptq_weight_grid("mlu-sim", {}).scale(w))
+    with pytest.raises(YoloportError, match="weight_range"):
+        WeightGrid(127, False, "kl")

@@ -232,14 +232,14 @@ def build(backend: str, model, export, out_dir, calibration=None, qconfig: dict 
 
 def ptq_weight_grid(backend: str, qconfig: dict):
     """The int8 weight grid ``backend``'s quantizer puts weights on with ``qconfig`` (symmetric, per
-    channel or per tensor), or a YoloportError when its weights are not int8 (PTQ steps target int8)."""
+    channel or per tensor, over ``max|w|`` or, with ``weight_range='mse'``, the MSE range), or a YoloportError when its weights are not int8 (PTQ steps target int8)."""
     from ..quant.layers import WeightGrid
 
     spec = get_spec(backend)
     wide = str(qconfig.get("dtype") or "int8").lower() != "int8" or "16" in str(qconfig.get("quantized_dtype") or "")
     if wide:
         raise YoloportError(f"{spec.name}: ptq steps target int8 weights; this qconfig quantizes to 16 bits")
-    return WeightGrid(127, spec.weights_per_channel(qconfig))
+    return WeightGrid(127, spec.weights_per_channel(qconfig), str(qconfig.get("weight_range") or "max").lower())
 
 
 def ptq_float_layers(backend: str, model, qconfig: dict) -> tuple[str, ...]:
