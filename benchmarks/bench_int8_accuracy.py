@@ -37,7 +37,7 @@ OLD_DEFAULTS = {
     "onnxruntime": {"calib_method": "minmax", "head_fp32": "convs"},
     "openvino": {"preset": "mixed", "fast_bias_correction": True},
     "rknn": {"quantized_algorithm": "normal", "quantized_method": "channel"},
-    "mlu-sim": {"use_avg": False, "per_channel": False, "act_range": "max", "weight_range": "max"},
+    "mlu-sim": {"use_avg": False, "per_channel": False, "act_range": "max", "weight_range": "max", "ptq": []},
 }
 ESTIMATORS = {
     "onnxruntime": {"minmax": {"calib_method": "minmax"}, "percentile": {"calib_method": "percentile"},

@@ -156,6 +156,7 @@ def test_bad_range_keys_are_one_clear_error(key, value, match):
 def test_use_avg_needs_max_estimator():
     with pytest.raises(YoloportError, match="use_avg"):
         ms.resolve_qconfig({"use_avg": True, "act_range": "mse"})
+    assert ms.resolve_qconfig({"use_avg": True})["act_range"] == "max"  # whatever the default estimator
     assert ms.resolve_qconfig({"act_range": "MSE", "weight_range": "Mse"})["act_range"] == "mse"
 
 
@@ -232,6 +233,26 @@ def test_ptq_grid_follows_weight_range():
     w = _heavy_tailed_weight()
     grid = ptq_weight_grid("mlu-sim", {"weight_range": "mse"})
     assert float(grid.scale(w)) == pytest.approx(float(re.weight_range_mse(w, 127, False)) / 127, rel=1e-6)
-    assert float(grid.scale(w)) < 0.95 * float(ptq_weight_grid("mlu-sim", {}).scale(w))
+    assert float(grid.scale(w)) < 0.95 * float(ptq_weight_grid("mlu-sim", {"weight_range": "max"}).scale(w))
+    assert ptq_weight_grid("mlu-sim", {}).weight_range == ms.DEFAULT_QCONFIG["weight_range"]  # the backend's default
     with pytest.raises(YoloportError, match="weight_range"):
         WeightGrid(127, False, "kl")
+
+
+def test_default_recipe_runs_through_the_registry(tiny, calib, tmp_path):
+    """mlu-sim's default (measured, docs/notes/2026-11-30-mlusim-ranges.md): MSE activation and weight ranges
+    and bias correction on the MSE weight grid, applied by a plain build; ``ptq: []`` turns the PTQ step
+    off; other backends' defaults run no PTQ; ``port`` per channel keeps the max ranges it was measured with."""
+    from yoloport.backends.registry import build_artifact, get_spec, ptq_steps
+
+    art = build_artifact("mlu-sim", tiny, tmp_path / "default", HW, calib, {"output": "raw"})
+    side = json.loads(open(str(art) + ".json").read())
+    assert side["ptq"]["steps"] == ["bias_correction"]
+    assert side["ptq"]["grid"]["weight_range"] == "mse" and side["ptq"]["grid"]["per_channel"] is False
+    quantized = [v for k, v in list(side["mlu_sim"]["scales"].items())[1:] if k not in side["mlu_sim"]["float_convs"]]
+    assert quantized and {v["estimator"] for v in quantized} == {"mse"}
+    off = build_artifact("mlu-sim", tiny, tmp_path / "off", HW, calib, {"output": "raw", "ptq": []})
+    assert "ptq" not in json.loads(open(str(off) + ".json").read())
+    assert ptq_steps("onnxruntime", {}) == () and ptq_steps("mlu-sim", {"ptq": "adaround"}) == "adaround"
+    port = ms.resolve_qconfig(dict(get_spec("mlu-sim").port_qconfig))
+    assert (port["act_range"], port["weight_range"], tuple(port["ptq"])) == ("max", "max", ())
