@@ -240,19 +240,19 @@ def test_ptq_grid_follows_weight_range():
 
 
 def test_default_recipe_runs_through_the_registry(tiny, calib, tmp_path):
-    """mlu-sim's default (measured, docs/notes/2026-11-30-mlusim-ranges.md): MSE activation and weight ranges
-    and bias correction on the MSE weight grid, applied by a plain build; ``ptq: []`` turns the PTQ step
-    off; other backends' defaults run no PTQ; ``port`` per channel keeps the max ranges it was measured with."""
+    """mlu-sim's default (measured, docs/notes/2026-11-30-mlusim-ranges.md): MSE activation ranges, max|w|
+    weights and bias correction on that weight grid, applied by a plain build; ``ptq: []`` turns the PTQ step
+    off; other backends' defaults run no PTQ; ``port`` (per channel) keeps the max ranges it was measured with."""
     from yoloport.backends.registry import build_artifact, get_spec, ptq_steps
 
     art = build_artifact("mlu-sim", tiny, tmp_path / "default", HW, calib, {"output": "raw"})
     side = json.loads(open(str(art) + ".json").read())
     assert side["ptq"]["steps"] == ["bias_correction"]
-    assert side["ptq"]["grid"]["weight_range"] == "mse" and side["ptq"]["grid"]["per_channel"] is False
+    assert side["ptq"]["grid"]["weight_range"] == "max" and side["ptq"]["grid"]["per_channel"] is False
     quantized = [v for k, v in list(side["mlu_sim"]["scales"].items())[1:] if k not in side["mlu_sim"]["float_convs"]]
     assert quantized and {v["estimator"] for v in quantized} == {"mse"}
     off = build_artifact("mlu-sim", tiny, tmp_path / "off", HW, calib, {"output": "raw", "ptq": []})
     assert "ptq" not in json.loads(open(str(off) + ".json").read())
     assert ptq_steps("onnxruntime", {}) == () and ptq_steps("mlu-sim", {"ptq": "adaround"}) == "adaround"
     port = ms.resolve_qconfig(dict(get_spec("mlu-sim").port_qconfig))
-    assert (port["act_range"], port["weight_range"], tuple(port["ptq"])) == ("max", "max", ())
+    assert (port["per_channel"], port["act_range"], port["weight_range"], tuple(port["ptq"])) == (True, "max", "max", ())

@@ -89,7 +89,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _qconfig_flag(g, "--act-range", choices=("max", "mse", "percentile"),
                   help="conv input ranges: max |x|, least squared error, or a percentile of |x| (default mse)")
     _qconfig_flag(g, "--act-percentile", type=float, help="percentile of |x| for --act-range percentile (default 99.99)")
-    _qconfig_flag(g, "--weight-range", choices=("max", "mse"), help="weight ranges: max |w| or least squared error (default mse)")
+    _qconfig_flag(g, "--weight-range", choices=("max", "mse"), help="weight ranges: max |w| or least squared error (default max)")
 
 
 def qconfig_from_args(args: argparse.Namespace) -> dict:
