@@ -232,7 +232,8 @@ def build(backend: str, model, export, out_dir, calibration=None, qconfig: dict 
 
 def ptq_weight_grid(backend: str, qconfig: dict):
     """The int8 weight grid ``backend``'s quantizer puts weights on with ``qconfig`` (symmetric, per
-    channel or per tensor, over ``max|w|`` or, with ``weight_range='mse'``, the MSE range), or a YoloportError when its weights are not int8 (PTQ steps target int8)."""
+    channel or per tensor, over ``max|w|`` or, with ``weight_range='mse'`` - the qconfig's or the backend's
+    default - the MSE range), or a YoloportError when its weights are not int8 (PTQ steps target int8)."""
     from ..quant.layers import WeightGrid
 
     spec = get_spec(backend)
