@@ -11,7 +11,7 @@ Rows (``--rows``): ``old_default`` (each backend's qconfig before issue 11, pinn
 (each backend's current defaults), ``port`` (what ``yoloport port`` builds: the defaults and the backend's
 ``port_qconfig``), one row per PTQ step (``equalize``, ``adaround``, ``bias_correction``,
 ``ptq_all``), range estimators (``est:<name>``, only on the backends that have it: ONNX Runtime
-minmax/percentile/entropy, OpenVINO mixed/performance, RKNN normal/mmse/kl_divergence, mlu-sim max/avg)
+minmax/percentile/entropy, OpenVINO mixed/performance, RKNN normal/mmse/kl_divergence, mlu-sim max/avg/mse/percentile)
 and ``qat`` (``yoloport qat``'s fine-tune on the calibration pool, :func:`qat_artifact`). fp32 is ONNX
 Runtime fp32 at the same fixed letterbox (the same mAP as torch, measured). Each (row, calibration size)
 is built once per seed; the table gives the mean drop, each seed's drop and the spread (max - min).
@@ -37,7 +37,7 @@ OLD_DEFAULTS = {
     "onnxruntime": {"calib_method": "minmax", "head_fp32": "convs"},
     "openvino": {"preset": "mixed", "fast_bias_correction": True},
     "rknn": {"quantized_algorithm": "normal", "quantized_method": "channel"},
-    "mlu-sim": {"use_avg": False, "per_channel": False},
+    "mlu-sim": {"use_avg": False, "per_channel": False, "act_range": "max", "weight_range": "max", "ptq": []},
 }
 ESTIMATORS = {
     "onnxruntime": {"minmax": {"calib_method": "minmax"}, "percentile": {"calib_method": "percentile"},
@@ -45,7 +45,8 @@ ESTIMATORS = {
     "openvino": {"mixed": {"preset": "mixed"}, "performance": {"preset": "performance"}},
     "rknn": {"normal": {"quantized_algorithm": "normal"}, "mmse": {"quantized_algorithm": "mmse"},
              "kl_divergence": {"quantized_algorithm": "kl_divergence"}},
-    "mlu-sim": {"max": {"use_avg": False}, "avg": {"use_avg": True}},
+    "mlu-sim": {"max": {"use_avg": False, "act_range": "max"}, "avg": {"use_avg": True, "act_range": "max"},
+                "mse": {"act_range": "mse"}, "percentile": {"act_range": "percentile"}},
 }
 PTQ_ROWS = {"equalize": ["equalize"], "adaround": ["adaround"], "bias_correction": ["bias_correction"],
             "ptq_all": ["equalize", "adaround", "bias_correction"]}

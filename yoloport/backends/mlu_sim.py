@@ -11,11 +11,16 @@ The scheme (that of Cambricon's PyTorch ``quantize`` API the seed project used):
   everything that is not a convolution (activations, add, concat, upsample, pooling, the head's decode)
   stay in float - float32 here, or float16 with ``half=True`` (MLUs run them in half precision);
 - activation ``range`` comes from calibration: the largest ``|x|`` seen over all calibration
-  batches, or with ``use_avg`` the *average* of the per-batch maxima (clips rare outliers), times
-  ``data_scale`` (a factor on the range: < 1 clips, > 1 leaves headroom);
+  batches, or with ``use_avg`` the *average* of the per-batch maxima (clips rare outliers), or with
+  ``act_range='mse'`` / ``'percentile'`` the range that minimises the squared quantization error /
+  the ``act_percentile``-th percentile of ``|x|`` over a histogram of all calibration activations
+  (:mod:`yoloport.quant.range_estimators`; Cambricon's toolchain takes user-set tensor ranges, so this
+  is a calibration choice, not another scheme), times ``data_scale`` (a factor on the range: < 1 clips,
+  > 1 leaves headroom);
 - ``firstconv``: the first convolution takes the uint8 image with the mean/std normalisation folded
   into it, so its input is quantized as uint8 0..255 exactly (``s = 1/255``): no loss on real images;
-- weights per tensor (``range = max |w|``) or, with ``per_channel``, per output channel;
+- weights per tensor (``range = max |w|``, or with ``weight_range='mse'`` the range minimising the
+  weight's squared error) or, with ``per_channel``, per output channel;
 - BatchNorm is folded into the convolutions before quantization (``fuse_bn``, as the deployed graph).
 
 The network output is decoded and NMS'd on the host (yoloport's numpy decode + class-aware NMS) and
@@ -42,6 +47,7 @@ from ..ops.postprocess import HeadSpec, postprocess
 from ..quant.error import sqnr_db  # noqa: F401 - part of this module's interface (tests, benchmarks)
 from ..quant.fake_quant import fake_quant, forward_order, weight_scale
 from ..quant.float_scope import scope_from_qconfig
+from ..quant.range_estimators import AbsHistogram, activation_range_from, check_range_keys, weight_range_mse
 from .base import Runner, model_fingerprint, read_sidecar, write_sidecar
 from .spec import BackendSpec
 from ..data.letterbox import input_multiple
@@ -56,6 +62,16 @@ DTYPES = {"int8": 127, "int16": 32767}
 DEFAULT_QCONFIG = {
     "dtype": "int8",  # int8 | int16 (Cambricon offers both for conv inputs/weights)
     "use_avg": False,
+    # act_range: max | mse | percentile - how a conv input's range is chosen (yoloport.quant.range_estimators);
+    # weight_range: max | mse - a weight's range (per tensor, or per channel with per_channel). The default
+    # recipe (MSE input ranges, max|w| weights as Cambricon's quantizer takes them, ptq bias_correction below),
+    # measured per tensor on unseen images (issue 11; yolov5n-v6.1 at 640, 128 calib2017 images, seeds 0-4, drop
+    # in points): coco-extra val2017 +0.29/+0.51/+0.75/+1.04/+0.90 (mean +0.70; max ranges without bias
+    # correction, seeds 0-2: +0.69/+1.31/+1.60, +1.20), COCO128 +0.82/+1.20/+0.70/+0.56/+0.66 (+0.78; was
+    # +2.44/+1.83/+1.69, +1.99); docs/notes/2026-11-30-mlusim-ranges.md
+    "act_range": "mse",
+    "act_percentile": 99.99,  # the percentile of |x| with act_range='percentile'
+    "weight_range": "max",
     "data_scale": 1.0,
     "firstconv": True,
     "per_channel": False,
@@ -66,7 +82,7 @@ DEFAULT_QCONFIG = {
     "iou_thres": 0.45,
     "max_det": 300,
     "calib_batch": 1,
-    "ptq": (),  # PTQ steps applied to the float model before export (yoloport.quant.recipe.STEPS)
+    "ptq": ("bias_correction",),  # PTQ steps applied to the float model before export (yoloport.quant.recipe.STEPS; [] for none)
     "ptq_options": None,  # per-step keyword arguments, e.g. {"adaround": {"iters": 100}}
 }
 
@@ -87,7 +103,10 @@ SPEC = BackendSpec(
     # coco-extra val2017 tail +1.60/+2.55/+2.27, convs +0.69/+1.31/+1.60; COCO128 tail +2.93/+2.70/+2.40,
     # convs +2.44/+1.83/+1.69; docs/notes/2026-11-30-accuracy.md
     default_head_fp32="convs",
-    port_qconfig={"per_channel": True, "head_fp32": "convs"},
+    # per channel keeps the recipe it was measured with (max ranges, no PTQ: +0.56 / +0.20). MSE input and
+    # per-channel MSE weight ranges with bias correction measured +0.17 / +0.17 (docs/notes/2026-11-30-mlusim-ranges.md),
+    # but clipped weight ranges reach a real MLU only in a model whose weights are clamped, which is not exported yet
+    port_qconfig={"per_channel": True, "head_fp32": "convs", "act_range": "max", "weight_range": "max", "ptq": ()},
     benchmarkable=False,
     profiler=False,
     simulated_note="mlu-sim is a SIMULATION of Cambricon's MLU int8 scheme with fake quantization in PyTorch "
@@ -98,8 +117,11 @@ SPEC = BackendSpec(
 
 def resolve_qconfig(qconfig: dict | None) -> dict:
     """Validate the mlu-sim keys of ``qconfig`` and fill defaults (a new dict)."""
+    given = {k: v for k, v in (qconfig or {}).items() if v is not None}
     q = dict(DEFAULT_QCONFIG)
-    q.update({k: v for k, v in (qconfig or {}).items() if v is not None})
+    q.update(given)
+    if _bool(q["use_avg"], "use_avg") and "act_range" not in given:
+        q["act_range"] = "max"  # use_avg is the average-of-maxima variant of the max estimator
     if str(q["dtype"]).lower() not in DTYPES:
         raise YoloportError(f"mlu-sim dtype {q['dtype']!r}: choose one of {', '.join(DTYPES)}")
     q["dtype"] = str(q["dtype"]).lower()
@@ -117,6 +139,9 @@ def resolve_qconfig(qconfig: dict | None) -> dict:
     if not (0 <= q["conf_thres"] <= 1 and 0 <= q["iou_thres"] <= 1 and q["max_det"] > 0):
         raise YoloportError("mlu-sim conf_thres and iou_thres must be in [0, 1] and max_det > 0")
     q["calib_batch"] = max(1, int(q["calib_batch"]))
+    check_range_keys(q, "mlu-sim")
+    if q["use_avg"] and q["act_range"] != "max":
+        raise YoloportError(f"mlu-sim use_avg averages per-batch maxima: it goes with act_range 'max', not {q['act_range']!r}")
     scope = scope_from_qconfig(q, SPEC.head_fp32(q))
     # mlu-sim runs the PyTorch model: layers and nodes are both module names (or prefixes)
     q.update(float_scope=scope.to_dict(), head_fp32=scope.head, exclude=list(dict.fromkeys(scope.nodes + scope.layers)))
@@ -156,6 +181,7 @@ class QConv(nn.Module):
         self.firstconv = True
         self.keep_float = False  # excluded from quantization (qconfig exclude / head_fp32='convs')
         self.batch_max: list[float] = []
+        self.histogram: AbsHistogram | None = None  # |x| over the calibration images (act_range mse/percentile)
         self._wq: torch.Tensor | None = None  # the fake-quantized weight (quantized_weight)
         self.register_buffer("input_scale", torch.zeros(()))
         self.register_buffer("w_scale", torch.zeros(()))
@@ -164,6 +190,8 @@ class QConv(nn.Module):
         c = self.conv
         if self.mode == "calibrate":
             self.batch_max.append(float(x.detach().abs().max()))
+            if self.histogram is not None:
+                self.histogram.add(x)
             return c(x)
         if self.mode != "quant":
             return c(x) if x.dtype == c.weight.dtype else c(x.to(c.weight.dtype)).to(x.dtype)
@@ -265,9 +293,14 @@ def mark_float_convs(qconvs: list[QConv], exclude, head_fp32: str, detect_index:
 @torch.no_grad()
 def calibrate(qmodel, qconvs: list[QConv], batches, q: dict) -> dict:
     """Run the float model on ``batches`` (float32 ``[B,3,H,W]``), record each conv's input range and
-    set the scales; returns ``{conv name: {input_scale, max, avg_max, batches}}``."""
+    set the scales; returns ``{conv name: {input_scale, range, max, avg_max, batches}}`` (``range``: the
+    chosen one, ``act_range``'s estimate times ``data_scale``; ``weight_range`` too when it is ``mse``).
+    ``act_range`` ``mse``/``percentile`` fill a histogram of ``|x|`` per quantized conv input on the way."""
+    qmax = DTYPES[q["dtype"]]
     for c in qconvs:
         c.batch_max = []
+        uses_hist = q["act_range"] != "max" and not c.keep_float and not (c.first and q["firstconv"])
+        c.histogram = AbsHistogram() if uses_hist else None
     set_mode(qconvs, "calibrate")
     n = 0
     for x in batches:
@@ -275,17 +308,25 @@ def calibrate(qmodel, qconvs: list[QConv], batches, q: dict) -> dict:
         n += 1
     if n == 0:
         raise YoloportError("mlu-sim: the calibration set yielded no image")
-    qmax = DTYPES[q["dtype"]]
     stats = {}
     for c in qconvs:
-        rng = activation_range(c.batch_max, q["use_avg"], q["data_scale"])
+        estimator = q["act_range"] if c.histogram is not None else "max"
+        rng = activation_range_from(estimator, c.histogram, c.batch_max, qmax, q["act_percentile"], q["use_avg"]) * q["data_scale"]
         c.set_scales(rng / qmax, qmax, q["per_channel"], q["firstconv"])
         stats[c.name] = {
             "input_scale": rng / qmax,
+            "range": rng,
+            "estimator": "float" if c.keep_float else ("avg_max" if estimator == "max" and q["use_avg"] else estimator),
             "max": float(np.max(c.batch_max)),
             "avg_max": float(np.mean(c.batch_max)),
             "batches": len(c.batch_max),
         }
+        if q["weight_range"] == "mse" and not c.keep_float:
+            c.w_scale = _weight_scale_tensor(weight_range_mse(c.conv.weight, qmax, q["per_channel"]) / qmax,
+                                             c.conv.weight.shape[0], "mlu-sim", c.name)
+            c._wq = None
+            stats[c.name].update(weight_range=float((c.w_scale * qmax).max()), weight_max=float(c.conv.weight.detach().abs().max()))
+        c.histogram = None  # the counts are summarised in the ranges; do not keep them with the model
     set_mode(qconvs, "quant")
     return stats
 
@@ -507,7 +548,7 @@ def load(artifact, model=None, output: str | None = None, conf_thres=None, iou_t
             if key not in tensors:
                 raise YoloportError(f"{artifact}: no calibrated scale for conv {c.name} (artifact from another model or version)")
             c.set_scales(float(tensors[key].reshape(-1)[0]), qmax, q["per_channel"], q["firstconv"])
-            if ms.get("learned_scales"):  # QAT: the weight grid is the learned one, not max|w| / qmax
+            if ms.get("learned_scales") or q["weight_range"] != "max":  # QAT's learned / MSE-chosen grid, not max|w| / qmax
                 c.w_scale = _weight_scale_tensor(tensors[f"{SCALE_PREFIX}{c.name}.weight_scale"], c.conv.weight.shape[0], artifact, c.name)
     head = HeadSpec.from_dict({**info["head"], "mode": "raw"})
     return MluSimRunner(qmodel, qconvs, head, q, input_hw=info.get("input_hw") if fixed_shape else None, quantized=quantized)

@@ -232,14 +232,23 @@ def build(backend: str, model, export, out_dir, calibration=None, qconfig: dict 
 
 def ptq_weight_grid(backend: str, qconfig: dict):
     """The int8 weight grid ``backend``'s quantizer puts weights on with ``qconfig`` (symmetric, per
-    channel or per tensor), or a YoloportError when its weights are not int8 (PTQ steps target int8)."""
+    channel or per tensor, over ``max|w|`` or, with ``weight_range='mse'`` - the qconfig's or the backend's
+    default - the MSE range), or a YoloportError when its weights are not int8 (PTQ steps target int8)."""
     from ..quant.layers import WeightGrid
 
     spec = get_spec(backend)
     wide = str(qconfig.get("dtype") or "int8").lower() != "int8" or "16" in str(qconfig.get("quantized_dtype") or "")
     if wide:
         raise YoloportError(f"{spec.name}: ptq steps target int8 weights; this qconfig quantizes to 16 bits")
-    return WeightGrid(127, spec.weights_per_channel(qconfig))
+    weight_range = qconfig.get("weight_range") or spec.qconfig_defaults.get("weight_range") or "max"
+    return WeightGrid(127, spec.weights_per_channel(qconfig), str(weight_range).lower())
+
+
+def ptq_steps(backend: str, qconfig: dict):
+    """The PTQ steps a build runs: the qconfig's ``ptq`` when given (an empty list: none), else the backend's
+    default (``qconfig_defaults['ptq']``, e.g. mlu-sim's bias correction)."""
+    steps = qconfig.get("ptq")
+    return get_spec(backend).qconfig_defaults.get("ptq", ()) if steps is None else steps
 
 
 def ptq_float_layers(backend: str, model, qconfig: dict) -> tuple[str, ...]:
@@ -261,7 +270,7 @@ def _apply_ptq(backend: str, model, export, out_dir: Path, calibration, qconfig:
     images only) exported again like ``export`` into ``out_dir/model.ptq.fp32.onnx``."""
     from ..quant.recipe import apply_recipe, check_steps
 
-    steps = check_steps(qconfig.get("ptq"))
+    steps = check_steps(ptq_steps(backend, qconfig))
     if not steps or calibration is None or str(qconfig.get("precision")) != "int8":
         return model, export, None
     grid = ptq_weight_grid(backend, qconfig)

@@ -51,6 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                 "mlu-sim mlu")
     _qconfig_flag(parser, "--precision", choices=("int8", "fp32", "fp16", "bf16"), help="default int8 with --calib, else fp32")
     _qconfig_flag(parser, "--exclude", nargs="+", metavar="NODE", help="node names, globs or op types kept in float")
+    _qconfig_flag(parser, "--ptq", nargs="*", metavar="STEP", help="post-training steps on the calibration images "
+                  "(equalize, adaround, bias_correction); --ptq alone: none (default: the backend's, mlu-sim bias_correction)")
     _qconfig_flag(parser, "--head-fp32", choices=("tail", "convs", "none"), help="keep the head's decode (tail), also its convs, or nothing in float (default: onnxruntime convs, openvino tail)")
 
     g = parser.add_argument_group("onnxruntime")
@@ -84,6 +86,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _qconfig_flag(g, "--use-avg", action="store_true", default=None, help="average (not max) of calibration ranges")
     _qconfig_flag(g, "--data-scale", type=float, help="scale applied to the calibrated ranges")
     _qconfig_flag(g, "--firstconv", action="store_true", default=None, help="first convolution takes uint8 image input")
+    _qconfig_flag(g, "--act-range", choices=("max", "mse", "percentile"),
+                  help="conv input ranges: max |x|, least squared error, or a percentile of |x| (default mse)")
+    _qconfig_flag(g, "--act-percentile", type=float, help="percentile of |x| for --act-range percentile (default 99.99)")
+    _qconfig_flag(g, "--weight-range", choices=("max", "mse"), help="weight ranges: max |w| or least squared error (default max)")
 
 
 def qconfig_from_args(args: argparse.Namespace) -> dict:

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import YoloportError
 from .fake_quant import fake_quant, forward_order
 
 
@@ -22,14 +23,26 @@ from .fake_quant import fake_quant, forward_order
 class WeightGrid:
     """A symmetric int weight grid: ``w ~ s * q``, ``q`` in ``[-qmax, qmax]``, ``s = max|w| / qmax`` over
     each output channel (``per_channel``) or the whole tensor, as ONNX Runtime (``WeightSymmetric``),
-    NNCF, RKNN (``quantized_method='channel'``) and mlu-sim compute it."""
+    NNCF, RKNN (``quantized_method='channel'``) and mlu-sim compute it; with ``weight_range='mse'`` the range
+    minimising the weight's squared error instead of ``max|w|`` (mlu-sim's key of that name,
+    :func:`yoloport.quant.range_estimators.weight_range_mse`)."""
 
     qmax: int = 127
     per_channel: bool = True
+    weight_range: str = "max"
+
+    def __post_init__(self):
+        if self.weight_range not in ("max", "mse"):
+            raise YoloportError(f"weight_range {self.weight_range!r}: choose one of max, mse")
 
     def scale(self, w: torch.Tensor) -> torch.Tensor:
         """``s`` of weight ``w [Cout, Cin/g, k, k]``: ``[Cout, 1, 1, 1]`` per channel, else a scalar."""
         w = w.detach().float()
+        if self.weight_range == "mse":
+            from .range_estimators import weight_range_mse
+
+            r = weight_range_mse(w, self.qmax, self.per_channel) / self.qmax
+            return r.view(-1, 1, 1, 1) if self.per_channel else r
         if self.per_channel:
             return (w.abs().amax(dim=(1, 2, 3)) / self.qmax).view(-1, 1, 1, 1)
         return w.abs().max() / self.qmax
@@ -45,7 +58,7 @@ class WeightGrid:
         return torch.clamp(torch.round(w.detach().float() / s), -self.qmax, self.qmax).to(torch.int32)
 
     def to_dict(self) -> dict:
-        return {"qmax": self.qmax, "per_channel": self.per_channel, "symmetric": True}
+        return {"qmax": self.qmax, "per_channel": self.per_channel, "symmetric": True, "weight_range": self.weight_range}
 
 
 class QuantLayer(NamedTuple):
