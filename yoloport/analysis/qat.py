@@ -98,8 +98,8 @@ def qat_port(weights, data, backend: str, out, *, calib=None, calib_n: int = 64,
     ``(h, w)`` of calibration, training and the artifact. ``objective``: ``labels`` (the training loop on
     the train split; ``epochs``, ``batch_size``, ``lr0``, ``hyp``, ``time_limit_s`` apply) or ``distill``
     (match the float model on the calibration images; ``distill``: a dict of
-    :class:`~yoloport.quant.qat_distill.DistillSettings` fields, ``batch_size`` / ``lr0`` / ``seed`` fill the
-    ones it leaves out). Returns a :class:`QatResult`."""
+    :class:`~yoloport.quant.qat_distill.DistillSettings` fields; ``lr0`` and ``seed`` fill the ones it leaves
+    out, ``batch_size`` is the label loop's). Returns a :class:`QatResult`."""
     from ..backends.registry import (build_prequantized, canonical_name, export_for, get_spec,
                                      require_artifact_backend)
     from ..data.calibration import load_calibration
@@ -127,8 +127,7 @@ def qat_port(weights, data, backend: str, out, *, calib=None, calib_n: int = 64,
         from ..quant.qat_distill import DistillSettings
 
         given = {k: v for k, v in dict(distill or {}).items() if v is not None}
-        distill_settings = DistillSettings.from_options({"batch_size": int(batch_size), "lr": lr0, "seed": int(seed),
-                                                         **given})
+        distill_settings = DistillSettings.from_options({"lr": lr0, "seed": int(seed), **given})
     cfg = load_data_yaml(data)
     val_images = list_images(cfg.split("val"))
     train_images = list_images(cfg.split("train"))

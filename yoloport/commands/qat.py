@@ -42,13 +42,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calib-n", type=int, default=None, help="number of calibration images (default 64)")
     p.add_argument("--calib-seed", type=int, default=None, help="seed for sampling them (default 0)")
     p.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs (default 3)")
-    p.add_argument("--batch-size", dest="batch_size", type=int, default=None, help="batch size (default 8; one step per batch)")
+    p.add_argument("--batch-size", dest="batch_size", type=int, default=None, help="batch size (default 8 with labels, 4 with distill; one step per batch)")
     p.add_argument("--img-size", nargs="+", type=int, metavar="W H", help="fixed size of training, calibration and the artifact")
     p.add_argument("--lr0", type=float, default=None, help="initial learning rate (default 5e-5, linear decay to a tenth)")
     p.add_argument("--hyp", help="hyperparameter YAML over QAT's defaults")
     p.add_argument("--objective", choices=("labels", "distill"), default=None,
                    help="learn from the data's labels (default) or from the float model (distill)")
-    p.add_argument("--steps", type=int, default=None, help="distill: optimiser steps (default 300)")
+    p.add_argument("--steps", type=int, default=None, help="distill: optimiser steps (default 64)")
     p.add_argument("--grid-lr", dest="grid_lr", type=float, default=None,
                    help="distill: learning rate of the learned scales and zero points (default 1e-3)")
     p.add_argument("--head-fp32", choices=("tail", "convs", "none"), default=None,
@@ -84,8 +84,8 @@ def distill_options(args) -> dict | None:
         raise YoloportError("--epochs applies to --objective labels; distillation runs --steps")
     from ..quant.qat_distill import DistillSettings
 
-    options = {"steps": args.steps, "grid_lr": args.grid_lr}
-    DistillSettings.from_options({**options, "lr": args.lr0, "batch_size": args.batch_size})  # refused before any work
+    options = {"steps": args.steps, "grid_lr": args.grid_lr, "batch_size": args.batch_size if args.batch_size_given else None}
+    DistillSettings.from_options({**options, "lr": args.lr0})  # bad values refused before any work
     return options
 
 
@@ -136,9 +136,9 @@ def run(args: argparse.Namespace) -> int:
     from ..io.paths import claim_out_dir, claim_output_file, unlock_run_dir, write_text_atomic
     from .quantize import format_table, load_model_from_args, resolve_img_size
 
-    epochs_given = args.epochs is not None
+    epochs_given, batch_size_given = args.epochs is not None, args.batch_size is not None
     args = resolve_settings(args, dict(DEFAULTS))
-    args.epochs_given = epochs_given
+    args.epochs_given, args.batch_size_given = epochs_given, batch_size_given
     _check(args)
     distill = distill_options(args)
     backend = canonical_name(args.backend)
