@@ -4,7 +4,7 @@ Examples::
 
     yoloport qat --weights yolov5n.pt --data coco-extra.yaml --backend onnxruntime --epochs 3 --out q/
     yoloport qat --weights yolov5n.pt --data data.yaml --backend mlu-sim --calib calib/ --lr0 5e-5
-    yoloport qat --weights yolov5n.pt --data coco-extra.yaml --backend onnxruntime --objective distill --steps 200
+    yoloport qat --weights yolov5n.pt --data coco-extra.yaml --backend onnxruntime --objective distill --calib-n 128
 
 The training loop runs with fake quantization on the backend's grid (see
 :mod:`yoloport.analysis.qat`), from the PTQ ranges of ``--calib`` (default the data's train split),
@@ -15,7 +15,8 @@ training loop; ``--steps``, ``--batch-size``, ``--lr0``, ``--grid-lr``; see
 :mod:`yoloport.quant.qat_distill`). The
 artifact in ``--out`` is what ``yoloport val/detect --artifact`` run: ``model.onnxruntime.int8.onnx``,
 ``model.openvino.int8.xml`` (both from ``model.qdq.onnx``, the QDQ graph with the learned grids),
-``model.mlusim.safetensors``, ``model.rknn``; the fine-tuning run is in ``--out/train``.
+``model.mlusim.safetensors``, ``model.rknn``; the fine-tuning run is in ``--out/train``
+(``--out/distill`` with distillation).
 Prints a summary and writes it as JSON (``--out/qat.json`` or ``--json``).
 
 Exit status: 0 built, 2 user error.
@@ -44,7 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs (default 3)")
     p.add_argument("--batch-size", dest="batch_size", type=int, default=None, help="batch size (default 8 with labels, 4 with distill; one step per batch)")
     p.add_argument("--img-size", nargs="+", type=int, metavar="W H", help="fixed size of training, calibration and the artifact")
-    p.add_argument("--lr0", type=float, default=None, help="initial learning rate (default 5e-5, linear decay to a tenth)")
+    p.add_argument("--lr0", type=float, default=None, help="initial learning rate of the weights (default 5e-5 with labels, 1e-5 with distill; linear decay to a tenth)")
     p.add_argument("--hyp", help="hyperparameter YAML over QAT's defaults")
     p.add_argument("--objective", choices=("labels", "distill"), default=None,
                    help="learn from the data's labels (default) or from the float model (distill)")
