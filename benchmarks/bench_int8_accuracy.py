@@ -11,8 +11,10 @@ Rows (``--rows``): ``old_default`` (each backend's qconfig before issue 11, pinn
 (each backend's current defaults), ``port`` (what ``yoloport port`` builds: the defaults and the backend's
 ``port_qconfig``), one row per PTQ step (``equalize``, ``adaround``, ``bias_correction``,
 ``ptq_all``), range estimators (``est:<name>``, only on the backends that have it: ONNX Runtime
-minmax/percentile/entropy, OpenVINO mixed/performance, RKNN normal/mmse/kl_divergence, mlu-sim max/avg/mse/percentile)
-and ``qat`` (``yoloport qat``'s fine-tune on the calibration pool, :func:`qat_artifact`). fp32 is ONNX
+minmax/percentile/entropy, OpenVINO mixed/performance, RKNN normal/mmse/kl_divergence, mlu-sim max/avg/mse/percentile),
+``qat`` (``yoloport qat``'s fine-tune on the calibration pool with labels, :func:`qat_artifact`) and
+``qat_distill`` (the same with the distillation objective: the float model is the target, on the
+calibration images themselves; ``--distill-steps``, ``--distill-batch``). fp32 is ONNX
 Runtime fp32 at the same fixed letterbox (the same mAP as torch, measured). Each (row, calibration size)
 is built once per seed; the table gives the mean drop, each seed's drop and the spread (max - min).
 Every drop carries its 95% paired-bootstrap interval over the validation images
@@ -93,17 +95,35 @@ def row_dir_name(row: str) -> str:
     return row.replace(":", "-")
 
 
-def qat_artifact(backend, weights, out_dir, hw, calib_source, calib_n, seed, epochs, data):
+def qat_artifact(backend, weights, out_dir, hw, calib_source, calib_n, seed, epochs, data, objective="labels",
+                 distill=None):
     """The QAT row (issue 11 item 4): :func:`yoloport.analysis.qat.qat_port` fine-tunes ``weights`` with
     ``backend``'s fake quantization on ``data``'s train split (the calibration pool, disjoint from every
-    validation set here) for ``epochs`` and builds its artifact; returns the artifact path."""
+    validation set here) for ``epochs`` (``objective="distill"``: from the float model on the calibration
+    images, ``distill``: its settings) and builds its artifact; returns the artifact path."""
     from yoloport.analysis.qat import qat_port
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     res = qat_port(weights, data, backend, out_dir, calib=calib_source, calib_n=calib_n, calib_seed=seed,
-                   epochs=epochs, img_size_hw=hw, seed=seed, log=lambda m: None)
+                   epochs=epochs, img_size_hw=hw, seed=seed, objective=objective, distill=distill,
+                   log=print if objective == "distill" else (lambda m: None))
     return res.artifact
+
+
+def existing_artifact(row_dir, backend: str):
+    """The int8 artifact a previous run built for ``backend`` in ``row_dir`` (read back through its sidecar,
+    so a damaged one is refused when it loads), or None."""
+    row_dir = Path(row_dir)
+    for sc in sorted(row_dir.glob("*.json")) if row_dir.is_dir() else []:
+        art = sc.with_name(sc.name[: -len(".json")])
+        try:
+            info = json.loads(sc.read_text())
+        except ValueError:
+            continue
+        if art.exists() and isinstance(info, dict) and info.get("backend") == backend and info.get("precision") == "int8":
+            return art
+    return None
 
 
 def bootstrap_interval(ref_stats, int8_stats):
@@ -148,6 +168,12 @@ def main(argv=None) -> int:
     p.add_argument("--qat-epochs", type=int, default=1, help="epochs of the qat row's fine-tune")
     p.add_argument("--qat-data", help="data YAML the qat row fine-tunes on (default: the calibration source's, "
                                       "coco-extra: train = calib2017)")
+    p.add_argument("--distill-steps", type=int, default=None, help="steps of the qat_distill row (default: QAT's)")
+    p.add_argument("--distill-batch", type=int, default=None, help="images per step of the qat_distill row")
+    p.add_argument("--distill-lr", type=float, default=None, help="weight learning rate of the qat_distill row")
+    p.add_argument("--distill-grid-lr", type=float, default=None, help="grid learning rate of the qat_distill row")
+    p.add_argument("--reuse", action="store_true", help="evaluate the int8 artifact a previous run left in a row's "
+                                                         "folder instead of building it again")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="runs/bench_int8_accuracy")
     p.add_argument("--json", help="write the results as JSON here")
@@ -185,9 +211,16 @@ def main(argv=None) -> int:
                         calib = load_calibration(calib_src, n=n, img_size_hw=hw, stride=stride, seed=seed)
                         t0 = time.perf_counter()
                         d = out_root / backend / row_dir_name(row) / f"n{n}-s{seed}"
-                        if row == "qat":
+                        reused = existing_artifact(d, backend) if a.reuse else None
+                        if reused is not None:
+                            art = reused
+                        elif row in ("qat", "qat_distill"):
+                            distill = {"steps": a.distill_steps, "batch_size": a.distill_batch, "lr": a.distill_lr,
+                                       "grid_lr": a.distill_grid_lr}
                             art = qat_artifact(backend, wpath, d, hw, calib_src, n, seed, a.qat_epochs,
-                                               a.qat_data or calib_src.rsplit(":", 1)[0])
+                                               a.qat_data or calib_src.rsplit(":", 1)[0],
+                                               objective="distill" if row == "qat_distill" else "labels",
+                                               distill=distill if row == "qat_distill" else None)
                         else:
                             q = row_qconfig(row, backend, ptq_options)
                             if q is None:
@@ -196,13 +229,15 @@ def main(argv=None) -> int:
                         build_s = time.perf_counter() - t0
                         for v in vals:
                             t1 = time.perf_counter()
-                            r = evaluate(backend, art, model, v, hw, a.threads, a.val_images)
+                            # a QAT artifact is built from the fine-tuned checkpoint, not from ``model``
+                            r = evaluate(backend, art, None if row.startswith("qat") else model, v, hw, a.threads,
+                                         a.val_images)
                             eval_s = time.perf_counter() - t1
                             drop = 100 * (ref[v]["mAP50_95"] - r["mAP50_95"])
                             rec = {"weights": Path(wpath).name, "img_size": [w, h], "backend": backend, "row": row,
                                    "calib_n": n, "seed": seed, "val": Path(v).stem, "mAP50_95": r["mAP50_95"],
                                    "fp32_mAP50_95": ref[v]["mAP50_95"], "drop_points": drop, "images": r["images"],
-                                   "build_s": round(build_s, 1), "eval_s": round(eval_s, 1),
+                                   "build_s": round(build_s, 1), "eval_s": round(eval_s, 1), "reused": reused is not None,
                                    "bootstrap_ci": bootstrap_interval(ref[v].get("stats"), r.get("stats"))}
                             results.append(rec)
                             write_json(a.json, a, results)  # after every record: a killed run keeps what it measured

@@ -4,13 +4,19 @@ Examples::
 
     yoloport qat --weights yolov5n.pt --data coco-extra.yaml --backend onnxruntime --epochs 3 --out q/
     yoloport qat --weights yolov5n.pt --data data.yaml --backend mlu-sim --calib calib/ --lr0 5e-5
+    yoloport qat --weights yolov5n.pt --data coco-extra.yaml --backend onnxruntime --objective distill --calib-n 128
 
 The training loop runs with fake quantization on the backend's grid (see
 :mod:`yoloport.analysis.qat`), from the PTQ ranges of ``--calib`` (default the data's train split),
-reporting on the data's val split (which must not share an image with the calibration images). The
+reporting on the data's val split (which must not share an image with the calibration images).
+``--objective distill`` learns from the float model instead of the labels: the fake-quantized model is
+trained to reproduce the float model's raw outputs on the calibration images themselves (no labels, no
+training loop; ``--steps``, ``--batch-size``, ``--lr0``, ``--grid-lr``; see
+:mod:`yoloport.quant.qat_distill`). The
 artifact in ``--out`` is what ``yoloport val/detect --artifact`` run: ``model.onnxruntime.int8.onnx``,
 ``model.openvino.int8.xml`` (both from ``model.qdq.onnx``, the QDQ graph with the learned grids),
-``model.mlusim.safetensors``, ``model.rknn``; the fine-tuning run is in ``--out/train``.
+``model.mlusim.safetensors``, ``model.rknn``; the fine-tuning run is in ``--out/train``
+(``--out/distill`` with distillation).
 Prints a summary and writes it as JSON (``--out/qat.json`` or ``--json``).
 
 Exit status: 0 built, 2 user error.
@@ -23,7 +29,7 @@ from pathlib import Path
 
 from ..errors import YoloportError
 
-DEFAULTS = {"calib_n": 64, "calib_seed": 0, "epochs": 3, "batch_size": 8, "workers": 2, "seed": 0, "device": "cpu"}
+DEFAULTS = {"objective": "labels", "calib_n": 64, "calib_seed": 0, "epochs": 3, "batch_size": 8, "workers": 2, "seed": 0, "device": "cpu"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -37,10 +43,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calib-n", type=int, default=None, help="number of calibration images (default 64)")
     p.add_argument("--calib-seed", type=int, default=None, help="seed for sampling them (default 0)")
     p.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs (default 3)")
-    p.add_argument("--batch-size", dest="batch_size", type=int, default=None, help="batch size (default 8; one step per batch)")
+    p.add_argument("--batch-size", dest="batch_size", type=int, default=None, help="batch size (default 8 with labels, 4 with distill; one step per batch)")
     p.add_argument("--img-size", nargs="+", type=int, metavar="W H", help="fixed size of training, calibration and the artifact")
-    p.add_argument("--lr0", type=float, default=None, help="initial learning rate (default 5e-5, linear decay to a tenth)")
+    p.add_argument("--lr0", type=float, default=None, help="initial learning rate of the weights (default 5e-5 with labels, 1e-5 with distill; linear decay to a tenth)")
     p.add_argument("--hyp", help="hyperparameter YAML over QAT's defaults")
+    p.add_argument("--objective", choices=("labels", "distill"), default=None,
+                   help="learn from the data's labels (default) or from the float model (distill)")
+    p.add_argument("--steps", type=int, default=None, help="distill: optimiser steps (default 64)")
+    p.add_argument("--grid-lr", dest="grid_lr", type=float, default=None,
+                   help="distill: learning rate of the learned scales and zero points (default 1e-3)")
     p.add_argument("--head-fp32", choices=("tail", "convs", "none"), default=None,
                    help="what of the head stays float (default: the backend's)")
     p.add_argument("--per-channel", dest="per_channel", action="store_true", default=None, help="per-channel weights")
@@ -60,6 +71,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def qconfig_from_args(args) -> dict:
     """The backend options of the command line that shape the scheme and the build."""
     return {k: getattr(args, k) for k in ("head_fp32", "per_channel", "platform") if getattr(args, k, None) is not None}
+
+
+def distill_options(args) -> dict | None:
+    """The distillation settings given on the command line (None for the label objective); a setting of
+    the other objective is refused."""
+    if args.objective != "distill":
+        given = [f for f, k in (("--steps", "steps"), ("--grid-lr", "grid_lr")) if getattr(args, k, None) is not None]
+        if given:
+            raise YoloportError(f"{', '.join(given)} apply to --objective distill")
+        return None
+    if getattr(args, "epochs_given", False):
+        raise YoloportError("--epochs applies to --objective labels; distillation runs --steps")
+    from ..quant.qat_distill import DistillSettings
+
+    options = {"steps": args.steps, "grid_lr": args.grid_lr, "batch_size": args.batch_size if args.batch_size_given else None}
+    DistillSettings.from_options({**options, "lr": args.lr0})  # bad values refused before any work
+    return options
 
 
 def _check(args) -> None:
@@ -87,11 +115,19 @@ def summary_rows(r: dict) -> list[tuple[str, str]]:
         ("scheme", f"{sch.get('activations')} activations, weights per {'channel' if sch.get('per_channel_weights') else 'tensor'}"
                    f"{', outputs rounded' if sch.get('quantize_outputs') else ''}, head_fp32={sch.get('head_fp32')}"),
         ("calibration", f"{r['calibration'].get('count')} images from {r['calibration'].get('source')} (initial ranges)"),
-        ("fine-tuning", f"{r['epochs_completed']} epoch(s), run {r['train_dir']}"),
+        ("fine-tuning", _fine_tuning(r)),
         ("fake-quant val", f"mAP50 {m.get('mAP50', float('nan')):.4f}  mAP50-95 {m.get('mAP50_95', float('nan')):.4f}" if m else "-"),
         ("QDQ graph", f"{r['qdq_onnx']} ({r['qdq'].get('convs')} convs, {r['qdq'].get('quantize_nodes')} Q, "
                       f"{r['qdq'].get('dequantize_nodes')} DQ)" if r.get("qdq_onnx") else "-"),
     ]
+
+
+def _fine_tuning(r: dict) -> str:
+    d = r.get("distill")
+    if r.get("objective") == "distill" and d:
+        return (f"distillation from the float model: {d['steps']} steps on {d['images']} image(s), loss "
+                f"{d['loss_first']:.5f} -> {d['loss_last']:.5f} ({d['seconds']:.0f} s), run {r['train_dir']}")
+    return f"{r['epochs_completed']} epoch(s), run {r['train_dir']}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -101,8 +137,11 @@ def run(args: argparse.Namespace) -> int:
     from ..io.paths import claim_out_dir, claim_output_file, unlock_run_dir, write_text_atomic
     from .quantize import format_table, load_model_from_args, resolve_img_size
 
+    epochs_given, batch_size_given = args.epochs is not None, args.batch_size is not None
     args = resolve_settings(args, dict(DEFAULTS))
+    args.epochs_given, args.batch_size_given = epochs_given, batch_size_given
     _check(args)
+    distill = distill_options(args)
     backend = canonical_name(args.backend)
     spec = require_artifact_backend(backend, "quantize")
     qconfig = qconfig_from_args(args)
@@ -117,7 +156,8 @@ def run(args: argparse.Namespace) -> int:
                        calib_seed=int(args.calib_seed), epochs=int(args.epochs), batch_size=int(args.batch_size),
                        img_size_hw=hw, lr0=args.lr0, hyp=args.hyp, qconfig=qconfig, device=str(args.device),
                        workers=int(args.workers), seed=int(args.seed), time_limit_s=args.time_limit_s,
-                       progress=bool(args.progress if args.progress is not None else True))
+                       progress=bool(args.progress if args.progress is not None else True),
+                       objective=str(args.objective), distill=distill)
     finally:
         unlock_run_dir(lock)
     summary = res.to_dict()
