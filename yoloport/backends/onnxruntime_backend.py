@@ -34,6 +34,7 @@ from ..errors import YoloportError
 from ..ops.postprocess import HeadSpec
 from ..quant.float_scope import FloatScope, scope_from_qconfig
 from .onnxruntime_ranges import HISTOGRAM_METHODS, floor_ranges, histogram_ranges, range_overrides, reader_feeds, silu_inputs
+from .onnxruntime_silu_grids import check_grid_options, grids_requested, silu_grid_ranges
 from .base import Runner, RuntimeProfile, _check_images, _check_runs, mean_node_times, read_sidecar, write_sidecar
 from .registry import artifact_size, call_fixed_batch, check_input, sidecar_info
 from .spec import BackendSpec
@@ -56,6 +57,9 @@ DEFAULT_QCONFIG = {
     "calib_quantized_bins": 128,  # entropy: bins of the quantized candidate distribution
     "calib_moving_average": False,  # minmax: ORT's moving average of per-batch min/max (CalibMovingAverage)
     "silu_floor": None,  # e.g. -6.0: lower end of every SiLU pre-activation range (onnxruntime_ranges.floor_ranges)
+    "preact_range": "minmax",  # or silu_mse / silu_mse_low: Conv outputs feeding a SiLU (onnxruntime_silu_grids)
+    "sigmoid_range": "minmax",  # or unit: the SiLU's Sigmoid output on [0, 1]
+    "mul_range": "minmax",  # or mse: the SiLU's Mul output, by the error against the exact SiLU
     "reduce_range": False,
     "pre_process": True,
     "ptq": (),  # PTQ steps applied to the float model before export (yoloport.quant.recipe.STEPS)
@@ -243,6 +247,7 @@ def resolve_qconfig(qconfig: dict | None) -> dict:
     floor = cfg.get("silu_floor")
     if floor is not None and (isinstance(floor, bool) or not isinstance(floor, (int, float)) or not floor < 0):
         raise YoloportError(f"onnxruntime: silu_floor must be a negative number (e.g. -6) or None, got {floor!r}")
+    cfg.update(check_grid_options(cfg))
     if cfg["calib_method"] not in HISTOGRAM_METHODS:
         cfg.pop("calib_bins", None)
         cfg.pop("calib_quantized_bins", None)
@@ -331,6 +336,17 @@ def quantize_onnx(onnx_in, onnx_out, calibration, qconfig: dict | None = None) -
             extra["TensorQuantOverrides"] = range_overrides(ranges)
             reader.rewind()
             calib_method = "minmax"  # ORT still calibrates; the overrides decide every range
+        grids = check_grid_options(cfg)
+        if grids_requested(grids):  # SiLU-aware grids on top of the ranges above (onnxruntime_silu_grids)
+            float_outputs = {t for n in model.graph.node if n.name in excluded for t in n.output}
+            try:
+                silu_ranges = silu_grid_ranges(src, model, lambda: (reader.rewind(), reader_feeds(reader))[1], grids,
+                                               skip=float_outputs)
+            except Exception as e:  # onnxruntime raises its own exception types
+                raise YoloportError(f"onnxruntime SiLU grid calibration failed: {type(e).__name__}: "
+                                    f"{str(e).splitlines()[0] if str(e) else ''}") from e
+            extra["TensorQuantOverrides"] = {**extra.get("TensorQuantOverrides", {}), **range_overrides(silu_ranges)}
+            reader.rewind()
         staged = Path(tmp) / "quantized.onnx"
         try:
             q.quantize_static(
