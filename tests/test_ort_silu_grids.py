@@ -214,3 +214,40 @@ def test_every_quantized_conv_still_fuses_to_qlinearconv(built, fp32, tmp_path):
     mm, grid = fused_op_counts(built["minmax"], tmp_path), fused_op_counts(built["grids"], tmp_path)
     assert grid.get("QLinearConv", 0) == mm.get("QLinearConv", 0) == n_convs - n_head_convs
     assert grid == mm  # the same kernels, only scales and zero points differ
+
+
+def test_zero_floor_is_where_silu_rounds_to_zero():
+    for step in (0.05, 0.03, 0.01):
+        floor = sg.zero_floor(step)
+        assert floor < sg.SILU_ARGMIN
+        below = np.linspace(floor, -60.0, 5000)
+        m = below * sg.fake_quant(sg.sigmoid(below), 0.0, 1.0)
+        assert np.all(np.abs(m) <= sg.ZERO_MARGIN * step / 2)
+        just_above = floor + 0.01  # the highest such x, to the search's resolution
+        assert abs(just_above * sg.fake_quant(sg.sigmoid(just_above), 0.0, 1.0)) > sg.ZERO_MARGIN * step / 2
+    assert sg.zero_floor(0.05) < -6.2  # sigmoid(x) only rounds to 0 below ~-6.2: SiLU alone would allow -5.6
+
+
+def unit_output(x, x_range, mul_range):
+    """What the quantized Conv-SiLU hands the next layer for pre-activations ``x``."""
+    m, _ = sg.unit_outputs(x, x_range, (0.0, 1.0))
+    return sg.fake_quant(m, *mul_range)
+
+
+def test_silu_zero_clips_only_what_reaches_the_next_layer_as_zero():
+    """silu_mse clips the tail to SiLU(lo) ~ -0.07, which the Mul grid keeps non-zero: a same-sign error on
+    every tail element (a bias). silu_zero's lower end keeps every clipped element at exactly 0, as MinMax
+    does, and still narrows the grid."""
+    x = tailed_preactivations()
+    centers, counts = histogram(x)
+    s = sg.silu(x)
+    mul_range = (s.min(), s.max())
+    floor = sg.zero_floor(float(sg.uint8_grid(*mul_range)[0]), (0.0, 1.0))
+    mse = sg.silu_preact_range(centers, counts)
+    zero = sg.silu_preact_range(centers, counts, lo_max=floor)
+    assert x.min() < zero[0] <= floor < mse[0]
+    tail = x < floor - 0.5  # half a unit below: MinMax's coarse grid rounds nothing here up past the floor
+    assert np.all(unit_output(x[tail], (x.min(), x.max()), mul_range) == 0)  # MinMax: the tail leaves as 0
+    assert np.all(unit_output(x[x < zero[0]], zero, mul_range) == 0)
+    assert np.mean(unit_output(x[tail], mse, mul_range) != 0) > 0.5
+    assert post_silu_mse(x, *zero) < post_silu_mse(x, x.min(), x.max())

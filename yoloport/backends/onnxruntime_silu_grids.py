@@ -9,7 +9,13 @@ levels on the whole pre-activation range, down to large negative values that SiL
 only their grids move, chosen from a histogram of ``x`` over the calibration images:
 
 - ``preact_range="silu_mse"``: the Conv output's ``[lo, hi]`` minimising the error *after* SiLU,
-  ``E[(SiLU(q(x)) - SiLU(x))^2]`` (``"silu_mse_low"``: only ``lo`` moves, ``hi`` stays the observed max);
+  ``E[(SiLU(q(x)) - SiLU(x))^2]`` (``"silu_mse_low"``: only ``lo`` moves, ``hi`` stays the observed max).
+  Measured on yolov5n: worse than MinMax. The lower end it picks (-3 to -5) clips the many strongly
+  negative pre-activations to SiLU(lo) ~ -0.07, which the Mul's grid no longer rounds to 0: a small error
+  per element, but the same sign on a large share of the next conv's inputs (a bias, which MSE does not see);
+- ``preact_range="silu_zero"``: the same search with ``lo`` kept at or below :func:`zero_floor`, where
+  ``|SiLU(lo)|`` is under half a step of the Mul output's grid, so what is clipped still reaches the next
+  layer as exactly 0, as it did unclipped (``"silu_zero_low"``: only ``lo`` moves);
 - ``sigmoid_range="unit"``: the Sigmoid output on ``[0, 1]`` (1.0 exactly on the grid);
 - ``mul_range="mse"``: the Mul output's ``[lo, hi]`` minimising ``E[(q(m) - SiLU(x))^2]`` where ``m`` is
   what the quantized unit feeds it (``q(x) * q(sigmoid(q(x)))`` on the chosen grids).
@@ -30,7 +36,7 @@ import numpy as np
 from ..errors import YoloportError
 
 GRID_CHOICES = {
-    "preact_range": ("minmax", "silu_mse", "silu_mse_low"),
+    "preact_range": ("minmax", "silu_mse", "silu_mse_low", "silu_zero", "silu_zero_low"),
     "sigmoid_range": ("minmax", "unit"),
     "mul_range": ("minmax", "mse"),
 }
@@ -38,6 +44,8 @@ HIST_BINS = 4096  # histogram bins over each pre-activation's observed [min, max
 LO_STEPS = 48  # candidate lower ends, from the observed min to 0
 HI_STEPS = 24  # candidate upper ends, from the observed max down to HI_FLOOR of it
 HI_FLOOR = 0.3
+ZERO_MARGIN = 0.8  # silu_zero: |SiLU(lo)| at most this share of half the Mul grid's step
+SILU_ARGMIN = -1.2784645  # SiLU falls to its minimum (-0.2785) here and rises towards 0 below it
 
 
 @dataclass(frozen=True)
@@ -122,11 +130,13 @@ def sigmoid(x) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=np.float64)))
 
 
-def candidate_ranges(vmin: float, vmax: float, move_hi: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Candidate ``(lo [K], hi [K])`` pairs: lower ends from ``min(vmin, 0)`` to 0 (LO_STEPS), upper ends
-    from ``max(vmax, 0)`` down to HI_FLOOR of it (HI_STEPS; only the observed max when ``move_hi`` is
-    False). The observed range is always a candidate."""
-    lo_c = min(float(vmin), 0.0) * np.linspace(1.0, 0.0, LO_STEPS)
+def candidate_ranges(vmin: float, vmax: float, move_hi: bool = True, lo_max: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate ``(lo [K], hi [K])`` pairs: lower ends from ``min(vmin, 0)`` up to ``lo_max`` (<= 0;
+    LO_STEPS; only ``vmin`` when it is above ``lo_max``), upper ends from ``max(vmax, 0)`` down to HI_FLOOR
+    of it (HI_STEPS; only the observed max when ``move_hi`` is False). The observed range is always a
+    candidate."""
+    vmin = min(float(vmin), 0.0)
+    lo_c = np.linspace(vmin, lo_max, LO_STEPS) if vmin < lo_max else np.array([vmin])
     hi_c = max(float(vmax), 0.0) * (np.linspace(1.0, HI_FLOOR, HI_STEPS) if move_hi else np.ones(1))
     lo, hi = np.meshgrid(lo_c, hi_c, indexing="ij")
     return lo.reshape(-1), hi.reshape(-1)
@@ -149,13 +159,31 @@ def best_range(values, weights, target, lo, hi, post: Callable = lambda v: v, ch
     return float(lo[k]), float(hi[k])
 
 
-def silu_preact_range(centers, counts, move_hi: bool = True) -> tuple[float, float]:
+def silu_preact_range(centers, counts, move_hi: bool = True, lo_max: float = 0.0) -> tuple[float, float]:
     """The Conv output range whose uint8 grid least perturbs SiLU: argmin over :func:`candidate_ranges`
-    of ``E[(SiLU(q(x)) - SiLU(x))^2]`` for ``x`` distributed as the histogram ``(centers [B], counts [B])``."""
+    (lower ends up to ``lo_max``) of ``E[(SiLU(q(x)) - SiLU(x))^2]`` for ``x`` distributed as the
+    histogram ``(centers [B], counts [B])``."""
     c = np.asarray(centers, dtype=np.float64)
     nz = np.asarray(counts) > 0
-    lo, hi = candidate_ranges(c[nz].min(), c[nz].max(), move_hi)
-    return best_range(c, counts, silu(c), lo, hi, post=silu)
+    lo, hi = candidate_ranges(c[nz].min(), c[nz].max(), move_hi, lo_max)
+    scale, zp = uint8_grid(lo, hi)
+    keep = (-zp * scale <= lo_max) | (lo == lo.min())  # the grid's real lower end (zero point rounded) too
+    return best_range(c, counts, silu(c), lo[keep], hi[keep], post=silu)
+
+
+def zero_floor(mul_step: float, sigmoid_range=(0.0, 1.0), margin: float = ZERO_MARGIN) -> float:
+    """The highest ``x`` below SiLU's minimum such that for every ``x' <= x`` the unit's Mul,
+    ``x' * q_s(sigmoid(x'))`` (the Sigmoid output rounded on ``sigmoid_range``'s grid), is within
+    ``margin * mul_step / 2`` of 0: a Mul grid of step ``mul_step`` (0 is on every ORT grid) then rounds it to
+    exactly 0, as it rounds the unclipped value, so clipping up to ``x`` changes nothing downstream. The
+    Sigmoid's rounding matters: sigmoid(x) only rounds to 0 below about -6.2 (half a step of 1/255).
+    Searched down to -60 (returned when nothing above it qualifies)."""
+    xs = np.linspace(SILU_ARGMIN, -60.0, 60_000)  # descending
+    m = xs * fake_quant(sigmoid(xs), *sigmoid_range)
+    bad = np.flatnonzero(np.abs(m) > margin * float(mul_step) / 2)
+    if not bad.size:
+        return float(xs[0])
+    return float(xs[bad[-1] + 1]) if bad[-1] + 1 < xs.size else -60.0
 
 
 def unit_outputs(centers, x_range, sigmoid_range) -> tuple[np.ndarray, np.ndarray]:
@@ -228,8 +256,14 @@ def silu_grid_ranges(onnx_path, model, feeds: Callable[[], Iterable[dict]], opti
         nz = counts > 0
         observed = (float(centers[nz].min()), float(centers[nz].max()))
         x_range = observed
-        if options["preact_range"] != "minmax":
-            x_range = silu_preact_range(centers, counts, move_hi=options["preact_range"] == "silu_mse")
+        choice = options["preact_range"]
+        if choice != "minmax":
+            lo_max = 0.0
+            if choice.startswith("silu_zero"):  # the Mul grid MinMax gives the unit's observed SiLU values
+                s_obs = silu(centers[nz])
+                s_grid = (0.0, 1.0) if options["sigmoid_range"] == "unit" else (float(sigmoid(observed[0])), float(sigmoid(observed[1])))
+                lo_max = zero_floor(float(uint8_grid(s_obs.min(), s_obs.max())[0]), s_grid)
+            x_range = silu_preact_range(centers, counts, move_hi=not choice.endswith("_low"), lo_max=lo_max)
             ranges[u.preact] = x_range
         s_range = (float(sigmoid(observed[0])), float(sigmoid(observed[1])))
         if options["sigmoid_range"] == "unit":
