@@ -251,3 +251,16 @@ def test_silu_zero_clips_only_what_reaches_the_next_layer_as_zero():
     assert np.all(unit_output(x[x < zero[0]], zero, mul_range) == 0)
     assert np.mean(unit_output(x[tail], mse, mul_range) != 0) > 0.5
     assert post_silu_mse(x, *zero) < post_silu_mse(x, x.min(), x.max())
+
+
+def test_reachable_mul_range_is_what_the_unit_can_output():
+    """After the Conv output's upper end is clipped, the unit's Mul cannot exceed ~SiLU(hi): the reachable
+    range ends there (MinMax would span the float SiLU's max) and clips nothing the unit outputs."""
+    x = tailed_preactivations()
+    centers, counts = histogram(x)
+    x_range = sg.silu_preact_range(centers, counts, lo_max=sg.zero_floor(0.03))
+    assert x_range[1] < x.max() - 0.3  # the test needs a clipped upper end
+    lo, hi = sg.reachable_mul_range(centers, counts, x_range, (0.0, 1.0))
+    m, _ = sg.unit_outputs(x, x_range, (0.0, 1.0))
+    assert lo <= m.min() + 1e-9 and hi >= m.max() - 1e-9
+    assert hi == pytest.approx(x_range[1], rel=0.01) and hi < sg.silu(x).max() - 0.3

@@ -18,7 +18,9 @@ only their grids move, chosen from a histogram of ``x`` over the calibration ima
   layer as exactly 0, as it did unclipped (``"silu_zero_low"``: only ``lo`` moves);
 - ``sigmoid_range="unit"``: the Sigmoid output on ``[0, 1]`` (1.0 exactly on the grid);
 - ``mul_range="mse"``: the Mul output's ``[lo, hi]`` minimising ``E[(q(m) - SiLU(x))^2]`` where ``m`` is
-  what the quantized unit feeds it (``q(x) * q(sigmoid(q(x)))`` on the chosen grids).
+  what the quantized unit feeds it (``q(x) * q(sigmoid(q(x)))`` on the chosen grids);
+  ``"reachable"``: the range of those ``m`` over the histogram, no clipping (after a narrowed Conv
+  output range MinMax would still span the float SiLU's larger maximum, which the unit can no longer reach).
 
 The grids follow ONNX Runtime's own uint8 rule (:func:`uint8_grid`) and reach ``quantize_static`` as
 ``TensorQuantOverrides`` (``rmin``/``rmax``), like :mod:`.onnxruntime_ranges`' ranges. Same graph, same
@@ -38,7 +40,7 @@ from ..errors import YoloportError
 GRID_CHOICES = {
     "preact_range": ("minmax", "silu_mse", "silu_mse_low", "silu_zero", "silu_zero_low"),
     "sigmoid_range": ("minmax", "unit"),
-    "mul_range": ("minmax", "mse"),
+    "mul_range": ("minmax", "mse", "reachable"),
 }
 HIST_BINS = 4096  # histogram bins over each pre-activation's observed [min, max]
 LO_STEPS = 48  # candidate lower ends, from the observed min to 0
@@ -202,6 +204,13 @@ def mul_output_range(centers, counts, x_range, sigmoid_range) -> tuple[float, fl
     return best_range(m, counts, target, lo, hi)
 
 
+def reachable_mul_range(centers, counts, x_range, sigmoid_range) -> tuple[float, float]:
+    """``(min, max)`` of what the quantized unit's Mul computes (:func:`unit_outputs`) over the histogram's
+    occupied bins: a Mul grid that clips nothing the unit can produce."""
+    m, _ = unit_outputs(np.asarray(centers)[np.asarray(counts) > 0], x_range, sigmoid_range)
+    return float(m.min()), float(m.max())
+
+
 # ----------------------------------------------------------------------------- histograms
 
 
@@ -271,4 +280,6 @@ def silu_grid_ranges(onnx_path, model, feeds: Callable[[], Iterable[dict]], opti
             ranges[u.sigmoid] = s_range
         if options["mul_range"] == "mse":
             ranges[u.mul] = mul_output_range(centers, counts, x_range, s_range)
+        elif options["mul_range"] == "reachable":
+            ranges[u.mul] = reachable_mul_range(centers, counts, x_range, s_range)
     return ranges
