@@ -264,3 +264,15 @@ def test_reachable_mul_range_is_what_the_unit_can_output():
     m, _ = sg.unit_outputs(x, x_range, (0.0, 1.0))
     assert lo <= m.min() + 1e-9 and hi >= m.max() - 1e-9
     assert hi == pytest.approx(x_range[1], rel=0.01) and hi < sg.silu(x).max() - 0.3
+
+
+def test_grids_fall_back_where_they_cannot_act():
+    """Default grids give way to symmetric int8 activations and to a user's silu_floor; asked for, they are an error."""
+    from yoloport.backends.onnxruntime_backend import DEFAULT_QCONFIG
+
+    for user in ({"act_type": "int8"}, {"silu_floor": -6.0}):
+        cfg = resolve_qconfig({**user, **{k: None for k in sg.GRID_CHOICES}})
+        assert all(cfg[k] == "minmax" for k in sg.GRID_CHOICES), user
+    with pytest.raises(YoloportError, match="act_type"):
+        resolve_qconfig({"act_type": "int8", "preact_range": "silu_zero"})
+    assert all(resolve_qconfig({})[k] == DEFAULT_QCONFIG[k] for k in sg.GRID_CHOICES)

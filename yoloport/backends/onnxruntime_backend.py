@@ -34,7 +34,7 @@ from ..errors import YoloportError
 from ..ops.postprocess import HeadSpec
 from ..quant.float_scope import FloatScope, scope_from_qconfig
 from .onnxruntime_ranges import HISTOGRAM_METHODS, floor_ranges, histogram_ranges, range_overrides, reader_feeds, silu_inputs
-from .onnxruntime_silu_grids import check_grid_options, grids_requested, silu_grid_ranges
+from .onnxruntime_silu_grids import grids_requested, resolve_grid_options, silu_grid_ranges
 from .base import Runner, RuntimeProfile, _check_images, _check_runs, mean_node_times, read_sidecar, write_sidecar
 from .registry import artifact_size, call_fixed_batch, check_input, sidecar_info
 from .spec import BackendSpec
@@ -247,7 +247,7 @@ def resolve_qconfig(qconfig: dict | None) -> dict:
     floor = cfg.get("silu_floor")
     if floor is not None and (isinstance(floor, bool) or not isinstance(floor, (int, float)) or not floor < 0):
         raise YoloportError(f"onnxruntime: silu_floor must be a negative number (e.g. -6) or None, got {floor!r}")
-    cfg.update(check_grid_options(cfg))
+    cfg.update(resolve_grid_options(qconfig or {}, cfg))
     if cfg["calib_method"] not in HISTOGRAM_METHODS:
         cfg.pop("calib_bins", None)
         cfg.pop("calib_quantized_bins", None)
@@ -336,7 +336,7 @@ def quantize_onnx(onnx_in, onnx_out, calibration, qconfig: dict | None = None) -
             extra["TensorQuantOverrides"] = range_overrides(ranges)
             reader.rewind()
             calib_method = "minmax"  # ORT still calibrates; the overrides decide every range
-        grids = check_grid_options(cfg)
+        grids = {k: cfg[k] for k in ("preact_range", "sigmoid_range", "mul_range")}  # resolved above
         if grids_requested(grids):  # SiLU-aware grids on top of the ranges above (onnxruntime_silu_grids)
             float_outputs = {t for n in model.graph.node if n.name in excluded for t in n.output}
             try:

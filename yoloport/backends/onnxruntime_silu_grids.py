@@ -75,6 +75,20 @@ def check_grid_options(cfg: dict) -> dict[str, str]:
     return out
 
 
+def resolve_grid_options(user: dict, cfg: dict) -> dict[str, str]:
+    """The three grid choices for a build: ``cfg``'s (defaults filled in), checked by
+    :func:`check_grid_options`, except that a default grid falls back to ``minmax`` where it cannot act:
+    ``act_type`` int8 (symmetric activations, not the uint8 grids chosen here) or a ``silu_floor`` the user
+    gave. A choice the user gave (``user``: their qconfig) that cannot act is a YoloportError."""
+    given = {k for k in GRID_CHOICES if user.get(k) is not None}
+    fallback = cfg.get("act_type") != "uint8" or cfg.get("silu_floor") is not None
+    options = check_grid_options({**cfg, **({k: "minmax" for k in GRID_CHOICES if k not in given} if fallback else {})})
+    if cfg.get("act_type") != "uint8" and grids_requested(options):
+        raise YoloportError("onnxruntime: preact_range, sigmoid_range and mul_range choose uint8 grids; "
+                            f"act_type {cfg.get('act_type')!r} takes minmax")
+    return options
+
+
 def grids_requested(options: dict[str, str]) -> bool:
     """Whether any of the three grids differs from MinMax's."""
     return any(v != "minmax" for v in options.values())
