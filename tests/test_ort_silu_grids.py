@@ -127,7 +127,8 @@ def fp32(tiny_model, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def built(tiny_model, calib, tmp_path_factory):
-    """MinMax and SiLU-grid artifacts, with the ranges the grid build chose (caught on their way to ORT)."""
+    """MinMax (the default before silu_zero) and SiLU-grid artifacts, with the ranges the grid build chose
+    (caught on their way to ORT)."""
     chosen = {}
     real = ortb.silu_grid_ranges
 
@@ -136,7 +137,7 @@ def built(tiny_model, calib, tmp_path_factory):
         return chosen
 
     out = tmp_path_factory.mktemp("silugrids")
-    mm = build_artifact("onnxruntime", tiny_model, out / "minmax", HW, calib, {})
+    mm = build_artifact("onnxruntime", tiny_model, out / "minmax", HW, calib, {"preact_range": "minmax"})
     mp = pytest.MonkeyPatch()
     mp.setattr(ortb, "silu_grid_ranges", spy)
     try:
