@@ -60,7 +60,7 @@ DEFAULT_QCONFIG = {
     "calib_moving_average": False,  # minmax: ORT's moving average of per-batch min/max (CalibMovingAverage)
     "silu_floor": None,  # e.g. -6.0: lower end of every SiLU pre-activation range (onnxruntime_ranges.floor_ranges)
     # The Conv outputs feeding a SiLU: "silu_zero" narrows each one's uint8 grid to the [lo, hi] that least
-    # perturbs SiLU, lo no higher than where a clipped value still leaves the unit as exactly 0 (~-6.2)
+    # perturbs SiLU, lo no higher than where a clipped value still leaves the unit as exactly 0 (-4.3 to -6.5)
     # (onnxruntime_silu_grids; "minmax", "silu_mse", "silu_mse_low", "silu_zero_low" also). Same graph, same
     # QLinearConv. yolov5n v6.1 at 640, 128 calibration images, seeds 0/1/2, mAP@0.5:0.95 drop on coco-extra
     # val2017 / COCO128: MinMax +0.54 +0.68 +0.81 (mean +0.68) / +0.19 +1.76 +0.58 (+0.84); silu_zero

@@ -14,8 +14,8 @@ only their grids move, chosen from a histogram of ``x`` over the calibration ima
   negative pre-activations to SiLU(lo) ~ -0.07, which the Mul's grid no longer rounds to 0: a small error
   per element, but the same sign on a large share of the next conv's inputs (a bias, which MSE does not see);
 - ``preact_range="silu_zero"``: the same search with ``lo`` kept at or below :func:`zero_floor`, where
-  ``|SiLU(lo)|`` is under half a step of the Mul output's grid, so what is clipped still reaches the next
-  layer as exactly 0, as it did unclipped (``"silu_zero_low"``: only ``lo`` moves);
+  the unit's Mul output is under half a step of the Mul's grid (MinMax's), so what is clipped still reaches
+  the next layer as exactly 0, as it did unclipped (``"silu_zero_low"``: only ``lo`` moves). The default;
 - ``sigmoid_range="unit"``: the Sigmoid output on ``[0, 1]`` (1.0 exactly on the grid);
 - ``mul_range="mse"``: the Mul output's ``[lo, hi]`` minimising ``E[(q(m) - SiLU(x))^2]`` where ``m`` is
   what the quantized unit feeds it (``q(x) * q(sigmoid(q(x)))`` on the chosen grids);
@@ -192,7 +192,8 @@ def zero_floor(mul_step: float, sigmoid_range=(0.0, 1.0), margin: float = ZERO_M
     ``x' * q_s(sigmoid(x'))`` (the Sigmoid output rounded on ``sigmoid_range``'s grid), is within
     ``margin * mul_step / 2`` of 0: a Mul grid of step ``mul_step`` (0 is on every ORT grid) then rounds it to
     exactly 0, as it rounds the unclipped value, so clipping up to ``x`` changes nothing downstream. The
-    Sigmoid's rounding matters: sigmoid(x) only rounds to 0 below about -6.2 (half a step of 1/255).
+    Sigmoid's rounding matters: sigmoid(x) only rounds to 0 below about -6.23 (half a step of 1/255), so for
+    fine Mul grids (step < ~0.06) the floor is there; coarser grids allow a higher one.
     Searched down to -60 (returned when nothing above it qualifies)."""
     xs = np.linspace(SILU_ARGMIN, -60.0, 60_000)  # descending
     m = xs * fake_quant(sigmoid(xs), *sigmoid_range)
