@@ -64,8 +64,8 @@ DEFAULT_QCONFIG = {
     # (onnxruntime_silu_grids; "minmax", "silu_mse", "silu_mse_low", "silu_zero_low" also). Same graph, same
     # QLinearConv. yolov5n v6.1 at 640, 128 calibration images, seeds 0/1/2, mAP@0.5:0.95 drop on coco-extra
     # val2017 / COCO128: MinMax +0.54 +0.68 +0.81 (mean +0.68) / +0.19 +1.76 +0.58 (+0.84); silu_zero
-    # +0.15 +0.31 +0.28 (+0.25) / +0.11 +0.90 +0.92 (+0.64). yolov5s v5.0 seed 2: +1.76 / +1.43 -> +0.79 / +0.80
-    # (docs/notes/2026-11-30-ort-silu-grids.md).
+    # +0.15 +0.31 +0.28 (+0.25) / +0.11 +0.90 +0.92 (+0.64). yolov5s v5.0, same protocol: means +1.15 / +1.40
+    # -> +0.72 / +0.63 (docs/notes/2026-11-30-ort-silu-grids.md).
     "preact_range": "silu_zero",
     "sigmoid_range": "minmax",  # or unit: the SiLU's Sigmoid output on [0, 1]
     "mul_range": "minmax",  # or mse / reachable: the SiLU's Mul output (measured within noise of minmax with silu_zero)
