@@ -4,8 +4,10 @@ int8 follows ONNX Runtime's own recipe as separate steps: ``quant_pre_process`` 
 graph optimisation), :func:`quantize_onnx` (``quantize_static`` in QDQ format with a calibration
 reader fed by :class:`~yoloport.data.calibration.CalibrationSet`), then an ordinary session. Defaults
 are what measures best on x86 CPUs: uint8 activations, int8 per-channel weights (U8S8; S8S8 falls back
-to slow kernels), MinMax calibration, and the Detect head kept in float (``head_fp32='convs'``: its
-output convolutions and everything after them - sigmoid, grid/anchor decode, concatenations).
+to slow kernels), MinMax calibration with SiLU-aware grids for the Conv outputs that feed a SiLU
+(``preact_range='silu_zero'``, :mod:`.onnxruntime_silu_grids`), and the Detect head kept in float
+(``head_fp32='convs'``: its output convolutions and everything after them - sigmoid, grid/anchor decode,
+concatenations).
 ``'tail'`` quantizes the Detect convolutions too, which in QDQ also rounds their outputs (the raw
 logits of box, objectness and classes share one per-tensor uint8 scale). Measured on COCO128 at 640
 (32 calibration images, mAP50-95 drop against fp32): yolov5n-v6.1 0.011 (tail) vs 0.004 (convs),
@@ -34,6 +36,7 @@ from ..errors import YoloportError
 from ..ops.postprocess import HeadSpec
 from ..quant.float_scope import FloatScope, scope_from_qconfig
 from .onnxruntime_ranges import HISTOGRAM_METHODS, floor_ranges, histogram_ranges, range_overrides, reader_feeds, silu_inputs
+from .onnxruntime_silu_grids import grids_requested, resolve_grid_options, silu_grid_ranges
 from .base import Runner, RuntimeProfile, _check_images, _check_runs, mean_node_times, read_sidecar, write_sidecar
 from .registry import artifact_size, call_fixed_batch, check_input, sidecar_info
 from .spec import BackendSpec
@@ -56,6 +59,16 @@ DEFAULT_QCONFIG = {
     "calib_quantized_bins": 128,  # entropy: bins of the quantized candidate distribution
     "calib_moving_average": False,  # minmax: ORT's moving average of per-batch min/max (CalibMovingAverage)
     "silu_floor": None,  # e.g. -6.0: lower end of every SiLU pre-activation range (onnxruntime_ranges.floor_ranges)
+    # The Conv outputs feeding a SiLU: "silu_zero" narrows each one's uint8 grid to the [lo, hi] that least
+    # perturbs SiLU, lo no higher than where a clipped value still leaves the unit as exactly 0 (-4.3 to -6.5)
+    # (onnxruntime_silu_grids; "minmax", "silu_mse", "silu_mse_low", "silu_zero_low" also). Same graph, same
+    # QLinearConv. yolov5n v6.1 at 640, 128 calibration images, seeds 0/1/2, mAP@0.5:0.95 drop on coco-extra
+    # val2017 / COCO128: MinMax +0.54 +0.68 +0.81 (mean +0.68) / +0.19 +1.76 +0.58 (+0.84); silu_zero
+    # +0.15 +0.31 +0.28 (+0.25) / +0.11 +0.90 +0.92 (+0.64). yolov5s v5.0, same protocol: means +1.15 / +1.40
+    # -> +0.72 / +0.63 (docs/notes/2026-11-30-ort-silu-grids.md).
+    "preact_range": "silu_zero",
+    "sigmoid_range": "minmax",  # or unit: the SiLU's Sigmoid output on [0, 1]
+    "mul_range": "minmax",  # or mse / reachable: the SiLU's Mul output (measured within noise of minmax with silu_zero)
     "reduce_range": False,
     "pre_process": True,
     "ptq": (),  # PTQ steps applied to the float model before export (yoloport.quant.recipe.STEPS)
@@ -243,6 +256,7 @@ def resolve_qconfig(qconfig: dict | None) -> dict:
     floor = cfg.get("silu_floor")
     if floor is not None and (isinstance(floor, bool) or not isinstance(floor, (int, float)) or not floor < 0):
         raise YoloportError(f"onnxruntime: silu_floor must be a negative number (e.g. -6) or None, got {floor!r}")
+    cfg.update(resolve_grid_options(qconfig or {}, cfg))
     if cfg["calib_method"] not in HISTOGRAM_METHODS:
         cfg.pop("calib_bins", None)
         cfg.pop("calib_quantized_bins", None)
@@ -331,6 +345,17 @@ def quantize_onnx(onnx_in, onnx_out, calibration, qconfig: dict | None = None) -
             extra["TensorQuantOverrides"] = range_overrides(ranges)
             reader.rewind()
             calib_method = "minmax"  # ORT still calibrates; the overrides decide every range
+        grids = {k: cfg[k] for k in ("preact_range", "sigmoid_range", "mul_range")}  # resolved above
+        if grids_requested(grids):  # SiLU-aware grids on top of the ranges above (onnxruntime_silu_grids)
+            float_outputs = {t for n in model.graph.node if n.name in excluded for t in n.output}
+            try:
+                silu_ranges = silu_grid_ranges(src, model, lambda: (reader.rewind(), reader_feeds(reader))[1], grids,
+                                               skip=float_outputs)
+            except Exception as e:  # onnxruntime raises its own exception types
+                raise YoloportError(f"onnxruntime SiLU grid calibration failed: {type(e).__name__}: "
+                                    f"{str(e).splitlines()[0] if str(e) else ''}") from e
+            extra["TensorQuantOverrides"] = {**extra.get("TensorQuantOverrides", {}), **range_overrides(silu_ranges)}
+            reader.rewind()
         staged = Path(tmp) / "quantized.onnx"
         try:
             q.quantize_static(
