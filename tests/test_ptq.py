@@ -210,3 +210,28 @@ def test_mlu_sim_artifact_from_a_ptq_model_reloads_against_the_original(tmp_path
 
 def test_steps_listed_once():
     assert STEPS == ("equalize", "adaround", "bias_correction")
+
+
+def test_face_blocks_fold_and_bias_correct_into_a_checkpoint_that_rebuilds(calib):
+    """yolov5-face's ShuffleV2 branches are bare Conv2d -> BatchNorm2d pairs, not ``Conv`` blocks: the folded copy
+    folds them too (same function, same keys), and bias correction writes their shift into the BN's shift, so
+    the corrected model saves and rebuilds from its YAML. Before, the correction gave those convs a new ``bias``
+    and the checkpoint no longer fitted its model (mlu-sim's face build failed to load)."""
+    from conftest import with_signal
+    from yoloport.models import model_from_state
+    from yoloport.nn.model import DetectionModel
+
+    torch.manual_seed(0)
+    model = with_signal(DetectionModel("yolov5n-0.5-face"), 0).eval()
+    folded = folded_copy(model)
+    x = torch.rand(1, 3, *HW)
+    with torch.no_grad():
+        assert sqnr_db(raw_outputs(model, [x]), raw_outputs(folded, [x])) > 80
+    assert set(folded.state_dict()) == set(model.state_dict())
+    branch = [n for n, _ in folded.named_modules() if n.startswith("model.1.branch")]
+    assert branch and all(n in {q.name for q in quant_layers(folded)} for n in ("model.1.branch1.0", "model.1.branch2.0"))
+    corrected, record = bias_correction(folded, calib.batches(2), PER_CHANNEL)
+    assert record["layers"] > 0 and set(corrected.state_dict()) == set(model.state_dict())
+    back = model_from_state(model.yaml, corrected.state_dict(), names=list(model.names))
+    with torch.no_grad():
+        assert sqnr_db(raw_outputs(corrected, [x]), raw_outputs(back, [x])) > 80

@@ -55,22 +55,44 @@ def fuse_conv_bn(model, keep_bn: bool = False):
     var ``1 - eps``) so the state dict keeps the YAML's keys and a saved checkpoint rebuilds.
     """
     m = copy.deepcopy(model).eval()
+    if keep_bn:  # also the bare Conv2d -> BatchNorm2d pairs of yolov5-face's blocks (ShuffleV2Block, ...)
+        for conv, bn in sequential_conv_bn(m):
+            _fold_keeping_bn(conv, bn)
     for mod in m.modules():
         if isinstance(mod, Conv) and isinstance(getattr(mod, "bn", None), nn.BatchNorm2d):
             if keep_bn:
-                w, b = fold_bn(mod.conv, mod.bn)
-                with torch.no_grad():
-                    mod.conv.weight.copy_(w)
-                    mod.bn.weight.fill_(1.0)
-                    mod.bn.bias.copy_(b)
-                    mod.bn.running_mean.zero_()
-                    mod.bn.running_var.fill_(1.0 - mod.bn.eps)
+                _fold_keeping_bn(mod.conv, mod.bn)
             else:
                 mod.conv = fuse_conv(mod.conv, mod.bn)
                 del mod.bn
                 mod.forward = mod.forward_fuse
     m.fused = not keep_bn
     return m
+
+
+def sequential_conv_bn(model) -> list[tuple[nn.Conv2d, nn.BatchNorm2d]]:
+    """``(conv, bn)`` for every bare ``nn.Conv2d`` directly followed by an ``nn.BatchNorm2d`` inside an
+    ``nn.Sequential`` (yolov5-face's ShuffleV2Block branches); ``Conv`` blocks are not included."""
+    pairs = []
+    for mod in model.modules():
+        if isinstance(mod, nn.Sequential):
+            kids = list(mod.children())
+            pairs += [(a, b) for a, b in zip(kids, kids[1:]) if isinstance(a, nn.Conv2d) and isinstance(b, nn.BatchNorm2d)]
+    return pairs
+
+
+def _fold_keeping_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
+    """Fold ``bn`` into ``conv``'s weight in place; ``bn`` becomes ``x + shift`` (the folded bias; the conv keeps
+    no bias of its own, so the state dict keeps its keys)."""
+    w, b = fold_bn(conv, bn)
+    with torch.no_grad():
+        conv.weight.copy_(w)
+        if conv.bias is not None:
+            conv.bias.zero_()
+        bn.weight.fill_(1.0)
+        bn.bias.copy_(b)
+        bn.running_mean.zero_()
+        bn.running_var.fill_(1.0 - bn.eps)
 
 
 # ----------------------------------------------------------------------------- Focus -> Conv

@@ -82,13 +82,16 @@ def quant_layers(model, skip: Iterable[str] = ()) -> list[QuantLayer]:
     """The convolutions of a folded model (:func:`folded_copy`) in forward order, without those whose
     name is in ``skip`` or starts with a ``skip`` entry followed by ``.`` (layers kept in float)."""
     skip = tuple(s.strip(".") for s in skip if s)
-    parents = {id(mod.conv): mod for mod in model.modules() if isinstance(getattr(mod, "conv", None), nn.Conv2d)}
+    from ..deploy.surgery import sequential_conv_bn
+
+    bns = {id(mod.conv): mod.bn for mod in model.modules()
+           if isinstance(getattr(mod, "conv", None), nn.Conv2d) and isinstance(getattr(mod, "bn", None), nn.BatchNorm2d)}
+    bns.update({id(conv): bn for conv, bn in sequential_conv_bn(model)})  # yolov5-face's bare Conv2d -> BN pairs
     found = []
     for name, conv in model.named_modules():
         if not isinstance(conv, nn.Conv2d) or any(name == s or name.startswith(s + ".") for s in skip):
             continue
-        parent = parents.get(id(conv))
-        bn = getattr(parent, "bn", None) if parent is not None else None
+        bn = bns.get(id(conv))
         if isinstance(bn, nn.BatchNorm2d):
             bias = bn.bias
         else:
