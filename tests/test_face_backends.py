@@ -94,6 +94,13 @@ def test_onnxruntime_int8_face_artifact_without_fixtures(tmp_path):
     det = postprocess(out, runner.head, 0.0, 0.45)[0]
     ref = postprocess(reference_runner(model, runner.head, hw)(x), runner.head, 0.0, 0.45)[0]
     assert det.shape[1] == ref.shape[1] == 16 and len(det) > 0
-    # the top detection's landmarks: int8 vs float within a few pixels of a 96-pixel-wide input
-    assert np.abs(det[0, 6:] - ref[0, 6:]).max() < 8.0
+    # the float model's top detection, found again among the int8 ones by its box (a random model's scores are
+    # close together, so which one ranks first can change with the grid): its landmarks within a few pixels of a
+    # 96-pixel-wide input
+    from yoloport.ops.boxes import box_iou
+
+    iou = np.asarray(box_iou(ref[:1, :4], det[:, :4]))[0]
+    k = int(iou.argmax())
+    assert iou[k] > 0.5
+    assert np.abs(det[k, 6:] - ref[0, 6:]).max() < 8.0
     runner.close()
