@@ -38,7 +38,7 @@ def shapes_ckpt(tmp_path_factory):
 
 
 def test_port_runs_and_writes_reports(tmp_path, shapes_ckpt, capsys):
-    rc = main(["port", "--weights", str(shapes_ckpt), "--targets", "onnxruntime", "--val-n", "4", "--calib-n", "2",
+    rc = main(["port", "--weights", str(shapes_ckpt), "--targets", "onnxruntime", "--val-n", "4", "--calib-n", "2", "--max-drop", "100",
                "--bench-batches", "1", "--repeat", "2", "--warmup", "1", "--project", str(tmp_path), "--name", "p"])
     out = capsys.readouterr().out
     assert rc == 0, out
@@ -112,7 +112,7 @@ def test_fp32_reference_is_reused_only_while_model_and_data_are_unchanged(tmp_pa
 
     monkeypatch.setattr(port_mod, "validate_runner", counting)
     monkeypatch.setenv("YOLOPORT_CACHE", str(tmp_path / "cache"))
-    base = ["port", "--weights", str(shapes_ckpt), "--targets", "onnxruntime", "--val-n", "4", "--calib-n", "2",
+    base = ["port", "--weights", str(shapes_ckpt), "--targets", "onnxruntime", "--val-n", "4", "--calib-n", "2", "--max-drop", "100",
             "--no-bench", "--no-profile", "--project", str(tmp_path)]
 
     def run(name, *extra):

@@ -84,7 +84,7 @@ def test_port_builds_a_batch_dynamic_target_once_for_validation_and_every_batch(
     from yoloport.models import save_model
 
     ckpt = save_model(shapes_model, tmp_path / "shapes.safetensors")
-    rc = main(["port", "--weights", str(ckpt), "--targets", "onnxruntime", "--val-n", "4", "--calib-n", "2",
+    rc = main(["port", "--weights", str(ckpt), "--targets", "onnxruntime", "--val-n", "4", "--calib-n", "2", "--max-drop", "100",
                "--bench-batches", "1", "4", "--repeat", "4", "--warmup", "1", "--no-profile",
                "--project", str(tmp_path), "--name", "p"])
     assert rc == 0
