@@ -70,10 +70,12 @@ def conv_table(profile, macs: dict, ceiling: float) -> dict:
     names = list(macs)
     per_conv: dict[str, float] = {}
     other_us = 0.0
-    for name, _layer, _rtype, us, _kernel in profile.nodes:
+    other_by_type: dict[str, float] = {}
+    for name, layer, _rtype, us, _kernel in profile.nodes:
         c = match_conv(str(name), names)
         if c is None:
             other_us += float(us)
+            other_by_type[str(layer)] = other_by_type.get(str(layer), 0.0) + float(us)
         else:
             per_conv[c] = per_conv.get(c, 0.0) + float(us)
     rows = []
@@ -94,6 +96,7 @@ def conv_table(profile, macs: dict, ceiling: float) -> dict:
         "conv_only_gmac_s": conv_g, "conv_only_pct_ceiling": 100 * conv_g / ceiling,
         "model_gmac_s_profiled": model_g, "model_pct_ceiling_profiled": 100 * model_g / ceiling,
         "non_conv_share": other_us / total_us if total_us else 0.0,
+        "other_us_by_type": dict(sorted(other_by_type.items(), key=lambda kv: -kv[1])),
     }
 
 
@@ -104,6 +107,8 @@ def print_table(label: str, t: dict, top: int) -> None:
     print(f"  conv-only efficiency {t['conv_only_gmac_s']:.0f} GMAC/s = {t['conv_only_pct_ceiling']:.1f}% of the int8 ceiling "
           f"(the bound for the whole model with these conv kernels); whole model (profiled) "
           f"{t['model_pct_ceiling_profiled']:.1f}%")
+    top_other = ", ".join(f"{k} {v / 1e3:.2f}" for k, v in list(t["other_us_by_type"].items())[:6])
+    print(f"  outside the convolutions (ms per inference): {top_other}")
     print(f"  {'convolution':44s} {'MMAC':>7} {'us':>8} {'GMAC/s':>7} {'% ceil':>7}")
     for r in t["rows"][:top]:
         print(f"  {r['conv']:44s} {r['mmac']:7.1f} {r['us']:8.1f} {r['gmac_s']:7.0f} {r['pct_ceiling']:6.1f}%")
