@@ -37,6 +37,7 @@ from ..ops.postprocess import HeadSpec
 from ..quant.float_scope import FloatScope, scope_from_qconfig
 from .onnxruntime_ranges import HISTOGRAM_METHODS, floor_ranges, histogram_ranges, range_overrides, reader_feeds, silu_inputs
 from .onnxruntime_silu_grids import grids_requested, resolve_grid_options, silu_grid_ranges
+from .onnxruntime_concat_grid import CHOICES as CONCAT_GRID_CHOICES, share_concat_grids
 from .base import Runner, RuntimeProfile, _check_images, _check_runs, mean_node_times, read_sidecar, write_sidecar
 from .registry import artifact_size, call_fixed_batch, check_input, sidecar_info
 from .spec import BackendSpec
@@ -69,6 +70,9 @@ DEFAULT_QCONFIG = {
     "preact_range": "silu_zero",
     "sigmoid_range": "minmax",  # or unit: the SiLU's Sigmoid output on [0, 1]
     "mul_range": "minmax",  # or mse / reachable: the SiLU's Mul output (measured within noise of minmax with silu_zero)
+    # "shared": every Concat's inputs on the Concat output's grid, so QLinearConcat copies codes instead of
+    # rounding them a second time (onnxruntime_concat_grid); "own": as quantize_static calibrates them.
+    "concat_grid": "own",
     "reduce_range": False,
     "pre_process": True,
     "ptq": (),  # PTQ steps applied to the float model before export (yoloport.quant.recipe.STEPS)
@@ -257,6 +261,9 @@ def resolve_qconfig(qconfig: dict | None) -> dict:
     if floor is not None and (isinstance(floor, bool) or not isinstance(floor, (int, float)) or not floor < 0):
         raise YoloportError(f"onnxruntime: silu_floor must be a negative number (e.g. -6) or None, got {floor!r}")
     cfg.update(resolve_grid_options(qconfig or {}, cfg))
+    cfg["concat_grid"] = str(cfg["concat_grid"]).lower()
+    if cfg["concat_grid"] not in CONCAT_GRID_CHOICES:
+        raise YoloportError(f"onnxruntime: concat_grid must be one of {', '.join(CONCAT_GRID_CHOICES)}, got {cfg['concat_grid']!r}")
     if cfg["calib_method"] not in HISTOGRAM_METHODS:
         cfg.pop("calib_bins", None)
         cfg.pop("calib_quantized_bins", None)
@@ -375,6 +382,10 @@ def quantize_onnx(onnx_in, onnx_out, calibration, qconfig: dict | None = None) -
             raise
         except Exception as e:
             raise YoloportError(f"onnxruntime int8 quantization failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+        if cfg["concat_grid"] == "shared":
+            quantized = onnx.load(str(staged))
+            cfg["concat_inputs_moved"] = share_concat_grids(quantized)
+            onnx.save(quantized, str(staged))
         os.replace(staged, onnx_out)  # the artifact appears whole or not at all
     cfg.update(excluded_nodes=excluded, pre_processed=pre_processed, calibration_batches=reader.fed)
     return cfg
