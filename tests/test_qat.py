@@ -77,14 +77,18 @@ def test_mlu_scheme_is_per_tensor_symmetric_and_ort_asymmetric_per_channel():
     assert (ort_.activations, ort_.per_channel_weights, ort_.quantize_outputs) == ("asymmetric", True, True)
 
 
+def calib_and_held_back(d, n_calib: int, n_held: int, seeds: tuple[int, int]):
+    """``(calibration set of n_calib synthetic images, held-back float32 [n_held, 3, H, W])``, disjoint, made in ``d``."""
+    calib = write_synth_images(d / "calib", n=n_calib, size_hw=HW, seed=seeds[0])
+    held = write_synth_images(d / "held", n=n_held, size_hw=HW, seed=seeds[1])
+    check_disjoint(sorted(calib.glob("*.jpg")), sorted(held.glob("*.jpg")))
+    x = np.concatenate(list(load_calibration(str(held), n=n_held, img_size_hw=HW).batches(n_held)))
+    return load_calibration(str(calib), n=n_calib, img_size_hw=HW), x
+
+
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
-    d = tmp_path_factory.mktemp("qat_images")
-    calib = write_synth_images(d / "calib", n=3, size_hw=HW, seed=0)
-    held = write_synth_images(d / "held", n=2, size_hw=HW, seed=7)
-    check_disjoint(sorted(calib.glob("*.jpg")), sorted(held.glob("*.jpg")))
-    x = np.concatenate(list(load_calibration(str(held), n=2, img_size_hw=HW).batches(2)))
-    return load_calibration(str(calib), n=3, img_size_hw=HW), x
+    return calib_and_held_back(tmp_path_factory.mktemp("qat_images"), 3, 2, (0, 7))
 
 
 def test_wrapped_model_starts_on_the_ptq_ranges_and_keeps_the_float_weights(tiny_model, images):
@@ -110,19 +114,22 @@ def test_wrapped_model_starts_on_the_ptq_ranges_and_keeps_the_float_weights(tiny
 # ----------------------------------------------------------------------------- one QAT epoch, exported
 
 
-@pytest.fixture(scope="module")
-def qat_run(tmp_path_factory):
+def synthetic_qat_port(root, n_train: int, n_val: int, seed: int, **port_kw):
+    """``qat_port`` of the default model to onnxruntime on a small synthetic set made in ``root``
+    (4 calibration images, the test size): ``(result, data YAML)``."""
     from yoloport.analysis.qat import qat_port
     from yoloport.data.synth import make_synthetic_dataset
 
-    root = tmp_path_factory.mktemp("qat_run")
-    data = make_synthetic_dataset(root / "data", {"train": 8, "val": 4}, HW, seed=2, workers=1, max_objects=3,
-                                  min_object_size=12)
+    data = make_synthetic_dataset(root / "data", {"train": n_train, "val": n_val}, HW, seed=seed, workers=1,
+                                  max_objects=3, min_object_size=12)
     out = root / "out"
     out.mkdir()
-    res = qat_port("default", data, "onnxruntime", out, calib_n=4, epochs=1, batch_size=4, img_size_hw=HW,
-                   workers=0, log=lambda *a: None)
-    return res, data
+    return qat_port("default", data, "onnxruntime", out, calib_n=4, img_size_hw=HW, log=lambda *a: None, **port_kw), data
+
+
+@pytest.fixture(scope="module")
+def qat_run(tmp_path_factory):
+    return synthetic_qat_port(tmp_path_factory.mktemp("qat_run"), 8, 4, 2, epochs=1, batch_size=4, workers=0)
 
 
 def _raw(outputs) -> list[np.ndarray]:
@@ -213,6 +220,12 @@ def test_onnxruntime_runs_the_qdq_graph_in_int8_and_agrees_with_the_fake_quant_m
     ops = Counter(n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node)
     assert ops["QLinearConv"] == len(ranges)  # every quantized conv fused into an int8 kernel
     _, x = images
+    check_qdq_agrees_with_fake_quant(tuned, fq, qdq, x, tmp_path)
+
+
+def check_qdq_agrees_with_fake_quant(tuned, fq, qdq, x, tmp_path) -> None:
+    """The QDQ graph ``qdq`` on ``x`` is closer to the fake-quant model ``fq`` than to the float ``tuned``, and
+    its first layer's uint8 codes equal the fake-quant ones (at least ``MIN_CODES_EQUAL`` of them, none off by > 1)."""
     with torch.no_grad():
         ref, quant = _raw(tuned(torch.from_numpy(x))), _raw(fq(torch.from_numpy(x)))
     _check_closer_to_fake_quant(ref, quant, _run_ort(qdq, x))

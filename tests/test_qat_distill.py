@@ -13,11 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from _checks import check_disjoint
-from conftest import write_synth_images
-from test_qat import HW, MIN_CODES_EQUAL, _check_closer_to_fake_quant, _first_layer_codes, _qdq_raw, _raw, _run_ort
+from test_qat import HW, _qdq_raw, calib_and_held_back, check_qdq_agrees_with_fake_quant, synthetic_qat_port
 from yoloport.backends.registry import get_spec
-from yoloport.data.calibration import load_calibration
 from yoloport.errors import YoloportError
 from yoloport.quant import qat
 from yoloport.quant.qat_distill import DistillSettings, distill, distill_loss, distill_terms, raw_outputs
@@ -29,12 +26,7 @@ COARSE = 4  # the grids the loss test starts from: PTQ activation scales x 4 (lo
 @pytest.fixture(scope="module")
 def sets(tmp_path_factory):
     """``(calibration set of 4 images, held-back float32 [3, 3, H, W])``, disjoint."""
-    d = tmp_path_factory.mktemp("distill_images")
-    calib = write_synth_images(d / "calib", n=4, size_hw=HW, seed=3)
-    held = write_synth_images(d / "held", n=3, size_hw=HW, seed=11)
-    check_disjoint(sorted(calib.glob("*.jpg")), sorted(held.glob("*.jpg")))
-    x = np.concatenate(list(load_calibration(str(held), n=3, img_size_hw=HW).batches(3)))
-    return load_calibration(str(calib), n=4, img_size_hw=HW), x
+    return calib_and_held_back(tmp_path_factory.mktemp("distill_images"), 4, 3, (3, 11))
 
 
 # ----------------------------------------------------------------------------- the objective
@@ -103,17 +95,8 @@ def test_a_short_distillation_lowers_the_loss_and_leaves_the_teacher_and_the_bn_
 
 @pytest.fixture(scope="module")
 def distill_run(tmp_path_factory):
-    from yoloport.analysis.qat import qat_port
-    from yoloport.data.synth import make_synthetic_dataset
-
-    root = tmp_path_factory.mktemp("distill_run")
-    data = make_synthetic_dataset(root / "data", {"train": 4, "val": 3}, HW, seed=5, workers=1, max_objects=3,
-                                  min_object_size=12)
-    out = root / "out"
-    out.mkdir()
-    res = qat_port("default", data, "onnxruntime", out, calib_n=4, img_size_hw=HW, objective="distill",
-                   distill={"steps": 6, "batch_size": 2}, log=lambda *a: None)
-    return res, data
+    return synthetic_qat_port(tmp_path_factory.mktemp("distill_run"), 4, 3, 5, objective="distill",
+                              distill={"steps": 6, "batch_size": 2})
 
 
 def test_qat_port_distill_records_what_it_did(distill_run):
@@ -132,12 +115,7 @@ def test_qat_port_distill_records_what_it_did(distill_run):
 def test_the_distilled_qdq_graph_runs_in_onnxruntime_and_agrees_with_the_fake_quant_model(distill_run, sets, tmp_path):
     tuned, fq, qdq, _ = _qdq_raw(distill_run, tmp_path)
     _, x = sets
-    with torch.no_grad():
-        ref, quant = _raw(tuned(torch.from_numpy(x))), _raw(fq(torch.from_numpy(x)))
-    _check_closer_to_fake_quant(ref, quant, _run_ort(qdq, x))
-    ort_codes, torch_codes = _first_layer_codes(qdq, fq, x, tmp_path)
-    diff = np.abs(ort_codes.astype(int) - torch_codes.astype(int))
-    assert (diff == 0).mean() >= MIN_CODES_EQUAL and diff.max() <= 1, ((diff == 0).mean(), diff.max())
+    check_qdq_agrees_with_fake_quant(tuned, fq, qdq, x, tmp_path)
 
 
 # ----------------------------------------------------------------------------- bad settings
