@@ -115,15 +115,13 @@ def silu_units(model) -> list[SiluUnit]:
 
 
 def uint8_grid(lo, hi) -> tuple[np.ndarray, np.ndarray]:
-    """ONNX Runtime's asymmetric uint8 grid for a range: the range is widened to contain 0,
-    ``scale = (hi - lo) / 255`` (1 for an empty range) and ``zero_point = round(-lo / scale)`` in [0, 255].
-    ``lo``, ``hi``: arrays of the same shape (or scalars); returns float64 ``scale`` and ``zero_point``."""
-    lo = np.minimum(np.asarray(lo, dtype=np.float64), 0.0)
-    hi = np.maximum(np.asarray(hi, dtype=np.float64), 0.0)
-    scale = (hi - lo) / 255.0
-    scale = np.where(scale > 0, scale, 1.0)
-    zero_point = np.clip(np.round(-lo / scale), 0, 255)
-    return scale, zero_point
+    """ONNX Runtime's asymmetric uint8 grid for a range (:func:`yoloport.quant.fake_quant.asymmetric_grids`):
+    the range is widened to contain 0, ``scale = (hi - lo) / 255`` (1 for an empty range) and
+    ``zero_point = round(-lo / scale)`` in [0, 255]. ``lo``, ``hi``: arrays of the same shape (or scalars).
+    Imported when called: this module loads with the runtime, which must not need torch."""
+    from ..quant.fake_quant import asymmetric_grids
+
+    return asymmetric_grids(lo, hi)
 
 
 def fake_quant(x, lo, hi) -> np.ndarray:

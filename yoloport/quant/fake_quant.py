@@ -30,12 +30,24 @@ def fake_quant_asym(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
 
 def asymmetric_grid(lo: float, hi: float, levels: int = 255) -> tuple[float, float] | None:
     """``(scale, zero_point)`` of the uint8 grid over ``[lo, hi]`` widened to hold 0 (ONNX Runtime's
-    MinMax rule): ``scale = (hi - lo) / levels``, ``zero_point = round(-lo / scale)``; None for an empty range."""
-    lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
-    if hi - lo <= 0:
+    MinMax rule, :func:`asymmetric_grids`): ``scale = (hi - lo) / levels``, ``zero_point = round(-lo / scale)``;
+    None for an empty range."""
+    if max(float(hi), 0.0) - min(float(lo), 0.0) <= 0:
         return None
-    s = (hi - lo) / float(levels)
-    return s, float(round(-lo / s))
+    s, z = asymmetric_grids(lo, hi, levels)
+    return float(s), float(z)
+
+
+def asymmetric_grids(lo, hi, levels: int = 255):
+    """Vectorised :func:`asymmetric_grid` (numpy, float64): ``(scale, zero_point)`` arrays of ``lo``/``hi``'s
+    shape; an empty range gets scale 1 and zero point 0 (nothing to represent)."""
+    import numpy as np
+
+    lo = np.minimum(np.asarray(lo, dtype=np.float64), 0.0)
+    hi = np.maximum(np.asarray(hi, dtype=np.float64), 0.0)
+    scale = (hi - lo) / float(levels)
+    scale = np.where(scale > 0, scale, 1.0)
+    return scale, np.clip(np.round(-lo / scale), 0, levels)
 
 
 def weight_scale(w: torch.Tensor, qmax: int, per_channel: bool) -> torch.Tensor:
