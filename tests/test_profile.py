@@ -97,20 +97,20 @@ def test_openvino_table_sums_and_focus_row(onnx_pair, images):
 
 
 def test_int8_qdq_artifact_profiles(tmp_path, v5_model, images):
-    """An ORT int8 QDQ artifact profiles (quantized op rows); after focus_to_conv no Focus row, even
-    with the NHWC transposes ORT puts before the first int8 convolution."""
+    """An ORT int8 QDQ artifact profiles (quantized op rows). Built as the checkpoint is
+    (``focus_to_conv: False``) it has a Focus row; built by default (the stem exported as its Conv,
+    :data:`yoloport.deploy.export.TARGET_FOCUS_TO_CONV`) no Focus row, even with the NHWC transposes
+    ORT puts before the first int8 convolution."""
     import cv2
 
     from yoloport.backends.registry import build_artifact
     from yoloport.data.calibration import load_calibration
-    from yoloport.deploy.surgery import focus_to_conv
-
     rng = np.random.default_rng(0)
     for i in range(2):
         cv2.imwrite(str(tmp_path / f"c{i}.png"), rng.integers(0, 255, (100, 120, 3), dtype=np.uint8))
     cal = load_calibration(tmp_path, 2, HW)
-    for model, focus in ((v5_model, True), (focus_to_conv(v5_model), False)):
-        art = build_artifact("onnxruntime", model, tmp_path / str(focus), HW, calibration=cal)
+    for options, focus in (({"focus_to_conv": False}, True), (None, False)):
+        art = build_artifact("onnxruntime", v5_model, tmp_path / str(focus), HW, calibration=cal, export_options=options)
         t = prof.profile_artifact("onnxruntime", art, images, runs=1, threads=1, warmup=1)
         _check_sums(t)
         assert any("Quantize" in label or label.startswith("QLinear") for label in _labels(t))
@@ -202,11 +202,24 @@ def test_cli_profile_writes_json(tmp_path, v5_ckpt, capsys):
     assert "total" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("flag, focus_row", [([], False), (["--no-focus-to-conv"], True)])
+def test_cli_profile_exports_the_stem_as_port_does(flag, focus_row, tmp_path, v5_ckpt):
+    """``--weights`` profiles the graph quantize/port would export (the Focus stem as its Conv);
+    ``--no-focus-to-conv`` profiles the checkpoint's strided slices, marked as the Focus stem."""
+    out = tmp_path / "p.json"
+    rc = main(["profile", "--backend", "ort", "--weights", str(v5_ckpt), "--img-size", "128", "--runs", "1",
+               "--warmup", "1", "--threads", "1", "--json", str(out), *flag])
+    assert rc == 0
+    labels = {r["layer"] for r in json.loads(out.read_text())["rows"]}
+    assert any("(Focus)" in label for label in labels) == focus_row
+
+
 @pytest.mark.parametrize("argv, msg", [
     (["--backend", "nosuch"], "unknown backend"),
     (["--backend", "torch"], "profiler"),
     (["--backend", "onnxruntime", "--artifact", "missing.onnx"], "does not exist"),
     (["--backend", "rknn"], "--artifact"),
+    (["--backend", "onnxruntime", "--artifact", "a.onnx", "--no-focus-to-conv"], "apply to --weights"),
     ([], "--backend is required"),
 ])
 def test_cli_profile_bad_input_one_line(argv, msg, tmp_path, capsys, monkeypatch):

@@ -205,3 +205,56 @@ def test_convert_cli_roundtrip(tmp_path, capsys):
     assert rc == 2 and "--overwrite" in capsys.readouterr().err
     rc = main(["convert", "--weights", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "x.safetensors")])
     assert rc == 2
+
+
+# ----------------------------------------------------------------------------- Focus -> Conv by default for targets
+
+
+def test_focus_converted_path_names_only_a_focus_stem_conv():
+    from yoloport.deploy.surgery import focus_converted_path
+
+    assert focus_converted_path("model.0.conv.conv") == "model.0.conv"
+    assert focus_converted_path("model.3.conv.conv") == "model.3.conv"
+    for other in ("model.0.conv", "model.2.cv1.conv", "model.24.m.0", "model.2.m.0.conv.conv", "x.0.conv.conv"):
+        assert focus_converted_path(other) is None
+
+
+def _first_ops(onnx_path, n=3):
+    import onnx
+
+    return [node.op_type for node in onnx.load(str(onnx_path)).graph.node][:n]
+
+
+def test_export_for_a_backend_converts_the_focus_stem_unless_told_not_to(tmp_path, tiny_v5):
+    """Exports for a backend (quantize, port, bench) take the stem as its equivalent Conv by default;
+    ``focus_to_conv: False`` keeps the checkpoint's slices. The sensitivity ranking's name for the
+    Focus conv (``model.0.conv.conv``) still finds its node in the converted graph."""
+    from yoloport.backends.registry import export_for
+    from yoloport.deploy.onnx_graph import onnx_conv_names
+
+    model = copy.deepcopy(tiny_v5).float()
+    conv = export_for("onnxruntime", model, tmp_path / "conv.onnx", (64, 64))
+    kept = export_for("onnxruntime", model, tmp_path / "focus.onnx", (64, 64), export_options={"focus_to_conv": False})
+    assert "focus-to-conv" in conv.meta["surgery"] and "focus-to-conv" not in (kept.meta.get("surgery") or [])
+    assert _first_ops(conv.path, 1) == ["Conv"]
+    assert "Slice" in _first_ops(kept.path, 6) and "Conv" not in _first_ops(kept.path, 4)
+    names = onnx_conv_names(conv.path, ["model.0.conv.conv", "model.1.conv"])
+    assert names["model.0.conv.conv"].startswith("/model.0/") and names["model.1.conv"].startswith("/model.1/")
+    assert onnx_conv_names(kept.path, ["model.0.conv.conv"])["model.0.conv.conv"].startswith("/model.0/conv/")
+
+
+@pytest.mark.parametrize("argv, converted", [
+    ([], False),                                                 # a plain export keeps the checkpoint's stem
+    (["--target", "rknn"], True),                                # for a target: the Conv
+    (["--target", "rknn", "--no-focus-to-conv"], False),
+    (["--focus-to-conv"], True),
+])
+def test_export_cli_focus_default_follows_the_target(argv, converted, tmp_path, tiny_v5, capsys):
+    from yoloport.cli import main
+    from yoloport.models import save_model
+
+    ckpt = save_model(copy.deepcopy(tiny_v5).float(), tmp_path / "v5n.safetensors")
+    out = tmp_path / "m.onnx"
+    rc = main(["export", "--weights", str(ckpt), "--img-size", "64", "--out", str(out), *argv])
+    assert rc == 0, capsys.readouterr()
+    assert (_first_ops(out, 1) == ["Conv"]) == converted

@@ -26,7 +26,7 @@ from ..data.letterbox import input_multiple
 
 DEFAULTS = {"opset": 12, "batch": 1, "fuse": True, "silu": "keep", "conf_thres": 0.25,
             "iou_thres": 0.45, "max_det": 300, "target": None, "dynamic": False,
-            "simplify": False, "focus_to_conv": False}
+            "simplify": False}
 REGISTRY_KEYS = ("mode", "opset", "batch", "target", "sigmoid", "dynamic", "simplify", "focus_to_conv", "fuse",
                  "silu", "conf_thres", "iou_thres", "max_det", "img_size", "convention")
 # registry ``export:`` keys that a --target's (or a backend's) output convention outranks
@@ -49,8 +49,9 @@ def add_graph_arguments(p: argparse.ArgumentParser, default_note: str = "the --t
     g.add_argument("--mode", choices=EXPORT_MODES, default=None, help=f"Detect head variant (default: {default_note})")
     g.add_argument("--sigmoid", action=argparse.BooleanOptionalAction, default=None,
                    help="raw mode: apply the sigmoid in the graph (default: as the convention says)")
-    g.add_argument("--focus-to-conv", dest="focus_to_conv", action="store_true", default=None,
-                   help="replace a v5.0 Focus stem by the equivalent 6x6 stride-2 Conv")
+    g.add_argument("--focus-to-conv", dest="focus_to_conv", action=argparse.BooleanOptionalAction, default=None,
+                   help="replace a v5.0 Focus stem by the equivalent 6x6 stride-2 Conv (default: on when exporting "
+                        "for a target or backend, off for a plain export)")
     g.add_argument("--fuse", action=argparse.BooleanOptionalAction, default=None,
                    help="fold BatchNorm into the convolutions (default on)")
     g.add_argument("--silu", choices=SILU_MODES, default=None, help="mul-sigmoid: SiLU as explicit x*sigmoid(x) modules (the TorchScript exporter "
@@ -108,6 +109,10 @@ def export_settings(args: argparse.Namespace) -> argparse.Namespace:
     for k, v in DEFAULTS.items():
         if getattr(s, k, None) is None:
             setattr(s, k, v)
+    if getattr(s, "focus_to_conv", None) is None:
+        from ..deploy.export import TARGET_FOCUS_TO_CONV
+
+        s.focus_to_conv = TARGET_FOCUS_TO_CONV if s.target else False
     from ..deploy.conventions import TARGET_CONVENTIONS
 
     s.mode, s.sigmoid, s.convention, _ = graph_choice(s, TARGET_CONVENTIONS.get(s.target))

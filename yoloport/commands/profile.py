@@ -2,7 +2,7 @@
 
     yoloport profile --backend onnxruntime --weights yolov5s.pt --img-size 640 640 --runs 20
     yoloport profile --backend openvino --artifact out/model.openvino.int8.xml --per-node
-    yoloport profile --backend onnxruntime --weights yolov5s.pt --focus-to-conv     # the stem's cost gone
+    yoloport profile --backend onnxruntime --weights yolov5s.pt --no-focus-to-conv  # a v5.0 Focus stem as the checkpoint has it
 
 Prints ``layer type | count | time (us) | ratio`` sorted by time with a total row (per-node detail
 with ``--per-node``) and writes the table as JSON (``--json``, default ``runs/profile/expN/profile.json``).
@@ -37,8 +37,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", help="write the table here (default runs/profile/expN/profile.json)")
     p.add_argument("--markdown", action="store_true", default=None, help="print a markdown table")
     p.add_argument("--opt-level", dest="opt_level", help="onnxruntime graph optimisation: all (as the runner), extended, basic, none")
-    p.add_argument("--focus-to-conv", dest="focus_to_conv", action="store_true", default=None,
-                   help="with --weights: replace the v5.0 Focus stem by its equivalent Conv before export")
+    p.add_argument("--focus-to-conv", dest="focus_to_conv", action=argparse.BooleanOptionalAction, default=None,
+                   help="with --weights: replace a v5.0 Focus stem by its equivalent Conv before export, as "
+                        "quantize and port do (default on; --no-focus-to-conv profiles the stem's strided slices)")
     p.add_argument("--source", help="an image to profile on (default: uniform noise)")
     p.add_argument("--target", help="rknn: the connected board's platform (rk3588, ...)")
     p.add_argument("--device-id", dest="device_id", help="rknn: adb device id when several boards are connected")
@@ -60,8 +61,8 @@ def run(args: argparse.Namespace) -> int:
         profiled = [b for b in ARTIFACT_BACKENDS if get_spec(b).profiler]
         raise YoloportError(f"profile reads a runtime's own profiler: {', '.join(profiled)}; {backend} has none")
     out = _json_path(s) if s.json else None  # an existing --json file is refused before any work
-    if s.artifact and s.focus_to_conv:
-        raise YoloportError("--focus-to-conv applies to --weights (an artifact is profiled as it was built)")
+    if s.artifact and s.focus_to_conv is not None:
+        raise YoloportError("--focus-to-conv / --no-focus-to-conv apply to --weights (an artifact is profiled as it was built)")
     shape = None
     if not spec.benchmarkable:  # an NPU's own timers: its built artifact, on a connected board
         if not s.artifact:
@@ -108,7 +109,10 @@ def _graph(s, backend: str, tmp: Path):
 
     model = load_model_from_settings(s)
     hw = img_size_from_settings(s, model, input_multiple(model.stride))
-    path, _ = export_onnx(model, tmp / "model.onnx", hw, "raw", int(s.batch), focus_to_conv=bool(s.focus_to_conv), overwrite=True)
+    from ..deploy.export import TARGET_FOCUS_TO_CONV
+
+    focus_to_conv = TARGET_FOCUS_TO_CONV if s.focus_to_conv is None else bool(s.focus_to_conv)
+    path, _ = export_onnx(model, tmp / "model.onnx", hw, "raw", int(s.batch), focus_to_conv=focus_to_conv, overwrite=True)
     return path, (int(s.batch), 3, *hw), "f32"
 
 

@@ -42,16 +42,24 @@ def onnx_name_to_module(node_name: str) -> str:
 def onnx_conv_names(onnx_model, layer_names: Sequence[str]) -> dict[str, str]:
     """``{torch module path: ONNX Conv node name}`` for ``layer_names``.
 
-    Names are matched through :func:`onnx_name_to_module`; if that does not account for every layer
+    Names are matched through :func:`onnx_name_to_module` (a v5.0 Focus stem's ``model.0.conv.conv``
+    also matches ``model.0.conv`` of a graph exported with focus-to-conv,
+    :func:`yoloport.deploy.surgery.focus_converted_path`); if that does not account for every layer
     but the graph has as many Conv nodes as there are layers, they are paired in order (the exporter
     keeps the forward order). Anything else is a YoloportError.
     """
     import onnx
 
     m = onnx.load(str(onnx_model), load_external_data=False) if isinstance(onnx_model, (str, Path)) else onnx_model
+    from .surgery import focus_converted_path
+
     nodes = [n.name for n in m.graph.node if n.op_type == "Conv"]
     by_module = {onnx_name_to_module(n): n for n in nodes if n}
     out = {name: by_module[name] for name in layer_names if name in by_module}
+    for name in layer_names:  # a Focus stem's conv in a graph exported with focus-to-conv
+        alias = focus_converted_path(name)
+        if name not in out and alias in by_module and alias not in layer_names:
+            out[name] = by_module[alias]
     if len(out) == len(layer_names):
         return out
     if len(nodes) == len(layer_names) and all(nodes):

@@ -155,6 +155,17 @@ def focus_to_conv(model):
     return m
 
 
+def focus_converted_path(module_path: str) -> str | None:
+    """Where a Focus stem's convolution lives after :func:`focus_to_conv`: ``model.N.conv.conv`` (the
+    Focus' Conv's Conv2d) -> ``model.N.conv`` (the new Conv's Conv2d); None for any other path. Lets
+    names from the checkpoint's modules (the sensitivity ranking, ``--exclude``) find their node in a
+    graph exported with the surgery."""
+    parts = module_path.split(".")
+    if len(parts) == 4 and parts[0] == "model" and parts[1].isdigit() and parts[2:] == ["conv", "conv"]:
+        return ".".join(parts[:3])
+    return None
+
+
 def _with_bias(conv: nn.Conv2d, bias: torch.Tensor | None) -> nn.Conv2d:
     """``conv`` (no bias) as a conv with ``bias`` (zeros when None), for already-fused Focus layers."""
     fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, bias=True,
