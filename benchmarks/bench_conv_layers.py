@@ -157,7 +157,7 @@ def main(argv=None) -> int:
     profiles = {}
     with tempfile.TemporaryDirectory(prefix="yoloport-convs-") as tmp:
         work = Path(tmp)
-        fp32, _ = export_onnx(model, work / "fp32.onnx", hw, "raw", opset=13, overwrite=True)
+        fp32, _ = export_onnx(model, work / "fp32.onnx", hw, "raw", opset=13, overwrite=True, focus_to_conv=a.focus_to_conv)
         macs = conv_macs(fp32)
         from onnxruntime import quantization as q
 
@@ -169,7 +169,8 @@ def main(argv=None) -> int:
         if not a.no_openvino:
             from yoloport.backends import openvino_backend as vb
 
-            export = export_for("openvino", model, work / "ov" / "model.onnx", hw, mode="raw")
+            export = export_for("openvino", model, work / "ov" / "model.onnx", hw, mode="raw",
+                                export_options={"focus_to_conv": a.focus_to_conv})
             art = build("openvino", model, export, work / "ov-int8", calibration, {"precision": "int8", "head_fp32": "none"})
             profiles["openvino int8 (NNCF, all int8)"] = vb.profile_run(art, x, runs=a.runs, threads=t)
     after = ceiling()

@@ -244,6 +244,8 @@ def add_model_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--size", type=int, default=640)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--gemm-repeat", type=int, default=10)
+    ap.add_argument("--focus-to-conv", dest="focus_to_conv", action=argparse.BooleanOptionalAction, default=True,
+                    help="export a v5.0 Focus stem as its equivalent Conv, as quantize and port do (default on)")
 
 
 def main(argv=None) -> int:
@@ -290,7 +292,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="yoloport-ceiling-") as tmp:
         work = Path(a.work or tmp)
         work.mkdir(parents=True, exist_ok=True)
-        fp32_path, _ = export_onnx(model, work / "fp32.onnx", hw, "raw", opset=13, overwrite=True)  # per-channel QDQ: opset 13
+        fp32_path, _ = export_onnx(model, work / "fp32.onnx", hw, "raw", opset=13, overwrite=True, focus_to_conv=a.focus_to_conv)  # per-channel QDQ: opset 13
         gmac = conv_gmac(fp32_path)
         doc["model_gmac"] = gmac
         print(f"{Path(a.weights).stem} {a.size}x{a.size}: {gmac:.2f} GMAC per image (Conv layers)", flush=True)
@@ -307,15 +309,16 @@ def main(argv=None) -> int:
                                      "quantize_s": round(secs, 1), "ops": op_histogram(out)}
             print(f"  quantized {name} in {secs:.0f} s", flush=True)
         ov = {}
+        stem = {"focus_to_conv": a.focus_to_conv}
         if a.openvino:
             for label, int8 in (("ov-fp32", False), ("ov-int8", True)):
-                r = runner_for_batch("openvino", model, hw, 1, work / label, t, calibration if int8 else None)
+                r = runner_for_batch("openvino", model, hw, 1, work / label, t, calibration if int8 else None, export_options=stem)
                 ov[label] = r
                 calls[label], kinds[label] = r, "int8" if int8 else "fp32"
             for head in a.ov_head_fp32:
                 label = f"ov-int8 head_fp32={head}"
                 calls[label] = runner_for_batch("openvino", model, hw, 1, work / label.replace("=", "-"), t, calibration,
-                                                qconfig={"head_fp32": head})
+                                                qconfig={"head_fp32": head}, export_options=stem)
                 kinds[label] = "int8"
         x = next(iter(calibration))  # [1, 3, H, W]: a real image (only the speed is measured here)
         rounds = {**{k: (lambda f=f: f(x)) for k, f in calls.items()}, **gemms}  # the ceilings in the same rounds
@@ -357,14 +360,16 @@ def main(argv=None) -> int:
         if a.batch16 and best:
             xb = np.repeat(x, 16, 0)
             b16_calls = {}
-            b16_fp32, _ = export_onnx(model, work / "fp32-b16.onnx", hw, "raw", batch=16, opset=13, overwrite=True)
+            b16_fp32, _ = export_onnx(model, work / "fp32-b16.onnx", hw, "raw", batch=16, opset=13, overwrite=True,
+                                      focus_to_conv=a.focus_to_conv)
             prep16 = work / "prep-b16.onnx"
             q.quant_pre_process(str(b16_fp32), str(prep16), skip_symbolic_shape=True)
             b16_path = work / f"{best['config']}-b16.onnx"
             quantize_variant(prep16, b16_path, calibration, *VARIANTS[best["config"]], batch=16)
             b16_calls[f"{best['config']} b16"] = ort_session(b16_path, t)
             if a.openvino:
-                b16_calls["ov-int8 b16"] = runner_for_batch("openvino", model, hw, 16, work / "ov-int8-b16", t, calibration)
+                b16_calls["ov-int8 b16"] = runner_for_batch("openvino", model, hw, 16, work / "ov-int8-b16", t, calibration,
+                                                                  export_options=stem)
             bt = timed({**{k: (lambda f=f: f(xb)) for k, f in b16_calls.items()}, **gemms}, 1, max(3, a.repeat // 3), t, a.cpu_time)
             b_i8 = gmac_per_s(bt["results"]["ceiling int8 GEMM"]["min_ms"])
             for k, r in bt["results"].items():
