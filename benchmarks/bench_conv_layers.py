@@ -137,7 +137,7 @@ def main(argv=None) -> int:
 
     from yoloport.analysis.bench import machine_info
     from yoloport.backends import onnxruntime_backend as ob
-    from yoloport.backends.registry import build, export_for
+    from yoloport.backends.registry import build, export_for, get_spec
     from yoloport.data.calibration import load_calibration
     from yoloport.data.letterbox import input_multiple
     from yoloport.deploy.export import export_onnx
@@ -157,7 +157,8 @@ def main(argv=None) -> int:
     profiles = {}
     with tempfile.TemporaryDirectory(prefix="yoloport-convs-") as tmp:
         work = Path(tmp)
-        fp32, _ = export_onnx(model, work / "fp32.onnx", hw, "raw", opset=13, overwrite=True, focus_to_conv=a.focus_to_conv)
+        ort_stem = get_spec("onnxruntime").focus_to_conv if a.focus_to_conv is None else a.focus_to_conv
+        fp32, _ = export_onnx(model, work / "fp32.onnx", hw, "raw", opset=13, overwrite=True, focus_to_conv=ort_stem)
         macs = conv_macs(fp32)
         from onnxruntime import quantization as q
 

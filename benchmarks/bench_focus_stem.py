@@ -1,4 +1,4 @@
-"""What exporting a v5.0 Focus stem as its equivalent Conv buys (``TARGET_FOCUS_TO_CONV``): each backend's
+"""What exporting a v5.0 Focus stem as its equivalent Conv buys (each backend's ``SPEC.focus_to_conv``): each backend's
 artifact built twice from one checkpoint, with the stem's strided slices (``focus``) and as one 6x6
 stride-2 Conv (``conv``), timed round-robin (:func:`yoloport.analysis.bench.time_interleaved`, every
 configuration at the same thread count) and compared output for output on real images.

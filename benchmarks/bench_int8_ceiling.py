@@ -244,8 +244,9 @@ def add_model_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--size", type=int, default=640)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--gemm-repeat", type=int, default=10)
-    ap.add_argument("--focus-to-conv", dest="focus_to_conv", action=argparse.BooleanOptionalAction, default=True,
-                    help="export a v5.0 Focus stem as its equivalent Conv, as quantize and port do (default on)")
+    ap.add_argument("--focus-to-conv", dest="focus_to_conv", action=argparse.BooleanOptionalAction, default=None,
+                    help="export a v5.0 Focus stem as its equivalent Conv (or not) for every runtime; default: as quantize "
+                         "and port do for each backend (SPEC.focus_to_conv)")
 
 
 def main(argv=None) -> int:
@@ -278,8 +279,11 @@ def main(argv=None) -> int:
     from yoloport.deploy.export import export_onnx
     from yoloport.models import load_model
 
+    from yoloport.backends.registry import get_spec
+
     hw = (a.size, a.size)
     t = a.threads
+    ort_stem = get_spec("onnxruntime").focus_to_conv if a.focus_to_conv is None else a.focus_to_conv
     gemms = {"ceiling int8 GEMM": int8_gemm_call(t), "ceiling fp32 GEMM": fp32_gemm_call(t)}
     g = timed(gemms, 1, a.gemm_repeat, t, a.cpu_time)
     i8, f32 = (gmac_per_s(g["results"][k]["min_ms"]) for k in gemms)
@@ -292,7 +296,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="yoloport-ceiling-") as tmp:
         work = Path(a.work or tmp)
         work.mkdir(parents=True, exist_ok=True)
-        fp32_path, _ = export_onnx(model, work / "fp32.onnx", hw, "raw", opset=13, overwrite=True, focus_to_conv=a.focus_to_conv)  # per-channel QDQ: opset 13
+        fp32_path, _ = export_onnx(model, work / "fp32.onnx", hw, "raw", opset=13, overwrite=True, focus_to_conv=ort_stem)  # per-channel QDQ: opset 13
         gmac = conv_gmac(fp32_path)
         doc["model_gmac"] = gmac
         print(f"{Path(a.weights).stem} {a.size}x{a.size}: {gmac:.2f} GMAC per image (Conv layers)", flush=True)
@@ -361,7 +365,7 @@ def main(argv=None) -> int:
             xb = np.repeat(x, 16, 0)
             b16_calls = {}
             b16_fp32, _ = export_onnx(model, work / "fp32-b16.onnx", hw, "raw", batch=16, opset=13, overwrite=True,
-                                      focus_to_conv=a.focus_to_conv)
+                                      focus_to_conv=ort_stem)
             prep16 = work / "prep-b16.onnx"
             q.quant_pre_process(str(b16_fp32), str(prep16), skip_symbolic_shape=True)
             b16_path = work / f"{best['config']}-b16.onnx"

@@ -97,10 +97,10 @@ def test_openvino_table_sums_and_focus_row(onnx_pair, images):
 
 
 def test_int8_qdq_artifact_profiles(tmp_path, v5_model, images):
-    """An ORT int8 QDQ artifact profiles (quantized op rows). Built as the checkpoint is
-    (``focus_to_conv: False``) it has a Focus row; built by default (the stem exported as its Conv,
-    :data:`yoloport.deploy.export.TARGET_FOCUS_TO_CONV`) no Focus row, even with the NHWC transposes
-    ORT puts before the first int8 convolution."""
+    """An ORT int8 QDQ artifact profiles (quantized op rows). Built by default it keeps the v5.0 stem's
+    slices (ORT's ``SPEC.focus_to_conv`` is False) and has a Focus row; built with the stem as its Conv
+    (``focus_to_conv: True``) no Focus row, even with the NHWC transposes ORT puts before the first int8
+    convolution."""
     import cv2
 
     from yoloport.backends.registry import build_artifact
@@ -109,7 +109,7 @@ def test_int8_qdq_artifact_profiles(tmp_path, v5_model, images):
     for i in range(2):
         cv2.imwrite(str(tmp_path / f"c{i}.png"), rng.integers(0, 255, (100, 120, 3), dtype=np.uint8))
     cal = load_calibration(tmp_path, 2, HW)
-    for options, focus in (({"focus_to_conv": False}, True), (None, False)):
+    for options, focus in ((None, True), ({"focus_to_conv": True}, False)):
         art = build_artifact("onnxruntime", v5_model, tmp_path / str(focus), HW, calibration=cal, export_options=options)
         t = prof.profile_artifact("onnxruntime", art, images, runs=1, threads=1, warmup=1)
         _check_sums(t)
@@ -202,12 +202,18 @@ def test_cli_profile_writes_json(tmp_path, v5_ckpt, capsys):
     assert "total" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("flag, focus_row", [([], False), (["--no-focus-to-conv"], True)])
-def test_cli_profile_exports_the_stem_as_port_does(flag, focus_row, tmp_path, v5_ckpt):
-    """``--weights`` profiles the graph quantize/port would export (the Focus stem as its Conv);
-    ``--no-focus-to-conv`` profiles the checkpoint's strided slices, marked as the Focus stem."""
+@pytest.mark.parametrize("backend, flag, focus_row", [
+    ("ort", [], True),                          # ONNX Runtime keeps the slices (its SPEC.focus_to_conv)
+    ("ort", ["--focus-to-conv"], False),
+    ("openvino", [], False),                    # OpenVINO takes the stem as its Conv
+    ("openvino", ["--no-focus-to-conv"], True),
+])
+def test_cli_profile_exports_the_stem_as_port_does(backend, flag, focus_row, tmp_path, v5_ckpt):
+    """``--weights`` profiles the graph quantize/port would export for the backend; the flags outrank it.
+    The checkpoint's strided slices are marked as the Focus stem."""
+    pytest.importorskip("openvino") if backend == "openvino" else None
     out = tmp_path / "p.json"
-    rc = main(["profile", "--backend", "ort", "--weights", str(v5_ckpt), "--img-size", "128", "--runs", "1",
+    rc = main(["profile", "--backend", backend, "--weights", str(v5_ckpt), "--img-size", "128", "--runs", "1",
                "--warmup", "1", "--threads", "1", "--json", str(out), *flag])
     assert rc == 0
     labels = {r["layer"] for r in json.loads(out.read_text())["rows"]}

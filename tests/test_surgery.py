@@ -225,18 +225,21 @@ def _first_ops(onnx_path, n=3):
     return [node.op_type for node in onnx.load(str(onnx_path)).graph.node][:n]
 
 
-def test_export_for_a_backend_converts_the_focus_stem_unless_told_not_to(tmp_path, tiny_v5):
-    """Exports for a backend (quantize, port, bench) take the stem as its equivalent Conv by default;
-    ``focus_to_conv: False`` keeps the checkpoint's slices. The sensitivity ranking's name for the
-    Focus conv (``model.0.conv.conv``) still finds its node in the converted graph."""
-    from yoloport.backends.registry import export_for
+def test_export_for_a_backend_takes_the_stem_as_its_spec_says(tmp_path, tiny_v5):
+    """Exports for a backend (quantize, port, bench) take the stem as the backend's ``SPEC.focus_to_conv``
+    says (OpenVINO: the Conv; ONNX Runtime: the slices) and ``export_options`` outranks it. The
+    sensitivity ranking's name for the Focus conv (``model.0.conv.conv``) finds its node either way."""
+    from yoloport.backends.registry import export_for, get_spec
     from yoloport.deploy.onnx_graph import onnx_conv_names
 
+    assert get_spec("openvino").focus_to_conv and get_spec("rknn").focus_to_conv and get_spec("mlu-sim").focus_to_conv
+    assert not get_spec("onnxruntime").focus_to_conv
     model = copy.deepcopy(tiny_v5).float()
-    conv = export_for("onnxruntime", model, tmp_path / "conv.onnx", (64, 64))
-    kept = export_for("onnxruntime", model, tmp_path / "focus.onnx", (64, 64), export_options={"focus_to_conv": False})
+    conv = export_for("openvino", model, tmp_path / "conv.onnx", (64, 64))
+    kept = export_for("onnxruntime", model, tmp_path / "focus.onnx", (64, 64))
+    forced = export_for("onnxruntime", model, tmp_path / "forced.onnx", (64, 64), export_options={"focus_to_conv": True})
     assert "focus-to-conv" in conv.meta["surgery"] and "focus-to-conv" not in (kept.meta.get("surgery") or [])
-    assert _first_ops(conv.path, 1) == ["Conv"]
+    assert _first_ops(conv.path, 1) == ["Conv"] and _first_ops(forced.path, 1) == ["Conv"]
     assert "Slice" in _first_ops(kept.path, 6) and "Conv" not in _first_ops(kept.path, 4)
     names = onnx_conv_names(conv.path, ["model.0.conv.conv", "model.1.conv"])
     assert names["model.0.conv.conv"].startswith("/model.0/") and names["model.1.conv"].startswith("/model.1/")
@@ -245,7 +248,9 @@ def test_export_for_a_backend_converts_the_focus_stem_unless_told_not_to(tmp_pat
 
 @pytest.mark.parametrize("argv, converted", [
     ([], False),                                                 # a plain export keeps the checkpoint's stem
-    (["--target", "rknn"], True),                                # for a target: the Conv
+    (["--target", "rknn"], True),                                # for an NPU target: the Conv
+    (["--target", "mlu"], True),
+    (["--target", "onnxruntime"], False),                        # ONNX Runtime's int8 runs the slices faster
     (["--target", "rknn", "--no-focus-to-conv"], False),
     (["--focus-to-conv"], True),
 ])

@@ -97,6 +97,11 @@ SPEC = BackendSpec(
     profiler=True,
     output_convention="ultralytics",  # one decoded [1, N, 5+nc] output, as Ultralytics exports for ONNX Runtime
     batch_dynamic=True,  # a dynamic-batch graph quantizes and runs at any batch
+    # The v5.0 Focus stem stays strided slices (ORT runs them as one SpaceToDepth): its int8 QLinearConv
+    # on the 3-channel image as the 6x6 stride-2 Conv was slower, yolov5s v5.0 640 int8 one thread
+    # (CPU ms, min of 12 round-robin rounds) 37.6 with the slices vs 40.4 as the Conv, same SQNR against
+    # torch (benchmarks/bench_focus_stem.py, docs/notes/2026-11-30-session7.md).
+    focus_to_conv=False,
 )
 
 

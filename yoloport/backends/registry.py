@@ -174,20 +174,20 @@ def artifact_size(artifact) -> int:
 def export_for(backend: str, model, path, img_size_hw=(640, 640), mode: str | None = "raw", batch: int = 1,
                opset: int | None = None, export_options: dict | None = None, convention: str | None = None):
     """Export ``model`` once for ``backend``: fixed ``batch x 3 x H x W``, the backend's opset unless
-    ``opset`` is given, a Focus stem as its equivalent Conv unless ``export_options['focus_to_conv']`` is
-    False (:data:`yoloport.deploy.export.TARGET_FOCUS_TO_CONV`). Returns the :class:`~yoloport.deploy.export.ExportResult` that :func:`build`
+    ``opset`` is given, a v5.0 Focus stem as the backend's ``SPEC.focus_to_conv`` says unless
+    ``export_options['focus_to_conv']`` says otherwise. Returns the :class:`~yoloport.deploy.export.ExportResult` that :func:`build`
     takes (graph path, head spec, input shape, opset).
 
     The head layout: ``convention`` (a name of :data:`yoloport.deploy.conventions.CONVENTIONS`) when
     given (``mode`` is then not read); else ``mode`` with ``export_options['sigmoid']``; ``mode=None`` means the backend's own
     convention (``SPEC.output_convention``, what ``quantize`` and ``port`` export by default)."""
     from ..deploy.conventions import resolve_export_choice
-    from ..deploy.export import DEFAULT_OPSET, TARGET_FOCUS_TO_CONV, export_model
+    from ..deploy.export import DEFAULT_OPSET, export_model
 
     spec = get_spec(backend)
     opts = dict(export_options or {})
     if opts.get("focus_to_conv") is None:
-        opts["focus_to_conv"] = TARGET_FOCUS_TO_CONV
+        opts["focus_to_conv"] = spec.focus_to_conv
     opts.pop("opset", None)
     convention = convention or opts.pop("convention", None)
     opts.pop("convention", None)
@@ -197,6 +197,15 @@ def export_for(backend: str, model, path, img_size_hw=(640, 640), mode: str | No
     return export_model(model, path, tuple(img_size_hw), mode=mode, batch=int(batch),
                         opset=int(opset or spec.export_opset or DEFAULT_OPSET), overwrite=True, sigmoid=sigmoid,
                         convention=convention, **opts)
+
+
+def focus_to_conv_for_target(target: str | None) -> bool:
+    """Whether an export for lint ``target`` (``export --target``) takes a Focus stem as its Conv: what
+    the backend whose ``SPEC.lint_target`` it is declares; no target: False (the checkpoint's stem)."""
+    if not target:
+        return False
+    specs = [get_spec(b) for b in ARTIFACT_BACKENDS if get_spec(b).lint_target == target and not get_spec(b).built_by]
+    return specs[0].focus_to_conv if specs else True
 
 
 def prepare_qconfig(backend: str, qconfig: dict | None, calibration=None, batch: int = 1) -> dict:

@@ -50,6 +50,10 @@ class BackendSpec:
       one build serves batched validation and every benchmarked batch (``yoloport port`` builds it once).
     - ``output_convention``: the output convention its standard clients expect
       (:data:`yoloport.deploy.conventions.CONVENTIONS`); ``quantize`` and ``port`` export it by default.
+    - ``focus_to_conv``: whether its exports take a v5.0 ``Focus`` stem as the exact equivalent strided
+      Conv (:func:`yoloport.deploy.surgery.focus_to_conv`, YOLOv5 v6.0's stem) rather than the strided
+      slices the checkpoint has; the user's ``--focus-to-conv`` / ``--no-focus-to-conv`` outranks it. True
+      unless the backend's measurements say the slices run faster.
     - ``built_by``: set when the backend builds nothing and runs the artifacts another backend builds
       (``rknn-lite`` runs the ``rknn`` backend's ``.rknn``); ``runtime_options``: the runtime options
       (beyond ``threads``) its ``load`` takes from the command line (``core_mask``).
@@ -83,6 +87,7 @@ class BackendSpec:
     built_by: str | None = None
     runtime_options: tuple[str, ...] = ()
     batch_dynamic: bool = False
+    focus_to_conv: bool = True
 
     def __post_init__(self):
         object.__setattr__(self, "qconfig_defaults", _frozen(self.qconfig_defaults))

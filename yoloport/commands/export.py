@@ -50,8 +50,8 @@ def add_graph_arguments(p: argparse.ArgumentParser, default_note: str = "the --t
     g.add_argument("--sigmoid", action=argparse.BooleanOptionalAction, default=None,
                    help="raw mode: apply the sigmoid in the graph (default: as the convention says)")
     g.add_argument("--focus-to-conv", dest="focus_to_conv", action=argparse.BooleanOptionalAction, default=None,
-                   help="replace a v5.0 Focus stem by the equivalent 6x6 stride-2 Conv (default: on when exporting "
-                        "for a target or backend, off for a plain export)")
+                   help="replace a v5.0 Focus stem by the equivalent 6x6 stride-2 Conv (default: as the target's "
+                        "backend declares, on for rknn, mlu and openvino; off for onnxruntime and a plain export)")
     g.add_argument("--fuse", action=argparse.BooleanOptionalAction, default=None,
                    help="fold BatchNorm into the convolutions (default on)")
     g.add_argument("--silu", choices=SILU_MODES, default=None, help="mul-sigmoid: SiLU as explicit x*sigmoid(x) modules (the TorchScript exporter "
@@ -110,9 +110,9 @@ def export_settings(args: argparse.Namespace) -> argparse.Namespace:
         if getattr(s, k, None) is None:
             setattr(s, k, v)
     if getattr(s, "focus_to_conv", None) is None:
-        from ..deploy.export import TARGET_FOCUS_TO_CONV
+        from ..backends.registry import focus_to_conv_for_target
 
-        s.focus_to_conv = TARGET_FOCUS_TO_CONV if s.target else False
+        s.focus_to_conv = focus_to_conv_for_target(s.target)
     from ..deploy.conventions import TARGET_CONVENTIONS
 
     s.mode, s.sigmoid, s.convention, _ = graph_choice(s, TARGET_CONVENTIONS.get(s.target))

@@ -38,8 +38,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--markdown", action="store_true", default=None, help="print a markdown table")
     p.add_argument("--opt-level", dest="opt_level", help="onnxruntime graph optimisation: all (as the runner), extended, basic, none")
     p.add_argument("--focus-to-conv", dest="focus_to_conv", action=argparse.BooleanOptionalAction, default=None,
-                   help="with --weights: replace a v5.0 Focus stem by its equivalent Conv before export, as "
-                        "quantize and port do (default on; --no-focus-to-conv profiles the stem's strided slices)")
+                   help="with --weights: export a v5.0 Focus stem as its equivalent Conv (--no-focus-to-conv: as the "
+                        "strided slices); default: as quantize and port do for the backend")
     p.add_argument("--source", help="an image to profile on (default: uniform noise)")
     p.add_argument("--target", help="rknn: the connected board's platform (rk3588, ...)")
     p.add_argument("--device-id", dest="device_id", help="rknn: adb device id when several boards are connected")
@@ -109,9 +109,9 @@ def _graph(s, backend: str, tmp: Path):
 
     model = load_model_from_settings(s)
     hw = img_size_from_settings(s, model, input_multiple(model.stride))
-    from ..deploy.export import TARGET_FOCUS_TO_CONV
+    from ..backends.registry import get_spec
 
-    focus_to_conv = TARGET_FOCUS_TO_CONV if s.focus_to_conv is None else bool(s.focus_to_conv)
+    focus_to_conv = get_spec(backend).focus_to_conv if s.focus_to_conv is None else bool(s.focus_to_conv)
     path, _ = export_onnx(model, tmp / "model.onnx", hw, "raw", int(s.batch), focus_to_conv=focus_to_conv, overwrite=True)
     return path, (int(s.batch), 3, *hw), "f32"
 

@@ -36,12 +36,6 @@ DEFAULT_OPSET = 12  # RKNN-Toolkit2's documented sweet spot; NonMaxSuppression n
 SILU_MODES = ("keep", "mul-sigmoid")
 OUTPUT_NAMES = {"split": ["xy", "wh", "conf"], "decoded": ["output0"], "end2end": ["num_dets", "detections"]}
 KEYPOINT_OUTPUT = "kpts"  # the split mode's fourth output when the head has keypoints
-# Exports made for a target (``quantize``, ``port``, ``bench``, ``profile --weights``, ``export --target``)
-# replace a v5.0 Focus stem by its exact strided-Conv equivalent unless told not to
-# (``--no-focus-to-conv``): the stem's strided slices are slow on every runtime measured (OpenVINO int8
-# yolov5s 640: its Slice took 1.92 of 17.6 ms; ONNX Runtime runs them as SpaceToDepth; on MLU they took
-# 32%), and YOLOv5 v6.0 made the same change. A plain ``yoloport export`` keeps the checkpoint's stem.
-TARGET_FOCUS_TO_CONV = True
 
 
 @dataclass
