@@ -67,7 +67,8 @@ def histogram_ranges(onnx_path, feeds: Iterable[dict], method: str, *, num_bins:
     threshold over ``num_bins`` histogram bins quantized to ``num_quantized_bins``; ``percentile``: the
     ``percentile`` of the histogram) on ``feeds`` (input dicts), ``chunk`` feeds per collection pass.
     ``minmax``: the observed range. ``symmetric`` None keeps ORT's default for the method (percentile on |x|,
-    entropy on x)."""
+    entropy on x). ORT's own collector counts here, not :func:`.onnxruntime_tensors.tensor_histograms`'s fixed
+    bins: these ranges are to be ORT's algorithms with our settings (that module says why the histograms differ)."""
     from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator
 
     if method not in ESTIMATOR_METHODS:
