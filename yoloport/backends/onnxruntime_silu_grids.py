@@ -32,7 +32,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from ..deploy.onnx_graph import silu_units
+from ..deploy.onnx_graph import SiluUnit, silu_units  # noqa: F401 (SiluUnit: the type silu_units gives, kept importable here)
 from ..errors import YoloportError
 from .onnxruntime_tensors import tensor_histograms
 
