@@ -32,7 +32,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from ..deploy.onnx_graph import SiluUnit, silu_units  # noqa: F401 (SiluUnit: the type silu_units gives, kept importable here)
+from ..deploy.onnx_graph import SiluUnit, silu_units
 from ..errors import YoloportError
 from .onnxruntime_tensors import tensor_histograms
 
@@ -203,7 +203,7 @@ def silu_grid_ranges(onnx_path, model, feeds: Callable[[], Iterable[dict]], opti
     of ``model`` (the graph at ``onnx_path``) none of whose three tensors is in ``skip`` (the outputs of
     float-kept nodes), as ``options`` (:func:`check_grid_options`) asks; tensors left on MinMax are absent."""
     skip = set(skip)
-    units = [u for u in silu_units(model) if not skip & {u.preact, u.sigmoid, u.mul}]
+    units: list[SiluUnit] = [u for u in silu_units(model) if not skip & {u.preact, u.sigmoid, u.mul}]
     if not units or not grids_requested(options):
         return {}
     hists = tensor_histograms(onnx_path, feeds, [u.preact for u in units], HIST_BINS)
