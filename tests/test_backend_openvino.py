@@ -54,6 +54,14 @@ def test_fp32_matches_torch_with_f32_hint(tiny_model, artifacts, batch):
     C.check_float_outputs_match(ref, runner(batch))
 
 
+def test_builds_leave_their_ir_whole_and_no_staged_files(artifacts):
+    folder = artifacts[0].parent
+    names = sorted(p.name for p in folder.iterdir())
+    assert not [n for n in names if n.startswith(".staged")], names
+    for art in artifacts:
+        assert art.stat().st_size > 0 and art.with_suffix(".bin").stat().st_size > 0
+
+
 def test_int8_nncf_agrees_with_torch(tiny_model, artifacts, batch):
     import openvino as ov
 

@@ -262,3 +262,18 @@ def test_int8_real_weights_agree_with_fp32(v5n_model, tmp_path):
     assert parts["decoded.xywh"]["sqnr_db"] > 25 and parts["decoded.obj"]["sqnr_db"] > 15
     s = rep["summary"]
     assert s["ref_detections"] > 5 and s["match_rate"] >= 0.7 and s["mean_iou"] > 0.9 and s["mean_abs_conf_delta"] < 0.08
+
+
+def test_session_options_are_the_runners_and_the_profilers():
+    """One table of graph optimisation levels and one thread rule for the runner and the profiler."""
+    import onnxruntime as ort
+
+    so = ob.session_options(3, "none")
+    assert (so.intra_op_num_threads, so.inter_op_num_threads) == (3, 1)
+    assert so.graph_optimization_level == ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    default = ort.SessionOptions()
+    so = ob.session_options(None, "all")
+    assert (so.intra_op_num_threads, so.inter_op_num_threads) == (default.intra_op_num_threads, default.inter_op_num_threads)
+    assert so.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    assert ob.OPT_LEVELS == ("all", "extended", "basic", "none")
+    assert {ob.session_options(1, k).graph_optimization_level for k in ob.OPT_LEVELS} == set(ob.GRAPH_OPTIMIZATION.values())

@@ -108,6 +108,27 @@ SPEC = BackendSpec(
 # ----------------------------------------------------------------------------- runner
 
 
+GRAPH_OPTIMIZATION = {  # the Runner's ``graph_optimization`` / profile's ``--opt-level`` -> ORT's level
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+}
+OPT_LEVELS = tuple(GRAPH_OPTIMIZATION)
+
+
+def session_options(threads: int | None, graph_optimization: str) -> ort.SessionOptions:
+    """Session options of the runner and the profiler: ``threads`` intra-op threads and one inter-op thread
+    when ``threads`` is given (ORT's defaults otherwise), the level named ``graph_optimization`` (a key of
+    :data:`GRAPH_OPTIMIZATION`; another is a KeyError)."""
+    so = ort.SessionOptions()
+    if threads:
+        so.intra_op_num_threads = int(threads)
+        so.inter_op_num_threads = 1
+    so.graph_optimization_level = GRAPH_OPTIMIZATION[graph_optimization]
+    return so
+
+
 class OrtRunner(Runner):
     """An ``InferenceSession`` on the CPU execution provider, returning the head outputs."""
 
@@ -115,17 +136,7 @@ class OrtRunner(Runner):
 
     def __init__(self, path, head: HeadSpec, input_hw=None, batch=None, threads: int | None = None, stride: int = 32,
                  providers=None, graph_optimization: str = "all"):
-        so = ort.SessionOptions()
-        if threads:
-            so.intra_op_num_threads = int(threads)
-            so.inter_op_num_threads = 1
-        levels = {
-            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-            "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-        }
-        so.graph_optimization_level = levels[graph_optimization]
+        so = session_options(threads, graph_optimization)
         try:
             self.session = ort.InferenceSession(str(path), so, providers=list(providers or ["CPUExecutionProvider"]))
         except Exception as e:  # onnxruntime raises its own exception types
@@ -469,7 +480,6 @@ PROFILE_LAYER_TYPES = {
     "ReorderOutput": "Reorder (layout)",
     "Upsample": "Resize",
 }
-OPT_LEVELS = ("all", "extended", "basic", "none")
 
 
 def parse_ort_trace(events: list[dict], skip_runs: int = 0) -> tuple[list[list[tuple]], list[float]]:
@@ -507,22 +517,12 @@ def profile_run(onnx_path, images: np.ndarray, runs: int = 10, threads: int | No
     """Per-node times of ``onnx_path`` on ONNX Runtime's CPU provider over ``runs`` inferences of
     ``images`` (float32 ``[B,3,H,W]`` matching the graph) after ``warmup`` ones."""
     _check_runs(runs, warmup)
-    levels = {
-        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-        "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-    }
-    if opt_level not in levels:
+    if opt_level not in OPT_LEVELS:
         raise YoloportError(f"--opt-level must be one of {', '.join(OPT_LEVELS)}, got {opt_level!r}")
     with tempfile.TemporaryDirectory(prefix="yoloport-ortprof-") as tmp:
-        so = ort.SessionOptions()
+        so = session_options(threads, opt_level)
         so.enable_profiling = True
         so.profile_file_prefix = os.path.join(tmp, "ort")
-        so.graph_optimization_level = levels[opt_level]
-        if threads:
-            so.intra_op_num_threads = int(threads)
-            so.inter_op_num_threads = 1
         try:
             sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own exception types

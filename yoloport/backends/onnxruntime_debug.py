@@ -8,24 +8,15 @@ from typing import Sequence
 from ..deploy.onnx_graph import onnx_conv_names
 from ..quant.error import TensorStats
 from ..quant.ranking import SensitivityReport, _stack_images
+from .onnxruntime_tensors import tensor_session
 
 BACKEND = "onnxruntime"  # this step builds and reads ONNX Runtime's QDQ graphs
 
 
-def _with_conv_outputs(model_path, nodes: Sequence[str]):
-    """The ONNX model at ``model_path`` with the output tensor of each Conv in ``nodes`` added to the
-    graph outputs (as ``qdq_loss_debug.modify_model_output_intermediate_tensors`` does, in memory);
-    returns ``(serialized model, {node: tensor})``."""
-    import onnx
-
-    m = onnx.load(str(model_path))
+def _conv_outputs(model, nodes: Sequence[str]) -> dict[str, str]:
+    """``{node: its output tensor}`` for each Conv of ``model`` (an onnx ModelProto) named in ``nodes``."""
     want = set(nodes)
-    tensors = {n.name: n.output[0] for n in m.graph.node if n.op_type == "Conv" and n.name in want}
-    have = {o.name for o in m.graph.output}
-    for t in tensors.values():
-        if t not in have:
-            m.graph.output.append(onnx.helper.make_empty_tensor_value_info(t))
-    return m.SerializeToString(), tensors
+    return {n.name: n.output[0] for n in model.graph.node if n.op_type == "Conv" and n.name in want}
 
 
 def ort_activation_errors(fp32_onnx, int8_onnx, images, nodes: Sequence[str]) -> dict[str, dict]:
@@ -34,16 +25,13 @@ def ort_activation_errors(fp32_onnx, int8_onnx, images, nodes: Sequence[str]) ->
     ``[N, 3, H, W]``, fed one at a time). The error is *accumulated* (everything upstream is int8
     too), so it shows where the quantized network drifts, not what one layer adds.
     Returns ``{node: {"sqnr_db", "cosine"}}`` for the nodes present in both graphs."""
-    import onnxruntime as ort
+    import onnx
 
-
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep every tensor
     runs = []
-    for path in (fp32_onnx, int8_onnx):
-        blob, tensors = _with_conv_outputs(path, nodes)
-        sess = ort.InferenceSession(blob, so, providers=["CPUExecutionProvider"])
-        runs.append((sess, tensors))
+    for path in (fp32_onnx, int8_onnx):  # each Conv's output exposed as qdq_loss_debug does, in memory
+        model = onnx.load(str(path))
+        tensors = _conv_outputs(model, nodes)
+        runs.append((tensor_session(model, tensors.values()), tensors))
     common = [n for n in nodes if n in runs[0][1] and n in runs[1][1]]
     stats = {n: TensorStats(n) for n in common}
     x = _stack_images(images)

@@ -67,7 +67,8 @@ def histogram_ranges(onnx_path, feeds: Iterable[dict], method: str, *, num_bins:
     threshold over ``num_bins`` histogram bins quantized to ``num_quantized_bins``; ``percentile``: the
     ``percentile`` of the histogram) on ``feeds`` (input dicts), ``chunk`` feeds per collection pass.
     ``minmax``: the observed range. ``symmetric`` None keeps ORT's default for the method (percentile on |x|,
-    entropy on x)."""
+    entropy on x). ORT's own collector counts here, not :func:`.onnxruntime_tensors.tensor_histograms`'s fixed
+    bins: these ranges are to be ORT's algorithms with our settings (that module says why the histograms differ)."""
     from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator
 
     if method not in ESTIMATOR_METHODS:
@@ -104,18 +105,10 @@ def range_overrides(ranges: dict[str, tuple[float, float]]) -> dict[str, list[di
 
 def silu_inputs(model) -> list[str]:
     """Conv outputs that feed a SiLU (a Sigmoid whose input is also multiplied by its output): the
-    pre-activation tensors."""
-    from ..deploy.onnx_graph import tensor_consumers
+    pre-activation tensors of :func:`yoloport.deploy.onnx_graph.silu_units`, in graph order."""
+    from ..deploy.onnx_graph import silu_units
 
-    consumers = tensor_consumers(model.graph)
-    producers = {t: n for n in model.graph.node for t in n.output}
-    out = []
-    for n in model.graph.node:
-        if n.op_type != "Sigmoid" or n.input[0] not in producers or producers[n.input[0]].op_type != "Conv":
-            continue
-        if any(c.op_type == "Mul" and n.input[0] in c.input and n.output[0] in c.input for c in consumers.get(n.output[0], [])):
-            out.append(n.input[0])
-    return out
+    return [u.preact for u in silu_units(model)]
 
 
 def floor_ranges(ranges: dict[str, tuple[float, float]], tensors, floor: float) -> dict[str, tuple[float, float]]:

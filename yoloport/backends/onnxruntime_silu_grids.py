@@ -28,14 +28,13 @@ fused kernels: only scales and zero points change.
 """
 from __future__ import annotations
 
-import tempfile
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
 
+from ..deploy.onnx_graph import SiluUnit, silu_units
 from ..errors import YoloportError
+from .onnxruntime_tensors import tensor_histograms
 
 GRID_CHOICES = {
     "preact_range": ("minmax", "silu_mse", "silu_mse_low", "silu_zero", "silu_zero_low"),
@@ -48,15 +47,6 @@ HI_STEPS = 24  # candidate upper ends, from the observed max down to HI_FLOOR of
 HI_FLOOR = 0.3
 ZERO_MARGIN = 0.8  # silu_zero: |SiLU(lo)| at most this share of half the Mul grid's step
 SILU_ARGMIN = -1.2784645  # SiLU falls to its minimum (-0.2785) here and rises towards 0 below it
-
-
-@dataclass(frozen=True)
-class SiluUnit:
-    """One Conv-SiLU in the ONNX graph: the tensors its three QDQ roundings act on."""
-
-    preact: str  # the Conv output x (Sigmoid's input and the Mul's other input)
-    sigmoid: str  # sigmoid(x)
-    mul: str  # x * sigmoid(x)
 
 
 def check_grid_options(cfg: dict) -> dict[str, str]:
@@ -92,23 +82,6 @@ def resolve_grid_options(user: dict, cfg: dict) -> dict[str, str]:
 def grids_requested(options: dict[str, str]) -> bool:
     """Whether any of the three grids differs from MinMax's."""
     return any(v != "minmax" for v in options.values())
-
-
-def silu_units(model) -> list[SiluUnit]:
-    """Every Conv -> Sigmoid -> Mul(x, sigmoid(x)) of ``model`` (an onnx ModelProto), in graph order."""
-    from ..deploy.onnx_graph import tensor_consumers
-
-    consumers = tensor_consumers(model.graph)
-    producers = {t: n for n in model.graph.node for t in n.output}
-    units = []
-    for n in model.graph.node:
-        x = n.input[0] if n.op_type == "Sigmoid" else None
-        if x is None or x not in producers or producers[x].op_type != "Conv":
-            continue
-        muls = [c for c in consumers.get(n.output[0], []) if c.op_type == "Mul" and set(c.input) == {x, n.output[0]}]
-        if muls:
-            units.append(SiluUnit(x, n.output[0], muls[0].output[0]))
-    return units
 
 
 # ----------------------------------------------------------------------------- the uint8 grid
@@ -224,54 +197,16 @@ def reachable_mul_range(centers, counts, x_range, sigmoid_range) -> tuple[float,
     return float(m.min()), float(m.max())
 
 
-# ----------------------------------------------------------------------------- histograms
-
-
-def collect_histograms(onnx_path, feeds: Callable[[], Iterable[dict]], tensors: list[str],
-                       bins: int = HIST_BINS) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """``{tensor: (centers [bins], counts [bins])}`` of ``tensors`` over every feed, in two passes of
-    ``feeds()`` (a fresh iterator of input dicts each call): the observed min/max, then a histogram
-    with ``bins`` equal bins over it. The float graph ``onnx_path`` is run with ``tensors`` as extra outputs."""
-    import onnx
-    import onnxruntime as ort
-
-    model = onnx.load(str(onnx_path))
-    have = {o.name for o in model.graph.output}
-    model.graph.output.extend([onnx.ValueInfoProto(name=t) for t in tensors if t not in have])
-    with tempfile.TemporaryDirectory(prefix="yoloport-silugrids-") as tmp:
-        path = Path(tmp) / "exposed.onnx"
-        onnx.save(model, str(path))
-        so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep every named tensor
-        session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    lo = {t: np.inf for t in tensors}
-    hi = {t: -np.inf for t in tensors}
-    for feed in feeds():
-        for t, v in zip(tensors, session.run(tensors, feed)):
-            lo[t], hi[t] = min(lo[t], float(v.min())), max(hi[t], float(v.max()))
-    if not all(np.isfinite(lo[t]) and np.isfinite(hi[t]) for t in tensors):
-        raise ValueError("collect_histograms: no calibration feeds, or a tensor that is not finite")
-    counts = {t: np.zeros(bins, dtype=np.int64) for t in tensors}
-    for feed in feeds():
-        for t, v in zip(tensors, session.run(tensors, feed)):
-            counts[t] += np.histogram(v, bins=bins, range=(lo[t], hi[t] if hi[t] > lo[t] else lo[t] + 1e-6))[0]
-    out = {}
-    for t in tensors:
-        edges = np.linspace(lo[t], hi[t] if hi[t] > lo[t] else lo[t] + 1e-6, bins + 1)
-        out[t] = ((edges[:-1] + edges[1:]) / 2, counts[t])
-    return out
-
-
 def silu_grid_ranges(onnx_path, model, feeds: Callable[[], Iterable[dict]], options: dict[str, str],
                      skip: Iterable[str] = ()) -> dict[str, tuple[float, float]]:
     """``{tensor: (rmin, rmax)}`` for the Conv output, Sigmoid output and Mul output of every SiLU unit
     of ``model`` (the graph at ``onnx_path``) none of whose three tensors is in ``skip`` (the outputs of
     float-kept nodes), as ``options`` (:func:`check_grid_options`) asks; tensors left on MinMax are absent."""
     skip = set(skip)
-    units = [u for u in silu_units(model) if not skip & {u.preact, u.sigmoid, u.mul}]
+    units: list[SiluUnit] = [u for u in silu_units(model) if not skip & {u.preact, u.sigmoid, u.mul}]
     if not units or not grids_requested(options):
         return {}
-    hists = collect_histograms(onnx_path, feeds, [u.preact for u in units])
+    hists = tensor_histograms(onnx_path, feeds, [u.preact for u in units], HIST_BINS)
     ranges: dict[str, tuple[float, float]] = {}
     for u in units:
         centers, counts = hists[u.preact]

@@ -357,6 +357,16 @@ def quantize_ir(ov_model, calibration, head: HeadSpec, input_hw, batch: int, qco
     return q, cfg
 
 
+def save_ir(ov_model, artifact: Path, compress_to_fp16: bool) -> None:
+    """Write ``ov_model`` as the IR ``artifact`` (``.xml``) and its ``.bin``: saved under a staged name in the
+    same folder, then each file moved into place (the weights first), so a cut build leaves no half
+    artifact under the real name."""
+    staged = artifact.parent / f".staged.{artifact.name}"
+    ov.save_model(ov_model, str(staged), compress_to_fp16=compress_to_fp16)
+    os.replace(staged.with_suffix(".bin"), artifact.with_suffix(".bin"))
+    os.replace(staged, artifact)
+
+
 def build(model, onnx_path, head: HeadSpec, out_dir, calibration, qconfig: dict) -> Path:
     """IR ``model.openvino.<precision>.xml`` (+ ``.bin``) in ``out_dir`` with its sidecar."""
     t0 = time.perf_counter()
@@ -382,10 +392,7 @@ def build(model, onnx_path, head: HeadSpec, out_dir, calibration, qconfig: dict)
         settings.update(qs)
     settings["inference_precision"] = qconfig.get("inference_precision") or RUNTIME_PRECISION[precision]
     artifact = out_dir / f"model.openvino.{precision}.xml"
-    staged = out_dir / f".staged.{artifact.name}"
-    ov.save_model(ov_model, str(staged), compress_to_fp16=(precision == "fp16"))
-    os.replace(staged.with_suffix(".bin"), artifact.with_suffix(".bin"))
-    os.replace(staged, artifact)
+    save_ir(ov_model, artifact, compress_to_fp16=(precision == "fp16"))
     write_sidecar(
         artifact,
         sidecar_info(
@@ -415,10 +422,7 @@ def build_prequantized(model, onnx_path, head: HeadSpec, out_dir, prequantized, 
     settings = {**(qconfig or {}), "precision": "int8"}
     settings["inference_precision"] = settings.get("inference_precision") or RUNTIME_PRECISION["int8"]
     artifact = out_dir / "model.openvino.int8.xml"
-    staged = out_dir / f".staged.{artifact.name}"
-    ov.save_model(ov_model, str(staged), compress_to_fp16=False)
-    os.replace(staged.with_suffix(".bin"), artifact.with_suffix(".bin"))
-    os.replace(staged, artifact)
+    save_ir(ov_model, artifact, compress_to_fp16=False)
     write_sidecar(
         artifact,
         sidecar_info(

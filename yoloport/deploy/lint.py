@@ -41,7 +41,7 @@ from onnx import numpy_helper
 
 from ..errors import YoloportError
 from . import op_support
-from .onnx_graph import tensor_consumers
+from .onnx_graph import tensor_consumers, with_outputs
 from .op_support import INT8_TARGETS, TARGETS
 
 SEVERITIES: tuple[str, ...] = ("error", "warning", "info")
@@ -382,14 +382,7 @@ def measure_max_abs(model: onnx.ModelProto, names: Sequence[str], sample: Sample
     """
     import onnxruntime as ort
 
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    existing = {o.name for o in m.graph.output}
-    for n in names:
-        if n not in existing:
-            m.graph.output.append(onnx.ValueInfoProto(name=n))
-            existing.add(n)
-    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(with_outputs(model, names).SerializeToString(), providers=["CPUExecutionProvider"])
     feeds = _feeds(sess, sample)
     values = sess.run(list(names), feeds)
     return {n: _max_abs(np.asarray(v)) for n, v in zip(names, values)}

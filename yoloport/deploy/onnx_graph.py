@@ -5,10 +5,36 @@ between yoloport's torch modules (``model.2.cv1.conv``) and the exported graph's
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import Iterable, NamedTuple, Sequence
 
 from ..errors import YoloportError
+
+
+def _read_graph(onnx_model):
+    """``onnx_model`` as a ModelProto: a path is loaded without its external data (the graph is only read)."""
+    import onnx
+
+    return onnx.load(str(onnx_model), load_external_data=False) if isinstance(onnx_model, (str, Path)) else onnx_model
+
+
+def with_outputs(model, tensors: Iterable[str]):
+    """A copy of ``model`` (an onnx ModelProto, left as it is) whose graph also outputs the inner tensors
+    ``tensors``: each name not already a graph output is appended once, in the order given, as an untyped
+    ``ValueInfoProto`` (the runtime infers its type and shape), after the graph's own outputs. What the
+    copy computes is unchanged; a runtime then returns those tensors too (ONNX Runtime's
+    ``qdq_loss_debug`` exposes tensors the same way)."""
+    import onnx
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    have = {o.name for o in out.graph.output}
+    for name in tensors:
+        if name not in have:
+            out.graph.output.append(onnx.ValueInfoProto(name=name))
+            have.add(name)
+    return out
 
 
 def tensor_consumers(graph) -> dict[str, list]:
@@ -19,6 +45,31 @@ def tensor_consumers(graph) -> dict[str, list]:
         for name in dict.fromkeys(i for i in n.input if i):
             consumers[name].append(n)
     return consumers
+
+
+@dataclass(frozen=True)
+class SiluUnit:
+    """One Conv -> Sigmoid -> Mul(x, sigmoid(x)) of an ONNX graph, by tensor name."""
+
+    preact: str  # the Conv output x (Sigmoid's input and the Mul's other input)
+    sigmoid: str  # sigmoid(x)
+    mul: str  # x * sigmoid(x)
+
+
+def silu_units(model) -> list[SiluUnit]:
+    """Every Conv -> Sigmoid -> Mul(x, sigmoid(x)) of ``model`` (an onnx ModelProto), in the graph order of
+    the Sigmoids (one unit per Sigmoid, its first such Mul)."""
+    consumers = tensor_consumers(model.graph)
+    producers = {t: n for n in model.graph.node for t in n.output}
+    units = []
+    for n in model.graph.node:
+        x = n.input[0] if n.op_type == "Sigmoid" else None
+        if x is None or x not in producers or producers[x].op_type != "Conv":
+            continue
+        muls = [c for c in consumers.get(n.output[0], []) if c.op_type == "Mul" and set(c.input) == {x, n.output[0]}]
+        if muls:
+            units.append(SiluUnit(x, n.output[0], muls[0].output[0]))
+    return units
 
 
 def onnx_name_to_module(node_name: str) -> str:
@@ -48,11 +99,9 @@ def onnx_conv_names(onnx_model, layer_names: Sequence[str]) -> dict[str, str]:
     but the graph has as many Conv nodes as there are layers, they are paired in order (the exporter
     keeps the forward order). Anything else is a YoloportError.
     """
-    import onnx
-
-    m = onnx.load(str(onnx_model), load_external_data=False) if isinstance(onnx_model, (str, Path)) else onnx_model
     from .surgery import focus_converted_path
 
+    m = _read_graph(onnx_model)
     nodes = [n.name for n in m.graph.node if n.op_type == "Conv"]
     by_module = {onnx_name_to_module(n): n for n in nodes if n}
     out = {name: by_module[name] for name in layer_names if name in by_module}
@@ -86,9 +135,7 @@ def onnx_conv_tensors(onnx_model, nodes: Sequence[str]) -> dict[str, ConvIO]:
     """``{Conv node name: ConvIO}``. A Detect convolution's output is a graph output (``raw0`` ...),
     not ``<scope>/...``; ``activation`` is the conv's own SiLU (``Sigmoid`` and the ``Mul`` of the
     conv output by it) or single activation op, ``()`` when there is none (the Detect convs)."""
-    import onnx
-
-    m = onnx.load(str(onnx_model), load_external_data=False) if isinstance(onnx_model, (str, Path)) else onnx_model
+    m = _read_graph(onnx_model)
     graph_inputs = {i.name for i in m.graph.input}
     consumers = tensor_consumers(m.graph)
     want = set(nodes)
@@ -112,8 +159,6 @@ def onnx_conv_tensors(onnx_model, nodes: Sequence[str]) -> dict[str, ConvIO]:
 
 def conv_map(onnx_model, layers: Sequence[str]) -> tuple[dict[str, str], dict[str, "ConvIO"]]:
     """``({layer: Conv node}, {Conv node: ConvIO})`` for torch module paths ``layers`` in ``onnx_model``."""
-    import onnx
-
-    m = onnx.load(str(onnx_model), load_external_data=False) if isinstance(onnx_model, (str, Path)) else onnx_model
+    m = _read_graph(onnx_model)
     names = onnx_conv_names(m, list(layers))
     return names, onnx_conv_tensors(m, list(names.values()))

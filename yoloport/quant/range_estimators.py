@@ -58,6 +58,8 @@ class AbsHistogram:
     ``hi`` starts at the first non-zero batch's ``max |x|`` and doubles (as often as needed) when a later
     batch reaches past it: pairs of bins merge exactly, so no value is ever re-binned approximately and
     memory stays ``bins`` counts. ``max`` is the exact largest ``|x|`` seen; ``total`` the number of values.
+    One pass, filled from torch forward hooks: unlike the signed two-pass histogram of ONNX Runtime tensors
+    (:mod:`yoloport.backends.onnxruntime_tensors`), it needs no second run over the calibration images.
     """
 
     def __init__(self, bins: int = HIST_BINS):

@@ -200,6 +200,13 @@ def rank_layers(rows: list[LayerSensitivity]) -> list[LayerSensitivity]:
     return out
 ACT_SCHEMES = ("asymmetric", "symmetric")
 
+
+def _record_range(t, lo: list[float], hi: list[float]) -> None:
+    """Append the min and the max of tensor ``t`` (one calibration batch, any shape) to ``lo`` and ``hi``."""
+    lo.append(float(t.detach().min()))
+    hi.append(float(t.detach().max()))
+
+
 class _SensConv:
     """Fake quantization around one ``nn.Conv2d`` (a forward pre-hook on its input, the weight
     swapped while active): calibrate records the input's min/max per batch; ``active`` quantizes the
@@ -223,8 +230,7 @@ class _SensConv:
 
     def _post(self, _mod, _inputs, y):
         if self.calibrating:
-            self.out_lo.append(float(y.detach().min()))
-            self.out_hi.append(float(y.detach().max()))
+            _record_range(y, self.out_lo, self.out_hi)
             return None
         if not self.active:
             return None
@@ -239,8 +245,7 @@ class _SensConv:
 
         x = inputs[0]
         if self.calibrating:
-            self.lo.append(float(x.detach().min()))
-            self.hi.append(float(x.detach().max()))
+            _record_range(x, self.lo, self.hi)
             return None
         if not self.active:
             return None
