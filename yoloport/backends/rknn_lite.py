@@ -3,7 +3,7 @@ Rockchip board's NPU with rknn-toolkit-lite2 (``from rknnlite.api import RKNNLit
 
 It builds nothing: the artifact and its sidecar are the ones the ``rknn`` backend wrote. The runner is
 the RKNN one (:class:`~yoloport.backends.rknn.runner.RknnRunner`: float32 NCHW 0..1 in -> uint8 NHWC
-0..255 ``[1, H, W, 3]`` per image, ``data_format="nhwc"``, outputs as float32, host decode + NMS after),
+0..255 ``[1, H, W, 3]`` per image (``[N, H, W, 3]`` per N images for a batch-N build), ``data_format="nhwc"``, outputs as float32, host decode + NMS after),
 driven through a small adapter, :class:`NpuSession` (``inference(inputs=[...], data_format=...)``,
 ``release()``), which two openers provide:
 

@@ -1,7 +1,8 @@
 """Rockchip RKNN backend (rknn-toolkit2 2.x): build an ``.rknn`` from yoloport's ONNX and run it in
 the toolkit's simulator (or on a connected board).
 
-The deployed model takes what a camera pipeline has: uint8 RGB ``[1, H, W, 3]`` (NHWC), 0..255. The
+The deployed model takes what a camera pipeline has: uint8 RGB ``[1, H, W, 3]`` (NHWC), 0..255 (``[N, H, W, 3]``
+for a build that asked for a batch of N: ``qconfig['batch']``, rknn-toolkit2's ``rknn_batch_size``). The
 normalisation ``/255`` is compiled into the model (``mean_values=0, std_values=255``), so the runner
 converts yoloport's float32 NCHW 0..1 batch back to exactly those bytes (``rint(x * 255)``, lossless
 for inputs made by :func:`yoloport.data.letterbox.preprocess`).
