@@ -327,7 +327,10 @@ def build_artifact(backend: str, model, out_dir, img_size_hw=(640, 640), calibra
     """Export ``model`` for ``backend`` into ``out_dir/model.fp32.onnx`` (:func:`export_for`: ``mode``,
     ``convention`` and ``export_options`` as there; ``mode=None`` is the backend's convention) and build
     the artifact from it (:func:`build`); the qconfig is checked before the (slow) export. ``export``: an
-    ExportResult to build from instead of exporting again."""
+    ExportResult to build from instead of exporting again. A backend that compiles its batch
+    (``SPEC.batch_compiled``) gets ``batch`` as ``qconfig['batch']`` and a batch-1 graph."""
+    if get_spec(backend).batch_compiled and int(batch) != 1:
+        qconfig, batch = {**(qconfig or {}), "batch": batch}, 1
     prepare_qconfig(backend, qconfig, calibration, batch)
     if export is None:
         export = export_for(backend, model, Path(out_dir) / "model.fp32.onnx", img_size_hw, mode, batch, opset,

@@ -3,7 +3,7 @@ Rockchip board's NPU with rknn-toolkit-lite2 (``from rknnlite.api import RKNNLit
 
 It builds nothing: the artifact and its sidecar are the ones the ``rknn`` backend wrote. The runner is
 the RKNN one (:class:`~yoloport.backends.rknn.runner.RknnRunner`: float32 NCHW 0..1 in -> uint8 NHWC
-0..255 ``[1, H, W, 3]`` per image, ``data_format="nhwc"``, outputs as float32, host decode + NMS after),
+0..255 ``[1, H, W, 3]`` per image (``[N, H, W, 3]`` per N images for a batch-N build), ``data_format="nhwc"``, outputs as float32, host decode + NMS after),
 driven through a small adapter, :class:`NpuSession` (``inference(inputs=[...], data_format=...)``,
 ``release()``), which two openers provide:
 
@@ -31,7 +31,7 @@ from ..errors import DependencyMissing, YoloportError
 from ..ops.postprocess import HeadSpec
 from .base import model_fingerprint, read_sidecar
 from .rknn.options import NAME as BUILDER
-from .rknn.runner import RknnRunner, open_simulator
+from .rknn.runner import RknnRunner, artifact_batch, open_simulator
 from .rknn.toolkit import ToolkitLog, _import_rknn, call, quiet
 from .spec import BackendSpec
 from ..data.letterbox import input_multiple
@@ -129,8 +129,8 @@ class RknnLiteRunner(RknnRunner):
     backend = NAME
 
     def __init__(self, session: NpuSession, head: HeadSpec, input_hw, core_mask: str, runtime: str,
-                 platform: str | None = None, stride: int = 32, log=None):
-        super().__init__(session, head, input_hw, target=None, platform=platform, stride=stride, log=log)
+                 platform: str | None = None, stride: int = 32, log=None, batch: int = 1):
+        super().__init__(session, head, input_hw, target=None, platform=platform, stride=stride, log=log, batch=batch)
         self.core_mask = core_mask
         self.runtime = runtime
         self.simulated_note = SIMULATED_NOTE if runtime == "simulator" else None
@@ -155,7 +155,8 @@ def load(artifact, model=None, core_mask=None, runtime: str | None = None, **opt
     session = open_board_session(artifact, mask, log) if which == "board" else open_simulator_session(artifact, info, mask, log)
     head = HeadSpec.from_dict(info["head"])
     stride = input_multiple(head.strides)
-    return RknnLiteRunner(session, head, info["input_hw"], mask, which, platform=platform, stride=stride, log=log)
+    return RknnLiteRunner(session, head, info["input_hw"], mask, which, platform=platform, stride=stride, log=log,
+                          batch=artifact_batch(info))
 
 
 def build(*_args, **_kwargs):

@@ -48,6 +48,8 @@ class BackendSpec:
     - ``simulated_note``: set when results come from a simulation, said in every report.
     - ``batch_dynamic``: whether its artifact takes any batch (a graph exported with a dynamic batch), so
       one build serves batched validation and every benchmarked batch (``yoloport port`` builds it once).
+    - ``batch_compiled``: whether a build compiles its fixed batch (``qconfig['batch']``) from a batch-1 graph
+      (RKNN's ``rknn_batch_size``): :func:`~yoloport.backends.registry.build_artifact` then exports batch 1.
     - ``output_convention``: the output convention its standard clients expect
       (:data:`yoloport.deploy.conventions.CONVENTIONS`); ``quantize`` and ``port`` export it by default.
     - ``focus_to_conv``: whether its exports take a v5.0 ``Focus`` stem as the exact equivalent strided
@@ -88,6 +90,7 @@ class BackendSpec:
     runtime_options: tuple[str, ...] = ()
     batch_dynamic: bool = False
     focus_to_conv: bool = True
+    batch_compiled: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "qconfig_defaults", _frozen(self.qconfig_defaults))

@@ -1,7 +1,8 @@
 """Rockchip RKNN backend (rknn-toolkit2 2.x): build an ``.rknn`` from yoloport's ONNX and run it in
 the toolkit's simulator (or on a connected board).
 
-The deployed model takes what a camera pipeline has: uint8 RGB ``[1, H, W, 3]`` (NHWC), 0..255. The
+The deployed model takes what a camera pipeline has: uint8 RGB ``[1, H, W, 3]`` (NHWC), 0..255 (``[N, H, W, 3]``
+for a build that asked for a batch of N: ``qconfig['batch']``, rknn-toolkit2's ``rknn_batch_size``). The
 normalisation ``/255`` is compiled into the model (``mean_values=0, std_values=255``), so the runner
 converts yoloport's float32 NCHW 0..1 batch back to exactly those bytes (``rint(x * 255)``, lossless
 for inputs made by :func:`yoloport.data.letterbox.preprocess`).
@@ -32,10 +33,11 @@ from __future__ import annotations
 from ..spec import BackendSpec
 from .build import _LIVE, build, build_prequantized  # noqa: F401
 from .options import (  # noqa: F401
-    ARTIFACT_NAME, DEFAULT_HEAD_FP32, DEFAULT_QCONFIG, NAME, PLATFORMS, _hybrid_dict, check_platform, resolve_qconfig,
+    ARTIFACT_NAME, DEFAULT_HEAD_FP32, DEFAULT_QCONFIG, NAME, PLATFORMS, _hybrid_dict, check_batch, check_platform,
+    resolve_qconfig,
 )
 from .profile import parse_rknn_perf, profile_run  # noqa: F401
-from .runner import RknnRunner, load  # noqa: F401
+from .runner import RknnRunner, artifact_batch, load  # noqa: F401
 from .toolkit import _import_rknn, call, quiet  # noqa: F401
 
 
@@ -44,6 +46,11 @@ def _platform_option(word: str) -> dict | None:
     import re
 
     return {"platform": check_platform(word)} if re.fullmatch(r"r[kv]\d+\w*", word) else None
+
+
+def check_qconfig(qconfig: dict) -> None:
+    """Every RKNN value of ``qconfig`` checked before the export (the platform, dtypes, ``batch``, ...)."""
+    resolve_qconfig(qconfig, calibrated=str((qconfig or {}).get("precision") or "").lower() == "int8")
 
 
 SPEC = BackendSpec(
@@ -69,4 +76,9 @@ SPEC = BackendSpec(
     "simulator's, and its timings say nothing about the NPU, so RKNN is not benchmarked here.",
     target_option=_platform_option,
     output_convention="rknn_model_zoo",  # three stride-ordered outputs with the sigmoid applied
+    # a batch of N per call is compiled from the batch-1 graph (rknn_batch_size), only when asked for: the
+    # simulator runs such a model image by image inside and took 1.2x (N=4) to 1.4x (N=8) the CPU time
+    # per image of the batch-1 model, outputs bit-identical (docs/notes/2026-11-30-rknn-batch.md), so the
+    # port validates the batch-1 .rknn a board runs per frame, one image per call
+    batch_compiled=True,
 )

@@ -31,12 +31,14 @@ def onnx_input_shape(onnx_path) -> list[int]:
 
 @dataclass
 class BuildRecipe:
-    """Everything that makes one RKNN model: paths are inside the artifact's build folder."""
+    """Everything that makes one RKNN model: paths are inside the artifact's build folder; ``batch``: the
+    images per ``inference`` call compiled in (``rknn_batch_size``; the graph itself has batch 1)."""
 
     onnx: Path
     q: dict
     dataset: Path | None
     work: Path
+    batch: int = 1
 
 
 def hybrid_layers_for(recipe: BuildRecipe, cfg_text: str) -> dict:
@@ -62,6 +64,7 @@ def make_rknn(recipe: BuildRecipe, log: ToolkitLog):
     ``(rknn, info)`` with the hybrid layers actually used."""
     RKNN = _import_rknn()
     q = recipe.q
+    batch_size = recipe.batch if recipe.batch > 1 else None  # the toolkit's default (None) is batch 1
     info: dict = {"hybrid_layers": {}}
     with quiet(log):
         rk = RKNN(verbose=False)
@@ -69,14 +72,16 @@ def make_rknn(recipe: BuildRecipe, log: ToolkitLog):
         call("config", rk.config, log=log, **config_kwargs(q))
         call("load_onnx", rk.load_onnx, log=log, model=str(recipe.onnx))
         if not needs_hybrid(recipe):
-            call("build", rk.build, log=log, do_quantization=q["do_quantization"], dataset=str(recipe.dataset) if recipe.dataset else None)
+            call("build", rk.build, log=log, do_quantization=q["do_quantization"],
+                 dataset=str(recipe.dataset) if recipe.dataset else None, rknn_batch_size=batch_size)
             return rk, info
         hdir = recipe.work / "hybrid"
         if hdir.exists():
             shutil.rmtree(hdir)
         hdir.mkdir(parents=True)
         with _cwd(hdir):
-            call("hybrid_quantization_step1", rk.hybrid_quantization_step1, log=log, dataset=str(recipe.dataset), proposal=False)
+            call("hybrid_quantization_step1", rk.hybrid_quantization_step1, log=log, dataset=str(recipe.dataset),
+                 rknn_batch_size=batch_size, proposal=False)
         stem = recipe.onnx.stem
         cfg = hdir / f"{stem}.quantization.cfg"
         if not cfg.is_file():
@@ -114,7 +119,8 @@ def build(model, onnx_path, head: HeadSpec, out_dir, calibration, qconfig: dict 
     """Build ``out_dir/model.rknn`` from ``onnx_path`` (not modified); returns the artifact path.
 
     Float (``precision`` fp16/fp32, computed in float16) or int8 (calibrated on ``calibration``'s
-    letterboxed images). ``out_dir/model.rknn.build/`` keeps the source ONNX, calibration PNGs,
+    letterboxed images). ``qconfig['batch']`` N > 1 compiles N images per inference call into the
+    ``.rknn`` (``rknn_batch_size``) from the batch-1 graph; the default is 1, what a board runs per frame. ``out_dir/model.rknn.build/`` keeps the source ONNX, calibration PNGs,
     ``dataset.txt``, hybrid files and the toolkit's log, so the simulator can rebuild the model.
     """
     out_dir = Path(out_dir).resolve()  # the toolkit runs hybrid steps inside the build folder
@@ -133,7 +139,8 @@ def build(model, onnx_path, head: HeadSpec, out_dir, calibration, qconfig: dict 
         raise YoloportError("int8 RKNN needs calibration images (--calib)")
     shape = onnx_input_shape(onnx_path)
     if shape[0] != 1:
-        raise YoloportError(f"export the ONNX with batch 1 for RKNN (got batch {shape[0]}); the runner loops over a batch")
+        raise YoloportError(f"export the ONNX with batch 1 for RKNN (got batch {shape[0]}); a batch of N images per "
+                            "call is compiled from it (qconfig batch N, rknn_batch_size)")
     input_hw = (shape[2], shape[3])
     artifact = out_dir / ARTIFACT_NAME
     work = out_dir / (ARTIFACT_NAME + ".build")
@@ -143,7 +150,7 @@ def build(model, onnx_path, head: HeadSpec, out_dir, calibration, qconfig: dict 
     src = work / "source.onnx"
     shutil.copyfile(onnx_path, src)
     dataset = write_dataset(calibration, work, input_hw) if q["do_quantization"] else None
-    recipe = BuildRecipe(src, q, dataset, work)
+    recipe = BuildRecipe(src, q, dataset, work, q["batch"])
     log = ToolkitLog()
     t0 = time.perf_counter()
     try:
@@ -166,6 +173,7 @@ def build(model, onnx_path, head: HeadSpec, out_dir, calibration, qconfig: dict 
             "toolkit_version": package_version("rknn-toolkit2"),
             "config": config_kwargs(q),
             "do_quantization": q["do_quantization"],
+            "rknn_batch_size": q["batch"],
             "hybrid_layers": info["hybrid_layers"],
             "build_dir": work.name,
             "source_onnx": f"{work.name}/source.onnx",
@@ -177,7 +185,7 @@ def build(model, onnx_path, head: HeadSpec, out_dir, calibration, qconfig: dict 
         "convention": head.convention,
         "client_files": client_files,
     }
-    write_sidecar(artifact, sidecar_info(NAME, model, head, input_hw, 1, calibration, q, **extra))
+    write_sidecar(artifact, sidecar_info(NAME, model, head, input_hw, q["batch"], calibration, q, **extra))
     return artifact
 
 

@@ -39,6 +39,21 @@ DEFAULT_QCONFIG = {
 DEFAULT_HEAD_FP32 = "tail"  # int8: keep the head's arithmetic after the Detect convs in float16
 
 
+def check_batch(value) -> int:
+    """A build's ``batch``: the images one ``inference`` call of the ``.rknn`` takes (rknn-toolkit2's
+    ``rknn_batch_size``), a whole number >= 1 (None: 1); anything else is a YoloportError."""
+    import numbers
+
+    if value is None:
+        return 1
+    whole = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if isinstance(value, str) and value.strip().isdigit():
+        value, whole = int(value.strip()), True
+    if not whole or int(value) < 1:
+        raise YoloportError(f"RKNN batch must be a whole number of images, 1 or more, got {value!r}")
+    return int(value)
+
+
 def check_platform(name) -> str:
     """A ``--platform`` value -> the toolkit's platform name, or a YoloportError naming the choices."""
     p = str(name or "").strip().lower()
@@ -95,7 +110,7 @@ def _hybrid_dict(hybrid) -> dict:
 def resolve_qconfig(qconfig: dict | None, calibrated: bool) -> dict:
     """Validate the RKNN keys of ``qconfig`` (``platform``/``target_platform``, ``quantized_dtype``,
     ``quantized_algorithm``, ``quantized_method``, ``optimization_level``, ``hybrid``, ``head_fp32``,
-    ``exclude``, ``precision``) and fill defaults. Returns a new dict; ``do_quantization`` is True when
+    ``exclude``, ``precision``, ``batch``) and fill defaults. Returns a new dict; ``do_quantization`` is True when
     ``precision`` is ``int8`` (default: when calibration is given)."""
     q = dict(qconfig or {})
     out = dict(DEFAULT_QCONFIG)
@@ -118,6 +133,7 @@ def resolve_qconfig(qconfig: dict | None, calibrated: bool) -> dict:
         raise YoloportError(f"RKNN optimization_level must be 0..3, got {out['optimization_level']!r}")
     out["optimization_level"] = level
     out["hybrid"] = _hybrid_dict(out.get("hybrid"))
+    out["batch"] = check_batch(q.get("batch"))
     scope = scope_from_qconfig(out, DEFAULT_HEAD_FP32)
     out.update(float_scope=scope.to_dict(), head_fp32=scope.head, exclude=list(scope.nodes))
     return out

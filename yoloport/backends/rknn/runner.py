@@ -4,28 +4,36 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from ...errors import YoloportError
 from ...ops.postprocess import HeadSpec
 from ..base import Runner, model_fingerprint, read_sidecar
 from .build import _LIVE, BuildRecipe, _live_key, make_rknn
-from .options import ARTIFACT_NAME, NAME, check_platform, resolve_qconfig
+from .options import ARTIFACT_NAME, NAME, check_batch, check_platform, resolve_qconfig
 from .toolkit import ToolkitLog, _import_rknn, call, quiet
 from ...data.letterbox import input_multiple
 
 
 class RknnRunner(Runner):
     """The RKNN simulator (``target=None``) or a board (``target='rk3588'``, ``device_id``) behind the
-    Runner interface: float32 NCHW 0..1 in, the head outputs of the export mode as float32 out."""
+    Runner interface: float32 NCHW 0..1 in, the head outputs of the export mode as float32 out.
+
+    ``batch``: the images one ``inference`` call takes (the ``.rknn``'s ``rknn_batch_size``, 1 unless the
+    build asked for more). A batch-1 model runs a batch image by image (``self.batch`` None: validation
+    groups images as it likes); a batch-N model in calls of N images, the last one padded with zeros and
+    the padding's outputs dropped (``self.batch`` N)."""
 
     backend = NAME
 
-    def __init__(self, rk, head: HeadSpec, input_hw, target=None, platform: str | None = None, stride: int = 32, log=None):
+    def __init__(self, rk, head: HeadSpec, input_hw, target=None, platform: str | None = None, stride: int = 32, log=None,
+                 batch: int = 1):
         self.rk = rk
         self.head = head
         self.input_hw = tuple(input_hw)
-        self.batch = None  # the graph takes one image; a batch is run image by image
+        self.images_per_call = check_batch(batch)
+        self.batch = self.images_per_call if self.images_per_call > 1 else None
         self.stride = stride
         self.target = target
         self.platform = platform
@@ -33,19 +41,31 @@ class RknnRunner(Runner):
 
     @staticmethod
     def to_runtime_input(images: np.ndarray) -> np.ndarray:
-        """float32 ``[B,3,H,W]`` RGB 0..1 -> uint8 ``[B,H,W,3]`` RGB 0..255 (what the board receives)."""
-        x = np.clip(np.rint(np.asarray(images, dtype=np.float32) * 255.0), 0, 255).astype(np.uint8)
-        return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+        """float32 ``[B,3,H,W]`` RGB 0..1 -> uint8 ``[B,H,W,3]`` RGB 0..255 (what the board receives): each
+        value times 255, rounded to the nearest integer and saturated to 0..255, written plane by plane into
+        the NHWC result (OpenCV's saturating multiply; one reused float buffer, where values above 1 are
+        first cut to 1, since OpenCV's rounding wraps products beyond the int range to 0). The same bytes as
+        ``clip(rint(x * 255), 0, 255)`` for every value :func:`~yoloport.data.letterbox.preprocess` makes
+        (the 1/255 grid) and off it except at exact float32 half-way products (OpenCV multiplies in double)."""
+        x = np.ascontiguousarray(images, dtype=np.float32)
+        b, c, h, w = x.shape
+        out = np.empty((b, h, w, c), np.uint8)
+        capped = np.empty((c, h, w), np.float32)
+        for i in range(b):
+            np.minimum(x[i], 1.0, out=capped)
+            cv2.merge([cv2.multiply(capped[k], 255.0, dtype=cv2.CV_8U) for k in range(c)], dst=out[i])
+        return out
+
+    def infer_uint8(self, x: np.ndarray) -> list[np.ndarray]:
+        """One ``inference`` call on ``images_per_call`` uint8 NHWC images -> float32 head outputs."""
+        outs = call("inference", self.rk.inference, log=self.log, inputs=[x], data_format="nhwc")
+        return [np.asarray(o, dtype=np.float32) for o in outs]
 
     def __call__(self, images: np.ndarray) -> list[np.ndarray]:
-        from ..registry import check_input
+        from ..registry import call_fixed_batch, check_input
 
         x = self.to_runtime_input(check_input(images, self.input_hw, self.backend))
-        per_image = []
-        for i in range(x.shape[0]):
-            outs = call("inference", self.rk.inference, log=self.log, inputs=[x[i : i + 1]], data_format="nhwc")
-            per_image.append([np.asarray(o, dtype=np.float32) for o in outs])
-        return [np.concatenate([o[j] for o in per_image], 0) for j in range(len(per_image[0]))]
+        return call_fixed_batch(self.infer_uint8, x, self.images_per_call)
 
     def close(self) -> None:
         if self.rk is not None:
@@ -78,9 +98,16 @@ def load(artifact, model=None, target: str | None = None, device_id: str | None 
             rk = RKNN(verbose=False)
         call("load_rknn", rk.load_rknn, str(artifact), log=log)
         call("init_runtime", rk.init_runtime, log=log, target=platform, device_id=device_id)
-        return RknnRunner(rk, head, info["input_hw"], target=platform, platform=platform, stride=stride, log=log)
+        return RknnRunner(rk, head, info["input_hw"], target=platform, platform=platform, stride=stride, log=log,
+                          batch=artifact_batch(info))
     rk = open_simulator(artifact, info, log)
-    return RknnRunner(rk, head, info["input_hw"], target=None, platform=info.get("platform"), stride=stride, log=log)
+    return RknnRunner(rk, head, info["input_hw"], target=None, platform=info.get("platform"), stride=stride, log=log,
+                      batch=artifact_batch(info))
+
+
+def artifact_batch(info: dict) -> int:
+    """The images per ``inference`` call of the ``.rknn`` a sidecar describes (its ``batch``; 1 when unset)."""
+    return check_batch(info.get("batch") or 1)
 
 
 def open_simulator(artifact: Path, info: dict, log: ToolkitLog):
@@ -99,6 +126,6 @@ def open_simulator(artifact: Path, info: dict, log: ToolkitLog):
         q = resolve_qconfig(info.get("qconfig"), calibrated=bool(ds))
         if q["do_quantization"] and not (ds and (artifact.parent / ds).is_file()):
             raise YoloportError(f"{artifact}: the simulator rebuild needs the calibration list {ds} (missing)")
-        rk, _ = make_rknn(BuildRecipe(src, q, artifact.parent / ds if ds else None, work), log)
+        rk, _ = make_rknn(BuildRecipe(src, q, artifact.parent / ds if ds else None, work, artifact_batch(info)), log)
     call("init_runtime", rk.init_runtime, log=log, target=None)
     return rk
