@@ -154,7 +154,7 @@ def main(argv=None) -> int:
     calibration = load_calibration(a.calib, a.calib_n, hw, input_multiple(model.stride), warn=lambda m: print(f"warning: {m}"))
     x = next(iter(calibration))
     doc = {"machine": machine_info(), "threads": t, "weights": Path(a.weights).name, "size": a.size}
-    profiles = {}
+    profiles, graph_macs = {}, {}  # per runtime: its profile and the MACs of the graph it was built from
     with tempfile.TemporaryDirectory(prefix="yoloport-convs-") as tmp:
         work = Path(tmp)
         ort_stem = get_spec("onnxruntime").focus_to_conv if a.focus_to_conv is None else a.focus_to_conv
@@ -167,6 +167,7 @@ def main(argv=None) -> int:
         qdq = work / "qdq-pc.onnx"
         quantize_variant(prep, qdq, calibration, *VARIANTS["qdq-pc"])
         profiles["onnxruntime int8 (qdq-pc, all int8)"] = ob.profile_run(qdq, x, runs=a.runs, threads=t)
+        graph_macs["onnxruntime int8 (qdq-pc, all int8)"] = macs
         if not a.no_openvino:
             from yoloport.backends import openvino_backend as vb
 
@@ -174,6 +175,7 @@ def main(argv=None) -> int:
                                 export_options={"focus_to_conv": a.focus_to_conv})
             art = build("openvino", model, export, work / "ov-int8", calibration, {"precision": "int8", "head_fp32": "none"})
             profiles["openvino int8 (NNCF, all int8)"] = vb.profile_run(art, x, runs=a.runs, threads=t)
+            graph_macs["openvino int8 (NNCF, all int8)"] = conv_macs(export.path)  # its own stem (Focus or Conv)
     after = ceiling()
     ceil = (before + after) / 2
     print(f"{doc['weights']} {a.size}x{a.size}, {t} threads: {sum(macs.values()) / 1e9:.2f} GMAC in {len(macs)} convolutions; "
@@ -181,7 +183,7 @@ def main(argv=None) -> int:
           f"load average {os.getloadavg()[0]:.2f} (1 min) at the end")
     doc.update(ceiling_gmac_s={"before": before, "after": after}, tables={})
     for label, prof in profiles.items():
-        tab = conv_table(prof, macs, ceil)
+        tab = conv_table(prof, graph_macs[label], ceil)
         doc["tables"][label] = tab
         print_table(label, tab, a.top)
     if a.json:
