@@ -1,7 +1,8 @@
 """What exporting a v5.0 Focus stem as its equivalent Conv buys (each backend's ``SPEC.focus_to_conv``): each backend's
 artifact built twice from one checkpoint, with the stem's strided slices (``focus``) and as one 6x6
 stride-2 Conv (``conv``), timed round-robin (:func:`yoloport.analysis.bench.time_interleaved`, every
-configuration at the same thread count) and compared output for output on real images.
+configuration at the same thread count; one round-robin per runtime, since ONNX Runtime's intra-op threads
+spin after a run and slow whatever runs next in the process) and compared output for output on real images.
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_focus_stem.py --weights yolov5s-v5.0 --threads 2
 
@@ -128,11 +129,15 @@ def main(argv=None) -> int:
                 for label, r in pair.items():
                     runners[f"{backend}/{precision}/{label}"] = r
         x = images[0][None]
-        timing = time_interleaved({k: (lambda r=r: r(x)) for k, r in runners.items()}, a.warmup, a.repeat, a.threads)
-    res = timing["results"]
-    print(f"{a.weights} {hw[1]}x{hw[0]}, batch 1, threads {a.threads}, {a.repeat} rounds round-robin; "
-          f"load {timing['load_before'].get('load1')} -> {timing['load_after'].get('load1')}, "
-          f"other processes' CPU share {timing['other_cpu_share']}")
+        timings, res = {}, {}
+        for backend in a.backends:  # one round-robin per runtime: ORT's spinning threads would slow the next runtime
+            calls = {k: (lambda r=r: r(x)) for k, r in runners.items() if k.startswith(backend + "/")}
+            timings[backend] = time_interleaved(calls, a.warmup, a.repeat, a.threads)
+            res.update(timings[backend]["results"])
+    for backend, timing in timings.items():
+        print(f"{a.weights} {hw[1]}x{hw[0]}, batch 1, threads {a.threads}, {backend}: {a.repeat} rounds round-robin; "
+              f"load {timing['load_before'].get('load1')} -> {timing['load_after'].get('load1')}, "
+              f"other processes' CPU share {timing['other_cpu_share']}")
     print(f"{'backend/precision':<22} {'focus min/med ms':>18} {'conv min/med ms':>18} {'speed-up min/med':>17} "
           f"{'cpu focus/conv':>15} {'max rel diff':>12} {'SQNR focus/conv dB':>19} same dets")
     for row in report["rows"]:
@@ -143,7 +148,7 @@ def main(argv=None) -> int:
         print(f"{key:<22} {f['min_ms']:8.2f}/{f['median_ms']:8.2f} {c['min_ms']:8.2f}/{c['median_ms']:8.2f} "
               f"{row['speedup_min']:7.3f}x/{row['speedup_median']:6.3f}x {f['min_cpu_ms']:7.1f}/{c['min_cpu_ms']:6.1f} "
               f"{row['max_rel_diff']:12.2e} {row['sqnr_focus_db']:9.2f}/{row['sqnr_conv_db']:<9.2f} {row['same_detections']}")
-    report["timing"] = {k: v for k, v in timing.items() if k != "results"}
+    report["timing"] = {b: {k: v for k, v in t.items() if k != "results"} for b, t in timings.items()}
     if a.json:
         for row in report["rows"]:
             for k in ("focus", "conv"):
