@@ -277,3 +277,11 @@ def test_session_options_are_the_runners_and_the_profilers():
     assert so.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     assert ob.OPT_LEVELS == ("all", "extended", "basic", "none")
     assert {ob.session_options(1, k).graph_optimization_level for k in ob.OPT_LEVELS} == set(ob.GRAPH_OPTIMIZATION.values())
+
+
+def test_unknown_graph_optimisation_is_one_clear_error():
+    """The runner's ``graph_optimization`` is checked like the profiler's ``--opt-level`` (was a bare KeyError)."""
+    from yoloport.errors import YoloportError
+
+    with pytest.raises(YoloportError, match="must be one of all, extended, basic, none"):
+        ob.session_options(1, "fastest")

@@ -104,6 +104,20 @@ def test_to_runtime_input_rounds_and_saturates_like_numpy():
     np.testing.assert_array_equal(u8, want)
 
 
+@pytest.mark.parametrize("batch", [1, 4])
+def test_client_readme_says_the_compiled_batch(batch, tmp_path):
+    """The README written next to the ``.rknn`` for rknn_model_zoo's client says how many images a call
+    takes when the build compiled more than one."""
+    from yoloport.backends.rknn.build import write_convention_files
+    from yoloport.ops.postprocess import HeadSpec
+
+    head = HeadSpec.from_model(signal_model(), "raw", sigmoid_applied=True, convention="rknn_model_zoo")
+    files = write_convention_files(tmp_path, head, HW, batch)
+    text = (tmp_path / files["readme"]).read_text()
+    assert "uint8 RGB NHWC" in text
+    assert ("4 images per call ([4, H, W, 3])" in text) == (batch == 4)
+
+
 def test_batched_build_of_the_embedded_model_matches_batch1(tmp_path):
     """``build_artifact(batch=4)`` exports batch 1, compiles 4 images per call (sidecar batch 4) and its
     float16 outputs equal the batch-1 artifact's on 5 images (a remainder call); the default stays batch 1."""

@@ -120,7 +120,10 @@ OPT_LEVELS = tuple(GRAPH_OPTIMIZATION)
 def session_options(threads: int | None, graph_optimization: str) -> ort.SessionOptions:
     """Session options of the runner and the profiler: ``threads`` intra-op threads and one inter-op thread
     when ``threads`` is given (ORT's defaults otherwise), the level named ``graph_optimization`` (a key of
-    :data:`GRAPH_OPTIMIZATION`; another is a KeyError)."""
+    :data:`GRAPH_OPTIMIZATION`; another is one YoloportError)."""
+    if graph_optimization not in GRAPH_OPTIMIZATION:
+        raise YoloportError(f"onnxruntime graph optimisation must be one of {', '.join(OPT_LEVELS)}, "
+                            f"got {graph_optimization!r}")
     so = ort.SessionOptions()
     if threads:
         so.intra_op_num_threads = int(threads)

@@ -164,7 +164,7 @@ def build(model, onnx_path, head: HeadSpec, out_dir, calibration, qconfig: dict 
     _LIVE[_live_key(artifact)] = rk
     from ..registry import sidecar_info
 
-    client_files = write_convention_files(out_dir, head, input_hw)
+    client_files = write_convention_files(out_dir, head, input_hw, int(q["batch"]))
 
     extra = {
         "platform": q["platform"],
@@ -178,7 +178,7 @@ def build(model, onnx_path, head: HeadSpec, out_dir, calibration, qconfig: dict 
             "build_dir": work.name,
             "source_onnx": f"{work.name}/source.onnx",
             "dataset": f"{work.name}/dataset.txt" if dataset else None,
-            "runtime_input": RUNTIME_INPUT,
+            "runtime_input": runtime_input(int(q["batch"])),
             "simulator": "rebuilt from source_onnx + config + dataset at load (a .rknn file runs only on a board)",
             "build_seconds": round(build_s, 2),
         },
@@ -192,16 +192,23 @@ def build(model, onnx_path, head: HeadSpec, out_dir, calibration, qconfig: dict 
 RUNTIME_INPUT = "uint8 RGB NHWC 0..255 (normalisation /255 inside the model)"
 
 
-def write_convention_files(out_dir: Path, head: HeadSpec, input_hw) -> dict:
+def runtime_input(batch: int = 1) -> str:
+    """What the ``.rknn`` takes per inference call, as its client README says: :data:`RUNTIME_INPUT`, with
+    the compiled batch when it is more than one image."""
+    return RUNTIME_INPUT if batch == 1 else f"{batch} images per call ([{batch}, H, W, 3]), {RUNTIME_INPUT}"
+
+
+def write_convention_files(out_dir: Path, head: HeadSpec, input_hw, batch: int = 1) -> dict:
     """What the client of the head's convention reads next to the ``.rknn`` (rknn_model_zoo: anchors
-    file, class names, README with the command); ``{}`` for a convention without client files."""
+    file, class names, README with the command and, for a batch-N build, the batch it takes);
+    ``{}`` for a convention without client files."""
     from ...deploy.conventions import CONVENTIONS, write_client_files
     from ...deploy.onnx_meta import PREPROCESS
 
     conv = CONVENTIONS.get(head.convention or "")
     if conv is None or not (conv.anchors_file or conv.names_file):
         return {}
-    return write_client_files(conv, out_dir, ARTIFACT_NAME, head, input_hw, PREPROCESS, RUNTIME_INPUT)
+    return write_client_files(conv, out_dir, ARTIFACT_NAME, head, input_hw, PREPROCESS, runtime_input(batch))
 
 
 def _live_key(artifact) -> tuple:
