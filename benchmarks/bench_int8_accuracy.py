@@ -18,7 +18,10 @@ calibration images themselves; ``--distill-steps``, ``--distill-batch``). fp32 i
 Runtime fp32 at the same fixed letterbox (the same mAP as torch, measured). Each (row, calibration size)
 is built once per seed; the table gives the mean drop, each seed's drop and the spread (max - min).
 Every drop carries its 95% paired-bootstrap interval over the validation images
-(:func:`yoloport.analysis.bootstrap.paired_bootstrap_drop`). Numbers, not asserts: never a test.
+(:func:`yoloport.analysis.bootstrap.paired_bootstrap_drop`), and every spread over calibration seeds the
+paired interval of the best seed's build against the worst's on the same images
+(:func:`yoloport.analysis.bootstrap.seed_spread`): ``noise`` when the reporting images cannot tell them apart.
+Numbers, not asserts: never a test.
 """
 from __future__ import annotations
 
@@ -193,7 +196,7 @@ def main(argv=None) -> int:
     calib_src = a.calib or f"{fx / 'coco-extra' / 'coco-extra.yaml'}:train"
     vals = a.val or [str(fx / "coco-extra" / "coco-extra.yaml"), str(fx / "coco128" / "coco128.yaml")]
     ptq_options = {"adaround": {"iters": a.adaround_iters}}
-    results = []
+    results, stats_by = [], {}  # stats_by: {group key: {seed: per-image stats}} for the seed-spread intervals
     for wk in a.weights:
         wpath = str(fx / WEIGHTS[wk]) if wk in WEIGHTS else wk
         model = load_model(wpath)
@@ -240,39 +243,63 @@ def main(argv=None) -> int:
                                    "build_s": round(build_s, 1), "eval_s": round(eval_s, 1), "reused": reused is not None,
                                    "bootstrap_ci": bootstrap_interval(ref[v].get("stats"), r.get("stats"))}
                             results.append(rec)
+                            if r.get("stats") is not None:
+                                stats_by.setdefault(group_key(rec), {})[seed] = r["stats"]
                             write_json(a.json, a, results)  # after every record: a killed run keeps what it measured
                             print(f"{rec['weights']} {backend:<11} {row:<16} n={n:<4} seed={seed} {rec['val']:<11} "
                                   f"mAP50-95 {r['mAP50_95']:.4f}  drop {drop:+.2f} pt  build {build_s:.0f}s eval {eval_s:.0f}s", flush=True)
-    print_table(results)
-    write_json(a.json, a, results)
+    spreads = seed_spreads(stats_by)
+    print_table(results, spreads)
+    write_json(a.json, a, results, spreads)
     return 0
 
 
-def write_json(path, args, results: list[dict]) -> None:
-    """The arguments and results so far as JSON at ``path`` (nothing when ``path`` is empty)."""
+def group_key(rec: dict) -> tuple:
+    """The rows one spread is taken over: same weights, size, backend, row, calibration size and reporting set."""
+    return (rec["weights"], tuple(rec["img_size"]), rec["backend"], rec["row"], rec["calib_n"], rec["val"])
+
+
+def seed_spreads(stats_by: dict) -> dict:
+    """``{group key: seed_spread(...)}`` for every group validated with two or more calibration seeds: whether
+    the builds differ by more than the reporting images resolve (:func:`yoloport.analysis.bootstrap.seed_spread`)."""
+    from yoloport.analysis.bootstrap import seed_spread
+
+    return {k: seed_spread(v) for k, v in stats_by.items() if len(v) >= 2}
+
+
+def write_json(path, args, results: list[dict], spreads: dict | None = None) -> None:
+    """The arguments and results so far (and the seed-spread intervals, at the end) as JSON at ``path``
+    (nothing when ``path`` is empty)."""
     if path:
         from yoloport.io.atomic import atomic_write
 
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        text = json.dumps({"args": vars(args), "results": results}, indent=2, default=str)
+        doc = {"args": vars(args), "results": results}
+        if spreads:
+            doc["seed_spreads"] = [{"group": list(k), **v} for k, v in spreads.items()]
+        text = json.dumps(doc, indent=2, default=str)
         atomic_write(path, lambda f: f.write(text.encode()))  # a kill mid-write leaves the previous records whole
 
 
-def print_table(results: list[dict]) -> None:
-    """One line per (weights, size, backend, row, calib n, val set): mean drop, per-seed drops, spread."""
+def print_table(results: list[dict], spreads: dict | None = None) -> None:
+    """One line per (weights, size, backend, row, calib n, val set): mean drop, per-seed drops, spread (with
+    the paired interval of best vs worst seed, ``noise`` when it holds 0), then the interval per seed."""
     groups: dict[tuple, list[dict]] = {}
     for r in results:
-        groups.setdefault((r["weights"], tuple(r["img_size"]), r["backend"], r["row"], r["calib_n"], r["val"]), []).append(r)
+        groups.setdefault(group_key(r), []).append(r)
     print()
     print(f"{'weights':<18} {'size':<8} {'backend':<11} {'row':<16} {'n':>4} {'val':<11} {'drop pt':>8} "
-          f"{'seeds':<22} {'spread':>6}  95% interval per seed (paired bootstrap)")
-    for (wk, size, backend, row, n, val), rs in groups.items():
+          f"{'seeds':<22} {'spread':>6} {'spread 95% (best vs worst)':<28} 95% interval per seed (paired bootstrap)")
+    for key, rs in groups.items():
+        wk, size, backend, row, n, val = key
+        sp = (spreads or {}).get(key)
+        sp_txt = "-" if sp is None else f"[{sp['low']:+.2f}, {sp['high']:+.2f}]" + (" noise" if sp["within_noise"] else "")
         drops = [r["drop_points"] for r in rs]
         spread = max(drops) - min(drops) if len(drops) > 1 else float("nan")
         cis = " ".join("-" if r["bootstrap_ci"] is None else f"[{r['bootstrap_ci'][0]:+.2f}, {r['bootstrap_ci'][1]:+.2f}]"
                        for r in rs)
         print(f"{wk:<18} {size[0]}x{size[1]:<4} {backend:<11} {row:<16} {n:>4} {val:<11} {statistics.mean(drops):>+8.2f} "
-              f"{' '.join(f'{d:+.2f}' for d in drops):<22} {spread:>6.2f}  {cis}")
+              f"{' '.join(f'{d:+.2f}' for d in drops):<22} {spread:>6.2f} {sp_txt:<28} {cis}")
 
 
 if __name__ == "__main__":

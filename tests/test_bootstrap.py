@@ -97,6 +97,22 @@ def test_seed_gives_reproducible_intervals():
     assert a == b and (a["low"], a["high"]) != (c["low"], c["high"]) and a["drop"] == c["drop"]
 
 
+def test_seed_spread_is_within_noise_for_rounding_flips_and_beyond_it_for_a_real_loss():
+    """Builds that differ by a few flipped detections: a spread inside noise; a build that lost half its
+    images' detections: beyond it. The spread is the best build's mAP minus the worst's, whatever the order."""
+    base = good_stats(120, seed=5)
+    flipped = emptied(base, 2 / 120)  # two images lose their detections
+    lost = emptied(base, 0.5)
+    small = bs.seed_spread({0: base, 1: flipped, 2: base})
+    assert small["best_seed"] in (0, 2) and small["worst_seed"] == 1 and small["n_seeds"] == 3
+    assert small["spread"] == pytest.approx(100 * (map_of(base)[1] - map_of(flipped)[1]))
+    assert small["spread"] > 0 and small["within_noise"]
+    big = bs.seed_spread({7: lost, 3: base})
+    assert (big["best_seed"], big["worst_seed"]) == (3, 7) and big["low"] > 0 and not big["within_noise"]
+    with pytest.raises(YoloportError, match="two calibration seeds"):
+        bs.seed_spread({0: base})
+
+
 def test_unpaired_or_empty_stats_are_refused():
     ref = synthetic_stats(n_img=5)
     with pytest.raises(YoloportError, match="not paired"):

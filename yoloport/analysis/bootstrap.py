@@ -237,6 +237,24 @@ def paired_bootstrap_drop(ref_stats: list[ImageStats], q_stats: list[ImageStats]
             "metric": "mAP50_95", "seed": seed, "mAP50": _interval((r50 - q50) * 100, (rb50 - qb50) * 100, confidence)}
 
 
+def seed_spread(stats_by_seed: dict, n_boot: int = 1000, seed: int = 0, confidence: float = 0.95) -> dict:
+    """Whether int8 builds calibrated on different samples differ by more than evaluation noise.
+
+    ``stats_by_seed``: ``{calibration seed: image stats}`` of two or more builds validated on the same images.
+    The spread (points) is the best build's mAP@0.5:0.95 minus the worst's; its interval comes from
+    :func:`paired_bootstrap_drop` of the worst against the best on the same resampled images. Picking the
+    extremes first makes the interval lean towards "beyond noise", so ``within_noise`` (the interval holds 0)
+    is a conservative verdict: the builds' differences are no larger than what the reporting images resolve.
+    Returns ``{spread, low, high, within_noise, best_seed, worst_seed, n_seeds, n_images}``."""
+    if len(stats_by_seed) < 2:
+        raise YoloportError(f"a spread needs at least two calibration seeds, got {len(stats_by_seed)}")
+    maps = {k: map_of(v)[1] for k, v in stats_by_seed.items()}
+    best, worst = max(maps, key=maps.get), min(maps, key=maps.get)
+    r = paired_bootstrap_drop(stats_by_seed[best], stats_by_seed[worst], n_boot, seed, confidence)
+    return {"spread": r["drop"], "low": r["low"], "high": r["high"], "within_noise": r["within_noise"],
+            "best_seed": best, "worst_seed": worst, "n_seeds": len(stats_by_seed), "n_images": r["n_images"]}
+
+
 def format_drop(ci: dict, nd: int = 2) -> str:
     """``"0.42 [0.11, 0.80]"`` (points, the interval in brackets), ``" within noise"`` appended when it holds 0."""
     return f"{ci['drop']:.{nd}f} [{ci['low']:.{nd}f}, {ci['high']:.{nd}f}]" + (" within noise" if ci.get("within_noise") else "")
