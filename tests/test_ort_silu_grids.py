@@ -277,3 +277,39 @@ def test_grids_fall_back_where_they_cannot_act():
     with pytest.raises(YoloportError, match="act_type"):
         resolve_qconfig({"act_type": "int8", "preact_range": "silu_zero"})
     assert all(resolve_qconfig({})[k] == DEFAULT_QCONFIG[k] for k in sg.GRID_CHOICES)
+
+
+def coarse_unit_preactivations(n: int = 1_000_000, seed: int = 0) -> np.ndarray:
+    """A first-layer-like Conv output: N(0, 1) body, 0.2% spread over U(-30, 30) and two outliers at 80, so
+    MinMax's Mul grid is coarse (step ~0.31: a high zero floor) and the chosen upper end narrows it."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0.0, 1.0, n)
+    tail = rng.random(n) < 0.002
+    x[tail] = rng.uniform(-30.0, 30.0, tail.sum())
+    x[:2] = 80.0
+    return x
+
+
+@pytest.mark.parametrize("mul_range", ["reachable", "mse"])
+def test_silu_zero_floor_follows_the_chosen_mul_grid(mul_range, monkeypatch):
+    """With a chosen Mul grid, silu_zero's lower end must sit at or below the zero floor of *that* grid
+    (finer than MinMax's here, so its floor is lower): the floor of MinMax's Mul step would let clipped
+    pre-activations leave the unit further from 0 than the margin allows."""
+    x = coarse_unit_preactivations()
+    centers, counts = histogram(x)
+    unit = sg.SiluUnit("x", "s", "m")
+    monkeypatch.setattr(sg, "silu_units", lambda model: [unit])
+    monkeypatch.setattr(sg, "collect_histograms", lambda path, feeds, tensors, bins=sg.HIST_BINS: {"x": (centers, counts)})
+    options = {"preact_range": "silu_zero", "sigmoid_range": "minmax", "mul_range": mul_range}
+    chosen = sg.silu_grid_ranges("unused.onnx", None, lambda: [], options)
+    s_range = (float(sg.sigmoid(centers[counts > 0].min())), float(sg.sigmoid(centers[counts > 0].max())))
+    minmax_step = float(sg.uint8_grid(sg.silu(x).min(), sg.silu(x).max())[0])
+    mul_step = float(sg.uint8_grid(*chosen["m"])[0])
+    floor = sg.zero_floor(mul_step, s_range)
+    assert floor < sg.zero_floor(minmax_step, s_range), "the case needs a chosen Mul grid with a lower floor"
+    scale, zp = sg.uint8_grid(*chosen["x"])
+    grid_lo = -float(zp) * float(scale)  # where the Conv output's grid clips
+    assert chosen["x"][0] <= floor and grid_lo <= floor + 1e-9
+    m, _ = sg.unit_outputs(np.array([grid_lo]), chosen["x"], s_range)  # a clipped element, as the unit computes it
+    assert abs(float(m[0])) <= sg.ZERO_MARGIN * mul_step / 2
+    assert sg.fake_quant(m, *chosen["m"])[0] == 0.0
