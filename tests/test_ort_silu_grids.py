@@ -313,3 +313,37 @@ def test_silu_zero_floor_follows_the_chosen_mul_grid(mul_range, monkeypatch):
     m, _ = sg.unit_outputs(np.array([grid_lo]), chosen["x"], s_range)  # a clipped element, as the unit computes it
     assert abs(float(m[0])) <= sg.ZERO_MARGIN * mul_step / 2
     assert sg.fake_quant(m, *chosen["m"])[0] == 0.0
+
+
+def test_silu_zero_floor_without_a_chosen_mul_grid_is_minmaxs():
+    """The default (Mul grid on MinMax): one search, with the floor of MinMax's Mul step, as before the fix."""
+    x = coarse_unit_preactivations()
+    centers, counts = histogram(x)
+    s_range = (float(sg.sigmoid(centers[counts > 0].min())), float(sg.sigmoid(centers[counts > 0].max())))
+    s_obs = sg.silu(centers[counts > 0])
+    floor = sg.zero_floor(float(sg.uint8_grid(s_obs.min(), s_obs.max())[0]), s_range)
+    chosen = sg.unit_grid_ranges(centers, counts, {"preact_range": "silu_zero", "sigmoid_range": "minmax", "mul_range": "minmax"})
+    assert set(chosen) == {"preact"}
+    assert chosen["preact"] == sg.silu_preact_range(centers, counts, lo_max=floor)
+
+
+def test_silu_zero_floor_settles_or_falls_back_to_the_sigmoids_zero():
+    """A Mul range that narrows on every try: the floor falls with each finer step until it reaches the floor of
+    a step of 0 (the rounded Sigmoid is 0 below it, so the unit outputs exactly 0 on any Mul grid), where it
+    settles; given fewer tries than that, it takes that floor directly."""
+    x = coarse_unit_preactivations()
+    centers, counts = histogram(x)
+    floor0 = sg.zero_floor(0.0, (0.0, 1.0))
+    assert floor0 < -6.2
+    for rounds in (sg.FLOOR_ROUNDS, 2):
+        tries = []
+
+        def narrowing(x_range):
+            tries.append(x_range)
+            return (-0.28, 80.0 / 2 ** len(tries))
+
+        lo, hi = sg.zero_preact_range(centers, counts, (0.0, 1.0), narrowing, rounds=rounds)
+        assert 2 <= len(tries) <= rounds
+        assert lo <= floor0
+        m, _ = sg.unit_outputs(np.array([lo, lo - 5.0]), (lo, hi), (0.0, 1.0))
+        assert np.all(m == 0)
