@@ -58,12 +58,17 @@ def main(argv=None) -> int:
     p.add_argument("--fp32", required=True, help="the float ONNX graph the artifacts were quantized from")
     p.add_argument("artifacts", nargs="+", help="label=int8 QDQ ONNX (one or two)")
     a = p.parse_args(argv)
+    if not all("=" in spec for spec in a.artifacts) or not 1 <= len(a.artifacts) <= 2:
+        raise SystemExit("artifacts: one or two label=path arguments")
+    arts = dict(spec.split("=", 1) for spec in a.artifacts)
+    missing = [f for f in [a.fp32, *arts.values()] if not Path(f).is_file()]
+    if missing:
+        raise SystemExit(f"no such file: {', '.join(missing)}")
     import onnx
 
     from yoloport.backends.onnxruntime_silu_grids import silu_units
 
     units = silu_units(onnx.load(a.fp32))
-    arts = dict(s.split("=", 1) for s in a.artifacts)
     grids = {label: activation_grids(path) for label, path in arts.items()}
     for label, g in grids.items():
         flagged = 0
