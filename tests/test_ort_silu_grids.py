@@ -277,3 +277,73 @@ def test_grids_fall_back_where_they_cannot_act():
     with pytest.raises(YoloportError, match="act_type"):
         resolve_qconfig({"act_type": "int8", "preact_range": "silu_zero"})
     assert all(resolve_qconfig({})[k] == DEFAULT_QCONFIG[k] for k in sg.GRID_CHOICES)
+
+
+def coarse_unit_preactivations(n: int = 1_000_000, seed: int = 0) -> np.ndarray:
+    """A first-layer-like Conv output: N(0, 1) body, 0.2% spread over U(-30, 30) and two outliers at 80, so
+    MinMax's Mul grid is coarse (step ~0.31: a high zero floor) and the chosen upper end narrows it."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0.0, 1.0, n)
+    tail = rng.random(n) < 0.002
+    x[tail] = rng.uniform(-30.0, 30.0, tail.sum())
+    x[:2] = 80.0
+    return x
+
+
+@pytest.mark.parametrize("mul_range", ["reachable", "mse"])
+def test_silu_zero_floor_follows_the_chosen_mul_grid(mul_range, monkeypatch):
+    """With a chosen Mul grid, silu_zero's lower end must sit at or below the zero floor of *that* grid
+    (finer than MinMax's here, so its floor is lower): the floor of MinMax's Mul step would let clipped
+    pre-activations leave the unit further from 0 than the margin allows."""
+    x = coarse_unit_preactivations()
+    centers, counts = histogram(x)
+    unit = sg.SiluUnit("x", "s", "m")
+    monkeypatch.setattr(sg, "silu_units", lambda model: [unit])
+    monkeypatch.setattr(sg, "collect_histograms", lambda path, feeds, tensors, bins=sg.HIST_BINS: {"x": (centers, counts)})
+    options = {"preact_range": "silu_zero", "sigmoid_range": "minmax", "mul_range": mul_range}
+    chosen = sg.silu_grid_ranges("unused.onnx", None, lambda: [], options)
+    s_range = (float(sg.sigmoid(centers[counts > 0].min())), float(sg.sigmoid(centers[counts > 0].max())))
+    minmax_step = float(sg.uint8_grid(sg.silu(x).min(), sg.silu(x).max())[0])
+    mul_step = float(sg.uint8_grid(*chosen["m"])[0])
+    floor = sg.zero_floor(mul_step, s_range)
+    assert floor < sg.zero_floor(minmax_step, s_range), "the case needs a chosen Mul grid with a lower floor"
+    scale, zp = sg.uint8_grid(*chosen["x"])
+    grid_lo = -float(zp) * float(scale)  # where the Conv output's grid clips
+    assert chosen["x"][0] <= floor and grid_lo <= floor + 1e-9
+    m, _ = sg.unit_outputs(np.array([grid_lo]), chosen["x"], s_range)  # a clipped element, as the unit computes it
+    assert abs(float(m[0])) <= sg.ZERO_MARGIN * mul_step / 2
+    assert sg.fake_quant(m, *chosen["m"])[0] == 0.0
+
+
+def test_silu_zero_floor_without_a_chosen_mul_grid_is_minmaxs():
+    """The default (Mul grid on MinMax): one search, with the floor of MinMax's Mul step, as before the fix."""
+    x = coarse_unit_preactivations()
+    centers, counts = histogram(x)
+    s_range = (float(sg.sigmoid(centers[counts > 0].min())), float(sg.sigmoid(centers[counts > 0].max())))
+    s_obs = sg.silu(centers[counts > 0])
+    floor = sg.zero_floor(float(sg.uint8_grid(s_obs.min(), s_obs.max())[0]), s_range)
+    chosen = sg.unit_grid_ranges(centers, counts, {"preact_range": "silu_zero", "sigmoid_range": "minmax", "mul_range": "minmax"})
+    assert set(chosen) == {"preact"}
+    assert chosen["preact"] == sg.silu_preact_range(centers, counts, lo_max=floor)
+
+
+def test_silu_zero_floor_settles_or_falls_back_to_the_sigmoids_zero():
+    """A Mul range that narrows on every try: the floor falls with each finer step until it reaches the floor of
+    a step of 0 (the rounded Sigmoid is 0 below it, so the unit outputs exactly 0 on any Mul grid), where it
+    settles; given fewer tries than that, it takes that floor directly."""
+    x = coarse_unit_preactivations()
+    centers, counts = histogram(x)
+    floor0 = sg.zero_floor(0.0, (0.0, 1.0))
+    assert floor0 < -6.2
+    for rounds in (sg.FLOOR_ROUNDS, 2):
+        tries = []
+
+        def narrowing(x_range):
+            tries.append(x_range)
+            return (-0.28, 80.0 / 2 ** len(tries))
+
+        lo, hi = sg.zero_preact_range(centers, counts, (0.0, 1.0), narrowing, rounds=rounds)
+        assert 2 <= len(tries) <= rounds
+        assert lo <= floor0
+        m, _ = sg.unit_outputs(np.array([lo, lo - 5.0]), (lo, hi), (0.0, 1.0))
+        assert np.all(m == 0)

@@ -69,7 +69,9 @@ DEFAULT_QCONFIG = {
     # -> +0.72 / +0.63 (docs/notes/2026-11-30-ort-silu-grids.md).
     "preact_range": "silu_zero",
     "sigmoid_range": "minmax",  # or unit: the SiLU's Sigmoid output on [0, 1]
-    "mul_range": "minmax",  # or mse / reachable: the SiLU's Mul output (measured within noise of minmax with silu_zero)
+    "mul_range": "minmax",  # or mse / reachable: the SiLU's Mul output (measured within noise of minmax with silu_zero;
+    # reachable, 3 seeds: yolov5s better, yolov5n coco-extra +0.12 worse; with sigmoid_range unit, mse was better
+    # at 640 on every set: docs/notes/2026-11-30-ort-reachable.md)
     # "shared": every Concat's inputs on the Concat output's grid, so QLinearConcat copies codes instead of
     # rounding them a second time (onnxruntime_concat_grid); "own": as quantize_static calibrates them.
     "concat_grid": "own",

@@ -21,6 +21,7 @@ only their grids move, chosen from a histogram of ``x`` over the calibration ima
   what the quantized unit feeds it (``q(x) * q(sigmoid(q(x)))`` on the chosen grids);
   ``"reachable"``: the range of those ``m`` over the histogram, no clipping (after a narrowed Conv
   output range MinMax would still span the float SiLU's larger maximum, which the unit can no longer reach).
+  With ``silu_zero`` the floor is taken from the Mul grid these choose, not MinMax's (:func:`zero_preact_range`).
 
 The grids follow ONNX Runtime's own uint8 rule (:func:`uint8_grid`) and reach ``quantize_static`` as
 ``TensorQuantOverrides`` (``rmin``/``rmax``), like :mod:`.onnxruntime_ranges`' ranges. Same graph, same
@@ -46,6 +47,7 @@ LO_STEPS = 48  # candidate lower ends, from the observed min to 0
 HI_STEPS = 24  # candidate upper ends, from the observed max down to HI_FLOOR of it
 HI_FLOOR = 0.3
 ZERO_MARGIN = 0.8  # silu_zero: |SiLU(lo)| at most this share of half the Mul grid's step
+FLOOR_ROUNDS = 6  # silu_zero with a chosen Mul grid: tries to settle the floor on the Mul grid that follows
 SILU_ARGMIN = -1.2784645  # SiLU falls to its minimum (-0.2785) here and rises towards 0 below it
 
 
@@ -209,25 +211,60 @@ def silu_grid_ranges(onnx_path, model, feeds: Callable[[], Iterable[dict]], opti
     hists = tensor_histograms(onnx_path, feeds, [u.preact for u in units], HIST_BINS)
     ranges: dict[str, tuple[float, float]] = {}
     for u in units:
-        centers, counts = hists[u.preact]
-        nz = counts > 0
-        observed = (float(centers[nz].min()), float(centers[nz].max()))
-        x_range = observed
-        choice = options["preact_range"]
-        if choice != "minmax":
-            lo_max = 0.0
-            if choice.startswith("silu_zero"):  # the Mul grid MinMax gives the unit's observed SiLU values
-                s_obs = silu(centers[nz])
-                s_grid = (0.0, 1.0) if options["sigmoid_range"] == "unit" else (float(sigmoid(observed[0])), float(sigmoid(observed[1])))
-                lo_max = zero_floor(float(uint8_grid(s_obs.min(), s_obs.max())[0]), s_grid)
-            x_range = silu_preact_range(centers, counts, move_hi=not choice.endswith("_low"), lo_max=lo_max)
-            ranges[u.preact] = x_range
-        s_range = (float(sigmoid(observed[0])), float(sigmoid(observed[1])))
-        if options["sigmoid_range"] == "unit":
-            s_range = (0.0, 1.0)
-            ranges[u.sigmoid] = s_range
-        if options["mul_range"] == "mse":
-            ranges[u.mul] = mul_output_range(centers, counts, x_range, s_range)
-        elif options["mul_range"] == "reachable":
-            ranges[u.mul] = reachable_mul_range(centers, counts, x_range, s_range)
+        chosen = unit_grid_ranges(*hists[u.preact], options)
+        ranges.update({getattr(u, role): r for role, r in chosen.items()})
     return ranges
+
+
+def unit_grid_ranges(centers, counts, options: dict[str, str]) -> dict[str, tuple[float, float]]:
+    """``{role: (rmin, rmax)}`` for one unit whose Conv output ``x`` has the histogram ``(centers [B],
+    counts [B])``; roles ``"preact"``, ``"sigmoid"``, ``"mul"`` (:class:`SiluUnit`'s fields) as ``options``
+    (:func:`check_grid_options`) asks; a role left on MinMax is absent."""
+    centers, counts = np.asarray(centers, dtype=np.float64), np.asarray(counts)
+    nz = counts > 0
+    observed = (float(centers[nz].min()), float(centers[nz].max()))
+    s_range = (0.0, 1.0) if options["sigmoid_range"] == "unit" else (float(sigmoid(observed[0])), float(sigmoid(observed[1])))
+    out = {"sigmoid": s_range} if options["sigmoid_range"] == "unit" else {}
+
+    def mul_range_of(x_range):  # the Mul output's range after the Conv output range x_range (None: MinMax's)
+        if options["mul_range"] == "mse":
+            return mul_output_range(centers, counts, x_range, s_range)
+        if options["mul_range"] == "reachable":
+            return reachable_mul_range(centers, counts, x_range, s_range)
+        return None
+
+    x_range = observed
+    choice = options["preact_range"]
+    move_hi = not choice.endswith("_low")
+    if choice.startswith("silu_zero"):
+        x_range = zero_preact_range(centers, counts, s_range, mul_range_of, move_hi)
+    elif choice != "minmax":
+        x_range = silu_preact_range(centers, counts, move_hi)
+    if choice != "minmax":
+        out["preact"] = x_range
+    mul = mul_range_of(x_range)
+    if mul is not None:
+        out["mul"] = mul
+    return out
+
+
+def zero_preact_range(centers, counts, s_range, mul_range_of: Callable, move_hi: bool = True,
+                      rounds: int = FLOOR_ROUNDS) -> tuple[float, float]:
+    """``silu_zero``'s Conv output range, its lower end at or below the :func:`zero_floor` of the Mul grid
+    the unit *ends up with*: ``mul_range_of(x_range)`` is the Mul output's range that follows a Conv output
+    range (None: MinMax's, the observed SiLU range, whatever ``x_range`` is). A chosen Mul range
+    (``mse``, ``reachable``) narrows with ``x_range``, and a finer Mul step lowers the floor; so the floor
+    starts at MinMax's step and is taken again from each resulting Mul step until the floor used is at or below
+    the floor of the Mul grid that follows (valid then: a floor stays valid on every coarser grid). After
+    ``rounds`` tries it takes the floor of a step of 0 (where the rounded Sigmoid itself is 0), valid on any
+    Mul grid. ``centers [B]``, ``counts [B]``: the histogram of the Conv output; ``s_range``: the Sigmoid's."""
+    s_obs = silu(np.asarray(centers, dtype=np.float64)[np.asarray(counts) > 0])
+    lo_max = zero_floor(float(uint8_grid(s_obs.min(), s_obs.max())[0]), s_range)
+    for _ in range(rounds):
+        x_range = silu_preact_range(centers, counts, move_hi, lo_max=lo_max)
+        mul = mul_range_of(x_range)
+        floor = lo_max if mul is None else zero_floor(float(uint8_grid(*mul)[0]), s_range)
+        if floor >= lo_max:
+            return x_range
+        lo_max = floor
+    return silu_preact_range(centers, counts, move_hi, lo_max=zero_floor(0.0, s_range))
