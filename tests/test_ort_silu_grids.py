@@ -299,7 +299,7 @@ def test_silu_zero_floor_follows_the_chosen_mul_grid(mul_range, monkeypatch):
     centers, counts = histogram(x)
     unit = sg.SiluUnit("x", "s", "m")
     monkeypatch.setattr(sg, "silu_units", lambda model: [unit])
-    monkeypatch.setattr(sg, "collect_histograms", lambda path, feeds, tensors, bins=sg.HIST_BINS: {"x": (centers, counts)})
+    monkeypatch.setattr(sg, "tensor_histograms", lambda path, feeds, tensors, bins=sg.HIST_BINS: {"x": (centers, counts)})
     options = {"preact_range": "silu_zero", "sigmoid_range": "minmax", "mul_range": mul_range}
     chosen = sg.silu_grid_ranges("unused.onnx", None, lambda: [], options)
     s_range = (float(sg.sigmoid(centers[counts > 0].min())), float(sg.sigmoid(centers[counts > 0].max())))
