@@ -39,7 +39,8 @@ sys.path.insert(0, str(ROOT))
 BACKENDS = ("onnxruntime", "openvino", "rknn", "mlu-sim")
 # the qconfigs each backend was built with before issue 11 (pinned, so "old_default" keeps its meaning)
 OLD_DEFAULTS = {
-    "onnxruntime": {"calib_method": "minmax", "head_fp32": "convs", "preact_range": "minmax"},
+    "onnxruntime": {"calib_method": "minmax", "head_fp32": "convs", "preact_range": "minmax", "sigmoid_range": "minmax",
+                    "mul_range": "minmax"},
     "openvino": {"preset": "mixed", "fast_bias_correction": True},
     "rknn": {"quantized_algorithm": "normal", "quantized_method": "channel"},
     "mlu-sim": {"use_avg": False, "per_channel": False, "act_range": "max", "weight_range": "max", "ptq": []},
