@@ -36,12 +36,15 @@ def batch(tmp_path_factory, calib):
     return np.concatenate(ev.arrays(), 0)
 
 
+MINMAX_GRIDS = {"preact_range": "minmax", "sigmoid_range": "minmax", "mul_range": "minmax"}
+
+
 @pytest.fixture(scope="module")
 def built(tiny_model, calib, tmp_path_factory):
-    """int8 artifacts per calibration method (head in float, the backend's default; 512 histogram bins keep
-    ORT's entropy search, a Python loop per candidate threshold, to seconds)."""
+    """int8 artifacts per ORT calibration method alone (SiLU grids off; head in float, the backend's default;
+    512 histogram bins keep ORT's entropy search, a Python loop per candidate threshold, to seconds)."""
     out = tmp_path_factory.mktemp("ortranges")
-    return {m: build_artifact("onnxruntime", tiny_model, out / m, HW, calib, {"calib_method": m, "calib_bins": 512})
+    return {m: build_artifact("onnxruntime", tiny_model, out / m, HW, calib, {"calib_method": m, "calib_bins": 512, **MINMAX_GRIDS})
             for m in ("minmax", "entropy", "percentile")}
 
 

@@ -107,9 +107,17 @@ def test_bad_grid_options_are_user_errors(bad):
         resolve_qconfig(bad)
 
 
-def test_grid_options_default_to_minmax():
-    cfg = resolve_qconfig({"preact_range": "SILU_MSE"})
-    assert (cfg["preact_range"], cfg["sigmoid_range"], cfg["mul_range"]) == ("silu_mse", "minmax", "minmax")
+def test_grid_options_default_to_the_measured_recipe():
+    """ORT's default grids are the recipe measured best on unseen images (silu_zero, unit, mse); a grid the user
+    names replaces only itself; int8 activations take MinMax's grids."""
+    def grids(q):
+        cfg = resolve_qconfig(q)
+        return cfg["preact_range"], cfg["sigmoid_range"], cfg["mul_range"]
+
+    assert grids({}) == ("silu_zero", "unit", "mse")
+    assert grids({"preact_range": "SILU_MSE"}) == ("silu_mse", "unit", "mse")
+    assert grids({"mul_range": "minmax"}) == ("silu_zero", "unit", "minmax")
+    assert grids({"act_type": "int8"}) == ("minmax", "minmax", "minmax")
 
 
 # ----------------------------------------------------------------------------- in the quantized graph
@@ -137,7 +145,8 @@ def built(tiny_model, calib, tmp_path_factory):
         return chosen
 
     out = tmp_path_factory.mktemp("silugrids")
-    mm = build_artifact("onnxruntime", tiny_model, out / "minmax", HW, calib, {"preact_range": "minmax"})
+    mm = build_artifact("onnxruntime", tiny_model, out / "minmax", HW, calib,
+                        {"preact_range": "minmax", "sigmoid_range": "minmax", "mul_range": "minmax"})
     mp = pytest.MonkeyPatch()
     mp.setattr(ortb, "silu_grid_ranges", spy)
     try:

@@ -4,8 +4,9 @@ int8 follows ONNX Runtime's own recipe as separate steps: ``quant_pre_process`` 
 graph optimisation), :func:`quantize_onnx` (``quantize_static`` in QDQ format with a calibration
 reader fed by :class:`~yoloport.data.calibration.CalibrationSet`), then an ordinary session. Defaults
 are what measures best on x86 CPUs: uint8 activations, int8 per-channel weights (U8S8; S8S8 falls back
-to slow kernels), MinMax calibration with SiLU-aware grids for the Conv outputs that feed a SiLU
-(``preact_range='silu_zero'``, :mod:`.onnxruntime_silu_grids`), and the Detect head kept in float
+to slow kernels), MinMax calibration with SiLU-aware grids for the three roundings of every SiLU unit
+(``preact_range='silu_zero'``, ``sigmoid_range='unit'``, ``mul_range='mse'``,
+:mod:`.onnxruntime_silu_grids`), and the Detect head kept in float
 (``head_fp32='convs'``: its output convolutions and everything after them - sigmoid, grid/anchor decode,
 concatenations).
 ``'tail'`` quantizes the Detect convolutions too, which in QDQ also rounds their outputs (the raw
@@ -60,18 +61,23 @@ DEFAULT_QCONFIG = {
     "calib_quantized_bins": 128,  # entropy: bins of the quantized candidate distribution
     "calib_moving_average": False,  # minmax: ORT's moving average of per-batch min/max (CalibMovingAverage)
     "silu_floor": None,  # e.g. -6.0: lower end of every SiLU pre-activation range (onnxruntime_ranges.floor_ranges)
-    # The Conv outputs feeding a SiLU: "silu_zero" narrows each one's uint8 grid to the [lo, hi] that least
-    # perturbs SiLU, lo no higher than where a clipped value still leaves the unit as exactly 0 (-4.3 to -6.5)
-    # (onnxruntime_silu_grids; "minmax", "silu_mse", "silu_mse_low", "silu_zero_low" also). Same graph, same
-    # QLinearConv. yolov5n v6.1 at 640, 128 calibration images, seeds 0/1/2, mAP@0.5:0.95 drop on coco-extra
-    # val2017 / COCO128: MinMax +0.54 +0.68 +0.81 (mean +0.68) / +0.19 +1.76 +0.58 (+0.84); silu_zero
-    # +0.15 +0.31 +0.28 (+0.25) / +0.11 +0.90 +0.92 (+0.64). yolov5s v5.0, same protocol: means +1.15 / +1.40
-    # -> +0.72 / +0.63 (docs/notes/2026-11-30-ort-silu-grids.md).
+    # The three roundings of every Conv -> Sigmoid -> Mul (SiLU) unit get SiLU-aware uint8 grids from a
+    # histogram of the pre-activation (onnxruntime_silu_grids). Same graph, same QLinearConv / QLinearSigmoid /
+    # QLinearMul, same speed. Conv output ("preact_range"): "silu_zero" narrows each grid to the [lo, hi] that
+    # least perturbs SiLU, lo no higher than where a clipped value still leaves the unit as exactly 0 on the
+    # Mul grid it ends up with ("minmax", "silu_mse", "silu_mse_low", "silu_zero_low" also). Sigmoid output
+    # ("sigmoid_range"): "unit", the whole [0, 1]. Mul output ("mul_range"): "mse", the grid that least
+    # perturbs what the quantized unit computes ("minmax", "reachable" also).
+    # Measured: 128 calibration images per seed (coco-extra calib2017), mAP@0.5:0.95 drop, mean of 5 seeds,
+    # coco-extra val2017 / COCO128 (docs/notes/2026-11-30-ort-reachable.md, 2026-11-30-session7.md):
+    #   yolov5n v6.1 640:      MinMax +0.68 / +0.84 (3 seeds); silu_zero alone +0.35 / +0.74; this +0.15 / +0.43
+    #   yolov5s v5.0 640:      MinMax +1.15 / +1.40 (3 seeds); silu_zero alone +0.50 / +0.46; this +0.04 / +0.24
+    #   yolov5s v5.0 736x416:  silu_zero alone +0.45 / +1.05; this +0.36 / +0.41
+    # Each seed's 95% interval is about +-1 point: a single seed decides nothing; the five-seed means above do
+    # improve on every model, size and set, and meet <= 0.5 on all six.
     "preact_range": "silu_zero",
-    "sigmoid_range": "minmax",  # or unit: the SiLU's Sigmoid output on [0, 1]
-    "mul_range": "minmax",  # or mse / reachable: the SiLU's Mul output (measured within noise of minmax with silu_zero;
-    # reachable, 3 seeds: yolov5s better, yolov5n coco-extra +0.12 worse; with sigmoid_range unit, mse was better
-    # at 640 on every set: docs/notes/2026-11-30-ort-reachable.md)
+    "sigmoid_range": "unit",
+    "mul_range": "mse",
     # "shared": every Concat's inputs on the Concat output's grid, so QLinearConcat copies codes instead of
     # rounding them a second time (onnxruntime_concat_grid); "own": as quantize_static calibrates them.
     "concat_grid": "own",
