@@ -178,6 +178,9 @@ def main(argv=None) -> int:
     p.add_argument("--distill-grid-lr", type=float, default=None, help="grid learning rate of the qat_distill row")
     p.add_argument("--reuse", action="store_true", help="evaluate the int8 artifact a previous run left in a row's "
                                                          "folder instead of building it again")
+    p.add_argument("--focus-to-conv", dest="focus_to_conv", action=argparse.BooleanOptionalAction, default=None,
+                   help="export a v5.0 Focus stem as its Conv (or keep the slices) for every backend; default: each "
+                        "backend's SPEC.focus_to_conv, as quantize and port do")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="runs/bench_int8_accuracy")
     p.add_argument("--json", help="write the results as JSON here")
@@ -229,7 +232,8 @@ def main(argv=None) -> int:
                             q = row_qconfig(row, backend, ptq_options)
                             if q is None:
                                 break
-                            art = build_artifact(backend, model, d, hw, calib, {"precision": "int8", **q})
+                            art = build_artifact(backend, model, d, hw, calib, {"precision": "int8", **q},
+                                                 export_options={"focus_to_conv": a.focus_to_conv})
                         build_s = time.perf_counter() - t0
                         for v in vals:
                             t1 = time.perf_counter()
