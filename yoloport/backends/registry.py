@@ -201,11 +201,10 @@ def export_for(backend: str, model, path, img_size_hw=(640, 640), mode: str | No
 
 def focus_to_conv_for_target(target: str | None) -> bool:
     """Whether an export for lint ``target`` (``export --target``) takes a Focus stem as its Conv: what
-    the backend whose ``SPEC.lint_target`` it is declares; no target: False (the checkpoint's stem)."""
-    if not target:
-        return False
-    specs = [get_spec(b) for b in ARTIFACT_BACKENDS if get_spec(b).lint_target == target and not get_spec(b).built_by]
-    return specs[0].focus_to_conv if specs else True
+    the backend whose ``SPEC.lint_target`` it is declares; no target (or none that a backend lints for):
+    False, the checkpoint's stem."""
+    builders = (get_spec(b) for b in ARTIFACT_BACKENDS if not get_spec(b).built_by)
+    return bool(target) and next((s.focus_to_conv for s in builders if s.lint_target == target), False)
 
 
 def prepare_qconfig(backend: str, qconfig: dict | None, calibration=None, batch: int = 1) -> dict:
