@@ -39,6 +39,7 @@ from ..quant.float_scope import FloatScope, scope_from_qconfig
 from .onnxruntime_ranges import HISTOGRAM_METHODS, floor_ranges, histogram_ranges, range_overrides, reader_feeds, silu_inputs
 from .onnxruntime_silu_grids import grids_requested, resolve_grid_options, silu_grid_ranges
 from .onnxruntime_concat_grid import CHOICES as CONCAT_GRID_CHOICES, share_concat_grids
+from .onnxruntime_silu_op import CHOICES as SILU_OP_CHOICES, fuse_silu_units
 from .base import Runner, RuntimeProfile, _check_images, _check_runs, mean_node_times, read_sidecar, write_sidecar
 from .registry import artifact_size, call_fixed_batch, check_input, sidecar_info
 from .spec import BackendSpec
@@ -81,6 +82,11 @@ DEFAULT_QCONFIG = {
     # "shared": every Concat's inputs on the Concat output's grid, so QLinearConcat copies codes instead of
     # rounding them a second time (onnxruntime_concat_grid); "own": as quantize_static calibrates them.
     "concat_grid": "own",
+    # How each SiLU runs between the Conv output's grid and the Mul's (onnxruntime_silu_op): "qlinear", as
+    # quantize_static writes it (QLinearSigmoid + QLinearMul: the sigmoid rounded on a grid of its own);
+    # "quickgelu", one fused float QuickGelu between a DequantizeLinear and a QuantizeLinear (the sigmoid
+    # not rounded; sigmoid_range is then "none").
+    "silu_op": "qlinear",
     "reduce_range": False,
     "pre_process": True,
     "ptq": (),  # PTQ steps applied to the float model before export (yoloport.quant.recipe.STEPS)
@@ -287,6 +293,7 @@ def resolve_qconfig(qconfig: dict | None) -> dict:
     floor = cfg.get("silu_floor")
     if floor is not None and (isinstance(floor, bool) or not isinstance(floor, (int, float)) or not floor < 0):
         raise YoloportError(f"onnxruntime: silu_floor must be a negative number (e.g. -6) or None, got {floor!r}")
+    resolve_silu_op(qconfig or {}, cfg)
     cfg.update(resolve_grid_options(qconfig or {}, cfg))
     cfg["concat_grid"] = str(cfg["concat_grid"]).lower()
     if cfg["concat_grid"] not in CONCAT_GRID_CHOICES:
@@ -299,6 +306,25 @@ def resolve_qconfig(qconfig: dict | None) -> dict:
     if cfg["calib_method"] != "minmax":
         cfg.pop("calib_moving_average", None)
     return cfg
+
+
+def resolve_silu_op(user: dict, cfg: dict) -> None:
+    """Check ``cfg["silu_op"]`` (lower-cased in place) against the Sigmoid's grid: ``quickgelu`` leaves the
+    Sigmoid unrounded, so its ``sigmoid_range`` is ``none`` (a YoloportError for another one the user gave);
+    ``none`` with ``qlinear`` is a YoloportError (that graph rounds the Sigmoid)."""
+    op = str(cfg.get("silu_op")).lower()
+    if op not in SILU_OP_CHOICES:
+        raise YoloportError(f"onnxruntime: silu_op must be one of {', '.join(SILU_OP_CHOICES)}, got {cfg.get('silu_op')!r}")
+    cfg["silu_op"] = op
+    given = user.get("sigmoid_range")
+    given = given.lower() if isinstance(given, str) else given
+    if op == "quickgelu":
+        if given not in (None, "none"):
+            raise YoloportError(f"onnxruntime: silu_op quickgelu does not round the Sigmoid, so it has no grid: "
+                                f"sigmoid_range takes 'none', got {given!r}")
+        cfg["sigmoid_range"] = "none"
+    elif str(cfg.get("sigmoid_range")).lower() == "none":
+        raise YoloportError("onnxruntime: sigmoid_range 'none' (the Sigmoid not rounded) needs silu_op quickgelu")
 
 
 def check_histogram_bins(cfg: dict) -> None:
@@ -409,9 +435,12 @@ def quantize_onnx(onnx_in, onnx_out, calibration, qconfig: dict | None = None) -
             raise
         except Exception as e:
             raise YoloportError(f"onnxruntime int8 quantization failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
-        if cfg["concat_grid"] == "shared":
+        if cfg["concat_grid"] == "shared" or cfg["silu_op"] == "quickgelu":  # graph edits on the QDQ model
             quantized = onnx.load(str(staged))
-            cfg["concat_inputs_moved"] = share_concat_grids(quantized)
+            if cfg["concat_grid"] == "shared":
+                cfg["concat_inputs_moved"] = share_concat_grids(quantized)
+            if cfg["silu_op"] == "quickgelu":
+                cfg["silu_units_fused"] = fuse_silu_units(quantized)
             onnx.save(quantized, str(staged))
         os.replace(staged, onnx_out)  # the artifact appears whole or not at all
     cfg.update(excluded_nodes=excluded, pre_processed=pre_processed, calibration_batches=reader.fed)

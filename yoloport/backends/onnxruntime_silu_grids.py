@@ -16,7 +16,9 @@ only their grids move, chosen from a histogram of ``x`` over the calibration ima
 - ``preact_range="silu_zero"``: the same search with ``lo`` kept at or below :func:`zero_floor`, where
   the unit's Mul output is under half a step of the Mul's grid (MinMax's), so what is clipped still reaches
   the next layer as exactly 0, as it did unclipped (``"silu_zero_low"``: only ``lo`` moves). The default;
-- ``sigmoid_range="unit"``: the Sigmoid output on ``[0, 1]`` (1.0 exactly on the grid);
+- ``sigmoid_range="unit"``: the Sigmoid output on ``[0, 1]`` (1.0 exactly on the grid); ``"none"``: the
+  Sigmoid is not rounded at all, because the unit runs as one fused op (``silu_op: quickgelu``,
+  :mod:`.onnxruntime_silu_op`), and the other two grids are chosen for that unit;
 - ``mul_range="mse"``: the Mul output's ``[lo, hi]`` minimising ``E[(q(m) - SiLU(x))^2]`` where ``m`` is
   what the quantized unit feeds it (``q(x) * q(sigmoid(q(x)))`` on the chosen grids);
   ``"reachable"``: the range of those ``m`` over the histogram, no clipping (after a narrowed Conv
@@ -39,7 +41,7 @@ from .onnxruntime_tensors import tensor_histograms
 
 GRID_CHOICES = {
     "preact_range": ("minmax", "silu_mse", "silu_mse_low", "silu_zero", "silu_zero_low"),
-    "sigmoid_range": ("minmax", "unit"),
+    "sigmoid_range": ("minmax", "unit", "none"),
     "mul_range": ("minmax", "mse", "reachable"),
 }
 HIST_BINS = 4096  # histogram bins over each pre-activation's observed [min, max]
@@ -160,16 +162,24 @@ def silu_preact_range(centers, counts, move_hi: bool = True, lo_max: float = 0.0
     return best_range(c, counts, silu(c), lo[keep], hi[keep], post=silu)
 
 
+def rounded_sigmoid(x, sigmoid_range) -> np.ndarray:
+    """sigmoid(x) as the unit computes it: rounded on ``sigmoid_range``'s uint8 grid, or exact when
+    ``sigmoid_range`` is None (the fused unit of ``silu_op: quickgelu``)."""
+    s = sigmoid(x)
+    return s if sigmoid_range is None else fake_quant(s, *sigmoid_range)
+
+
 def zero_floor(mul_step: float, sigmoid_range=(0.0, 1.0), margin: float = ZERO_MARGIN) -> float:
     """The highest ``x`` below SiLU's minimum such that for every ``x' <= x`` the unit's Mul,
     ``x' * q_s(sigmoid(x'))`` (the Sigmoid output rounded on ``sigmoid_range``'s grid), is within
     ``margin * mul_step / 2`` of 0: a Mul grid of step ``mul_step`` (0 is on every ORT grid) then rounds it to
     exactly 0, as it rounds the unclipped value, so clipping up to ``x`` changes nothing downstream. The
     Sigmoid's rounding matters: sigmoid(x) only rounds to 0 below about -6.23 (half a step of 1/255), so for
-    fine Mul grids (step < ~0.06) the floor is there; coarser grids allow a higher one.
+    fine Mul grids (step < ~0.06) the floor is there; coarser grids allow a higher one. ``sigmoid_range``
+    None: the Sigmoid is not rounded (:func:`rounded_sigmoid`).
     Searched down to -60 (returned when nothing above it qualifies)."""
     xs = np.linspace(SILU_ARGMIN, -60.0, 60_000)  # descending
-    m = xs * fake_quant(sigmoid(xs), *sigmoid_range)
+    m = xs * rounded_sigmoid(xs, sigmoid_range)
     bad = np.flatnonzero(np.abs(m) > margin * float(mul_step) / 2)
     if not bad.size:
         return float(xs[0])
@@ -178,10 +188,10 @@ def zero_floor(mul_step: float, sigmoid_range=(0.0, 1.0), margin: float = ZERO_M
 
 def unit_outputs(centers, x_range, sigmoid_range) -> tuple[np.ndarray, np.ndarray]:
     """``(m [B], target [B])``: what the quantized unit's Mul computes for each pre-activation value,
-    ``q_x(c) * q_s(sigmoid(q_x(c)))`` on the grids ``x_range`` and ``sigmoid_range``, and the exact
-    ``SiLU(c)``."""
+    ``q_x(c) * q_s(sigmoid(q_x(c)))`` on the grids ``x_range`` and ``sigmoid_range`` (None: the Sigmoid not
+    rounded), and the exact ``SiLU(c)``."""
     xq = fake_quant(centers, *x_range)
-    return xq * fake_quant(sigmoid(xq), *sigmoid_range), silu(centers)
+    return xq * rounded_sigmoid(xq, sigmoid_range), silu(centers)
 
 
 def mul_output_range(centers, counts, x_range, sigmoid_range) -> tuple[float, float]:
@@ -223,8 +233,9 @@ def unit_grid_ranges(centers, counts, options: dict[str, str]) -> dict[str, tupl
     centers, counts = np.asarray(centers, dtype=np.float64), np.asarray(counts)
     nz = counts > 0
     observed = (float(centers[nz].min()), float(centers[nz].max()))
-    s_range = (0.0, 1.0) if options["sigmoid_range"] == "unit" else (float(sigmoid(observed[0])), float(sigmoid(observed[1])))
-    out = {"sigmoid": s_range} if options["sigmoid_range"] == "unit" else {}
+    s_choice = options["sigmoid_range"]
+    s_range = {"unit": (0.0, 1.0), "none": None}.get(s_choice, (float(sigmoid(observed[0])), float(sigmoid(observed[1]))))
+    out = {"sigmoid": s_range} if s_choice == "unit" else {}
 
     def mul_range_of(x_range):  # the Mul output's range after the Conv output range x_range (None: MinMax's)
         if options["mul_range"] == "mse":
@@ -257,7 +268,8 @@ def zero_preact_range(centers, counts, s_range, mul_range_of: Callable, move_hi:
     starts at MinMax's step and is taken again from each resulting Mul step until the floor used is at or below
     the floor of the Mul grid that follows (valid then: a floor stays valid on every coarser grid). After
     ``rounds`` tries it takes the floor of a step of 0 (where the rounded Sigmoid itself is 0), valid on any
-    Mul grid. ``centers [B]``, ``counts [B]``: the histogram of the Conv output; ``s_range``: the Sigmoid's."""
+    Mul grid. ``centers [B]``, ``counts [B]``: the histogram of the Conv output; ``s_range``: the Sigmoid's
+    (None: not rounded)."""
     s_obs = silu(np.asarray(centers, dtype=np.float64)[np.asarray(counts) > 0])
     lo_max = zero_floor(float(uint8_grid(s_obs.min(), s_obs.max())[0]), s_range)
     for _ in range(rounds):

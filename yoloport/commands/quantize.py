@@ -64,6 +64,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _qconfig_flag(g, "--percentile", type=float, help="percentile for --calib-method percentile (default 99.999)")
     _qconfig_flag(g, "--reduce-range", action="store_true", default=None, help="7-bit weights (old CPUs without VNNI)")
     _qconfig_flag(g, "--no-pre-process", dest="pre_process", action="store_false", default=None, help="skip quant_pre_process")
+    _qconfig_flag(g, "--silu-op", choices=("qlinear", "quickgelu"),
+                  help="each SiLU as QLinearSigmoid + QLinearMul (qlinear) or one fused QuickGelu between the conv's and "
+                       "the Mul's grids (quickgelu: the sigmoid not rounded)")
 
     g = parser.add_argument_group("openvino")
     _qconfig_flag(g, "--preset", choices=("mixed", "performance"), help="NNCF preset (default mixed)")
