@@ -21,6 +21,10 @@ Every drop carries its 95% paired-bootstrap interval over the validation images
 (:func:`yoloport.analysis.bootstrap.paired_bootstrap_drop`), and every spread over calibration seeds the
 paired interval of the best seed's build against the worst's on the same images
 (:func:`yoloport.analysis.bootstrap.seed_spread`): ``noise`` when the reporting images cannot tell them apart.
+``--baseline-row R`` also prints how much every other row loses against ``R`` on the same images: the
+mean over the seeds both have, with its paired-bootstrap interval
+(:func:`yoloport.analysis.bootstrap.recipe_difference`), so two recipes are compared on their own rather
+than through two drops against fp32.
 Numbers, not asserts: never a test.
 """
 from __future__ import annotations
@@ -181,6 +185,8 @@ def main(argv=None) -> int:
     p.add_argument("--focus-to-conv", dest="focus_to_conv", action=argparse.BooleanOptionalAction, default=None,
                    help="export a v5.0 Focus stem as its Conv (or keep the slices) for every backend; default: each "
                         "backend's SPEC.focus_to_conv, as quantize and port do")
+    p.add_argument("--baseline-row", help="also print every other row's loss against this one (mean over the seeds "
+                   "both have, paired bootstrap over the reporting images: analysis.bootstrap.recipe_difference)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="runs/bench_int8_accuracy")
     p.add_argument("--json", help="write the results as JSON here")
@@ -255,8 +261,33 @@ def main(argv=None) -> int:
                                   f"mAP50-95 {r['mAP50_95']:.4f}  drop {drop:+.2f} pt  build {build_s:.0f}s eval {eval_s:.0f}s", flush=True)
     spreads = seed_spreads(stats_by)
     print_table(results, spreads)
-    write_json(a.json, a, results, spreads)
+    differences = row_differences(stats_by, a.baseline_row) if a.baseline_row else {}
+    print_differences(differences, a.baseline_row)
+    write_json(a.json, a, results, spreads, differences)
     return 0
+
+
+def row_differences(stats_by: dict, baseline: str) -> dict:
+    """``{group key of a row: recipe_difference(baseline's builds, the row's)}`` for every row validated on the
+    same weights, size, backend, calibration size and set as ``baseline`` with at least one seed in common."""
+    from yoloport.analysis.bootstrap import recipe_difference
+
+    out = {}
+    for key, by_seed in stats_by.items():
+        base_key = (*key[:3], baseline, *key[4:])
+        if key[3] != baseline and base_key in stats_by and set(by_seed) & set(stats_by[base_key]):
+            out[key] = recipe_difference(stats_by[base_key], by_seed)
+    return out
+
+
+def print_differences(differences: dict, baseline: str | None) -> None:
+    if not differences:
+        return
+    print(f"\nloss against {baseline} (points; > 0: the row is worse), mean over shared seeds, 95% paired interval:")
+    for (wk, size, backend, row, n, val), d in differences.items():
+        print(f"{wk:<18} {size[0]}x{size[1]:<4} {backend:<11} {row:<16} n={n:<4} {val:<11} {d['difference']:+.2f} "
+              f"[{d['low']:+.2f}, {d['high']:+.2f}]{' noise' if d['within_noise'] else ''}  ({d['n_seeds']} seeds, "
+              f"{d['n_images']} images)")
 
 
 def group_key(rec: dict) -> tuple:
@@ -272,9 +303,9 @@ def seed_spreads(stats_by: dict) -> dict:
     return {k: seed_spread(v) for k, v in stats_by.items() if len(v) >= 2}
 
 
-def write_json(path, args, results: list[dict], spreads: dict | None = None) -> None:
-    """The arguments and results so far (and the seed-spread intervals, at the end) as JSON at ``path``
-    (nothing when ``path`` is empty)."""
+def write_json(path, args, results: list[dict], spreads: dict | None = None, differences: dict | None = None) -> None:
+    """The arguments and results so far (and the seed-spread intervals and the differences against the
+    baseline row, at the end) as JSON at ``path`` (nothing when ``path`` is empty)."""
     if path:
         from yoloport.io.atomic import atomic_write
 
@@ -282,6 +313,9 @@ def write_json(path, args, results: list[dict], spreads: dict | None = None) -> 
         doc = {"args": vars(args), "results": results}
         if spreads:
             doc["seed_spreads"] = [{"group": list(k), **v} for k, v in spreads.items()]
+        if differences:
+            doc["baseline_row"] = args.baseline_row
+            doc["differences"] = [{"group": list(k), **v} for k, v in differences.items()]
         text = json.dumps(doc, indent=2, default=str)
         atomic_write(path, lambda f: f.write(text.encode()))  # a kill mid-write leaves the previous records whole
 

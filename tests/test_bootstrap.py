@@ -113,6 +113,27 @@ def test_seed_spread_is_within_noise_for_rounding_flips_and_beyond_it_for_a_real
         bs.seed_spread({0: base})
 
 
+def test_recipe_difference_is_the_seed_mean_and_resolves_a_real_loss_only():
+    """Two recipes, three seeds each on the same images: the point is the mean over the shared seeds of base
+    minus other (points); a recipe that lost a quarter of its images' detections on every seed is beyond noise,
+    one that differs by two flipped images on one seed is not; seeds only one recipe has are ignored."""
+    base = good_stats(160, seed=9)
+    few = emptied(base, 2 / 160)
+    lost = emptied(base, 0.25)
+    same = bs.recipe_difference({0: base, 1: base, 2: base}, {0: base, 1: few, 2: base, 9: lost})
+    assert same["n_seeds"] == 3 and same["n_images"] == 160
+    assert same["difference"] == pytest.approx(100 * (map_of(base)[1] - map_of(few)[1]) / 3)
+    assert same["within_noise"] and same["low"] <= 0 <= same["high"]
+    real = bs.recipe_difference({0: base, 1: base}, {0: lost, 1: lost})
+    assert real["difference"] == pytest.approx(100 * (map_of(base)[1] - map_of(lost)[1])) and real["low"] > 0
+    better = bs.recipe_difference({0: lost}, {0: base})
+    assert better["difference"] < 0 and better["high"] < 0
+    with pytest.raises(YoloportError, match="share no calibration seed"):
+        bs.recipe_difference({0: base}, {1: base})
+    with pytest.raises(YoloportError, match="not paired"):
+        bs.recipe_difference({0: base}, {0: base[:10]})
+
+
 def test_unpaired_or_empty_stats_are_refused():
     ref = synthetic_stats(n_img=5)
     with pytest.raises(YoloportError, match="not paired"):
