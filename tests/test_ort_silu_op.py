@@ -29,10 +29,11 @@ SX, ZX = 0.05, 100  # the conv output's grid
 SM, ZM = 0.03, 12  # the Mul output's grid
 
 
-def silu_graph(other_codes: bool = False) -> onnx.ModelProto:
+def silu_graph(other_codes: bool = False, rounded_sigmoid: bool = True) -> onnx.ModelProto:
     """``x -> Q/DQ -> Sigmoid -> Q/DQ (1/255) -> Mul(x, s) -> Q/DQ -> y`` plus a lone head-like
     ``Sigmoid -> Q/DQ -> h`` on the same codes. ``other_codes``: the Mul's ``x`` is read from another
-    quantized tensor (``x2``) on the same grid, so the unit is not ``x * sigmoid(x)``."""
+    quantized tensor (``x2``) on the same grid, so the unit is not ``x * sigmoid(x)``. ``rounded_sigmoid``
+    False: the sigmoid goes to the Mul in float (a QAT model's QDQ graph)."""
     c = lambda name, v, dt: numpy_helper.from_array(np.array(v, dt), name)  # noqa: E731
     inits = [c("sx", SX, np.float32), c("zx", ZX, np.uint8), c("ss", 1 / 255, np.float32), c("zs", 0, np.uint8),
              c("sm", SM, np.float32), c("zm", ZM, np.uint8)]
@@ -53,6 +54,9 @@ def silu_graph(other_codes: bool = False) -> onnx.ModelProto:
         nodes[:0] = [helper.make_node("QuantizeLinear", ["x2", "sx", "zx"], ["qx2"], name="qx2"),
                      helper.make_node("DequantizeLinear", ["qx2", "sx", "zx"], ["dx2"], name="dx2")]
         inputs.append(helper.make_tensor_value_info("x2", TensorProto.FLOAT, [1, 2, 8, 8]))
+    if not rounded_sigmoid:
+        nodes = [n for n in nodes if n.name not in ("qs", "ds")]
+        nodes[[n.name for n in nodes].index("mul")].input[1] = "s"
     outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("y", "h")]
     return helper.make_model(helper.make_graph(nodes, "silu", inputs, outputs, inits), opset_imports=[helper.make_opsetid("", 13)])
 
@@ -85,6 +89,16 @@ def test_fused_unit_rounds_silu_once_and_leaves_the_head_sigmoid():
     assert np.abs(y_before - once).max() >= SM * 0.99  # the sigmoid's own rounding moved some values a whole step
     np.testing.assert_array_equal(h_after, h_before)
     assert fuse_silu_units(fused) == 0  # nothing left to fuse
+
+
+def test_a_float_sigmoid_unit_fuses_exactly():
+    """A QAT graph's unit (the sigmoid not rounded) becomes the same QuickGelu with the same outputs."""
+    x = np.random.default_rng(2).uniform(-5.0, 7.0, (1, 2, 8, 8)).astype(np.float32)
+    plain, fused = silu_graph(rounded_sigmoid=False), silu_graph(rounded_sigmoid=False)
+    assert [u.q_s for u in qdq_silu_units(fused)] == [None]
+    assert fuse_silu_units(fused) == 1 and "Mul" not in [n.op_type for n in fused.graph.node]
+    for a, b in zip(run(plain, x), run(fused, x)):
+        np.testing.assert_allclose(a, b, atol=SM * 1e-3)
 
 
 def test_a_mul_of_other_codes_is_not_a_silu():

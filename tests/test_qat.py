@@ -193,6 +193,12 @@ def test_qat_epoch_exports_an_int8_qdq_artifact_with_the_learned_grids(qat_run, 
     summ = qdq_summary(res.artifact)
     assert summ["convs_with_int8_weights"] == len(ranges) == res.qdq["convs"]
     assert summ["quantize_nodes"] == 2 * len(ranges)  # inputs and (ORT rounds them) outputs
+    # every float SiLU of the QAT graph runs as one QuickGelu (exact: onnxruntime_silu_op)
+    from yoloport.backends.onnxruntime_silu_op import qdq_silu_units
+
+    graph = onnx.load(str(res.artifact))
+    assert side["qconfig"]["silu_units_fused"] == [n.op_type for n in graph.graph.node].count("QuickGelu") > 0
+    assert qdq_silu_units(graph) == []  # none left as Sigmoid + Mul
     inits = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(res.artifact)).graph.initializer}
     layer = "model.4.m.0.cv2.conv"
     tag = next(k[: -len("_input_scale")] for k in inits if k.endswith("_input_scale") and "model.4_m_m.0_cv2" in k)

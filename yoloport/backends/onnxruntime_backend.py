@@ -488,7 +488,8 @@ def build(model, onnx_path, head: HeadSpec, out_dir, calibration, qconfig: dict)
 def build_prequantized(model, onnx_path, head: HeadSpec, out_dir, prequantized, qconfig: dict | None = None) -> Path:
     """The int8 artifact of a quantization-aware fine-tuned model: its QDQ graph
     (``prequantized.qdq_onnx``, the learned grids; ONNX Runtime fuses each DQ -> Conv -> Q into a
-    QLinearConv) as ``model.onnxruntime.int8.onnx``, with its sidecar. ``onnx_path``: its float source."""
+    QLinearConv), each float SiLU as one QuickGelu (:func:`fuse_silu_units`, exact), as
+    ``model.onnxruntime.int8.onnx``, with its sidecar. ``onnx_path``: its float source."""
     t0 = time.perf_counter()
     if prequantized.qdq_onnx is None:
         raise YoloportError("onnxruntime: a pre-quantized build needs the QDQ graph of the fine-tuned model")
@@ -498,8 +499,11 @@ def build_prequantized(model, onnx_path, head: HeadSpec, out_dir, prequantized, 
     out_dir.mkdir(parents=True, exist_ok=True)
     dims = [d.dim_value for d in onnx.load(str(prequantized.qdq_onnx), load_external_data=False).graph.input[0].type.tensor_type.shape.dim]
     artifact = out_dir / "model.onnxruntime.int8.onnx"
-    shutil.copyfile(prequantized.qdq_onnx, artifact)
-    settings = {**(qconfig or {}), "precision": "int8"}
+    qdq = onnx.load(str(prequantized.qdq_onnx))
+    fused = fuse_silu_units(qdq)  # exact here: the QAT graph's sigmoids are float (onnxruntime_silu_op)
+    onnx.save(qdq, str(artifact))
+    settings = {**(qconfig or {}), "precision": "int8", "silu_op": "quickgelu" if fused else "qlinear",
+                "silu_units_fused": fused}
     write_sidecar(
         artifact,
         sidecar_info(

@@ -5,7 +5,10 @@ graph reads ``Q(conv) -> DQ -> Sigmoid -> Q(s) -> DQ -> Mul -> Q(m)`` and ONNX R
 ``QLinearConv -> QLinearSigmoid -> QLinearMul``: the sigmoid is rounded onto a grid of its own and the product
 again onto the Mul's grid (``silu_op: qlinear``, the graph as ``quantize_static`` writes it).
 
-``silu_op: quickgelu`` rewrites each such unit to ``Q(conv) -> DQ -> QuickGelu(alpha=1) -> Q(m)``.
+``silu_op: quickgelu`` rewrites each such unit to ``Q(conv) -> DQ -> QuickGelu(alpha=1) -> Q(m)``. A QAT
+model's QDQ graph (:func:`yoloport.deploy.qdq_export.insert_qdq`) leaves the sigmoid float,
+``DQ -> Sigmoid -> Mul -> Q``, which ONNX Runtime runs as three float ops after two DequantizeLinear (its
+optimiser does not make a QuickGelu there); the same rewrite is exact for it and always applied.
 ``QuickGelu`` is ONNX Runtime's own fused float operator (``com.microsoft``, in every CPU build; its optimiser
 makes it from ``x * sigmoid(x)`` in float graphs) and computes ``x * sigmoid(alpha * x)``, SiLU for
 ``alpha = 1``. The conv's output grid and the Mul's grid stay exactly as calibrated; only the sigmoid's own
@@ -46,7 +49,8 @@ def _dq_source(producer, tensor: str):
 @dataclass(frozen=True)
 class QdqSiluUnit:
     """One ``x * sigmoid(x)`` of a QDQ graph, by node: ``dq_x`` reads the quantized ``x`` for the Mul,
-    ``dq_in`` (possibly the same node) for the Sigmoid; ``q_s`` / ``dq_s`` round the sigmoid."""
+    ``dq_in`` (possibly the same node) for the Sigmoid; ``q_s`` / ``dq_s`` round the sigmoid (both None where
+    the sigmoid stays float, as in a QAT model's QDQ graph)."""
 
     dq_in: object
     sigmoid: object
@@ -58,8 +62,9 @@ class QdqSiluUnit:
 
 def qdq_silu_units(model) -> list[QdqSiluUnit]:
     """Every SiLU unit of a quantized QDQ graph (the QDQ form of :func:`yoloport.deploy.onnx_graph.silu_units`):
-    a Mul of a dequantized tensor by its own sigmoid, rounded once in between (``Q -> DQ``), where the
-    Sigmoid and the Mul read the same codes on the same grid and nothing else reads the sigmoid."""
+    a Mul of a dequantized tensor by its own sigmoid, the sigmoid rounded once in between (``Q -> DQ``) or not
+    at all, where the Sigmoid and the Mul read the same codes on the same grid and nothing else reads the
+    sigmoid."""
     graph = model.graph
     producer, consumers = _index(graph.node)
     units = []
@@ -68,18 +73,21 @@ def qdq_silu_units(model) -> list[QdqSiluUnit]:
             continue
         dq_in, codes = _dq_source(producer, sig.input[0])
         readers = consumers.get(sig.output[0], [])
-        if dq_in is None or len(readers) != 1 or readers[0].op_type != "QuantizeLinear":
+        if dq_in is None or len(readers) != 1:
             continue
-        q_s = readers[0]
-        dq_readers = consumers.get(q_s.output[0], [])
-        if len(dq_readers) != 1 or dq_readers[0].op_type != "DequantizeLinear":
-            continue
-        dq_s = dq_readers[0]
-        muls = consumers.get(dq_s.output[0], [])
+        q_s = dq_s = None
+        if readers[0].op_type == "QuantizeLinear":  # the sigmoid rounded (quantize_static's graph)
+            q_s = readers[0]
+            dq_readers = consumers.get(q_s.output[0], [])
+            if len(dq_readers) != 1 or dq_readers[0].op_type != "DequantizeLinear":
+                continue
+            dq_s = dq_readers[0]
+        s_out = (dq_s or sig).output[0]
+        muls = consumers.get(s_out, [])
         if len(muls) != 1 or muls[0].op_type != "Mul" or len(muls[0].input) != 2:
             continue
         mul = muls[0]
-        other = mul.input[1] if mul.input[0] == dq_s.output[0] else mul.input[0]
+        other = mul.input[1] if mul.input[0] == s_out else mul.input[0]
         dq_x, x_codes = _dq_source(producer, other)
         if dq_x is None or x_codes != codes or list(dq_x.input) != list(dq_in.input):
             continue  # not x * sigmoid(x) of one quantized tensor on one grid
@@ -100,7 +108,7 @@ def fuse_silu_units(model) -> int:
         return 0
     fused = {id(u.mul): helper.make_node("QuickGelu", [u.dq_x.output[0]], [u.mul.output[0]], name=f"{u.mul.name}/silu",
                                          domain=MS_DOMAIN, alpha=1.0) for u in units}
-    drop = {id(n) for u in units for n in (u.sigmoid, u.q_s, u.dq_s)}
+    drop = {id(n) for u in units for n in (u.sigmoid, u.q_s, u.dq_s) if n is not None}
     consumers = _index(graph.node)[1]
     drop |= {id(u.dq_in) for u in units  # a DQ of its own that fed only the Sigmoid
              if u.dq_in is not u.dq_x and all(c is u.sigmoid for c in consumers.get(u.dq_in.output[0], []))}
