@@ -125,6 +125,8 @@ def main(argv=None) -> int:
     add_model_args(ap)
     ap.add_argument("--runs", type=int, default=20, help="profiled inferences per runtime (after 3 warm-up ones)")
     ap.add_argument("--top", type=int, default=12, help="convolutions printed per runtime (slowest first)")
+    ap.add_argument("--ort-variants", nargs="+", default=["qdq-pc", "qdq-pc-quickgelu"], choices=list(VARIANTS),
+                    help="ONNX Runtime variants profiled (bench_int8_ceiling.VARIANTS)")
     ap.add_argument("--no-openvino", action="store_true")
     ap.add_argument("--json")
     a = ap.parse_args(argv)
@@ -164,10 +166,12 @@ def main(argv=None) -> int:
 
         prep = work / "prep.onnx"
         q.quant_pre_process(str(fp32), str(prep), skip_symbolic_shape=True)
-        qdq = work / "qdq-pc.onnx"
-        quantize_variant(prep, qdq, calibration, *VARIANTS["qdq-pc"])
-        profiles["onnxruntime int8 (qdq-pc, all int8)"] = ob.profile_run(qdq, x, runs=a.runs, threads=t)
-        graph_macs["onnxruntime int8 (qdq-pc, all int8)"] = macs
+        for variant in a.ort_variants:
+            qdq = work / f"{variant}.onnx"
+            quantize_variant(prep, qdq, calibration, *VARIANTS[variant])
+            label = f"onnxruntime int8 ({variant}, all int8)"
+            profiles[label] = ob.profile_run(qdq, x, runs=a.runs, threads=t)
+            graph_macs[label] = macs
         if not a.no_openvino:
             from yoloport.backends import openvino_backend as vb
 

@@ -15,6 +15,8 @@ In one run (same threads for everything):
      Concat, MaxPool, Resize: SiLU's Sigmoid and Mul get Q/DQ pairs of their own)
    - ``qdq-pc-head-fp32``: the same with the Detect head's three output convolutions left in float (the
      backend's default ``head_fp32: convs``)
+   - ``qdq-pc-quickgelu``: ``qdq-pc`` with each SiLU as one QuickGelu between the conv's and the Mul's grids
+     (the backend's ``silu_op: quickgelu``)
    - ``qdq-pt``: the same as ``qdq-pc``, per-tensor weights
    - ``qdq-pc-silu-float``: QDQ per-channel, only Conv/Concat/MaxPool/Resize/Add quantized: SiLU runs in
      float between a DequantizeLinear and a QuantizeLinear
@@ -56,9 +58,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 ALL_OPS = None  # quantize_static's default: every op type it knows
 HEAD_FP32 = "head-fp32"  # marker: also keep the Detect head's convolutions (graph outputs) in float
-VARIANTS = {  # name: (format, per_channel, activation type, op types to quantize[, HEAD_FP32])
+QUICKGELU = "quickgelu"  # marker: then each SiLU as one QuickGelu (yoloport.backends.onnxruntime_silu_op)
+VARIANTS = {  # name: (format, per_channel, activation type, op types to quantize[, HEAD_FP32 | QUICKGELU])
     "qdq-pc": ("QDQ", True, "QUInt8", ALL_OPS),
     "qdq-pc-head-fp32": ("QDQ", True, "QUInt8", ALL_OPS, HEAD_FP32),
+    "qdq-pc-quickgelu": ("QDQ", True, "QUInt8", ALL_OPS, QUICKGELU),
     "qdq-pt": ("QDQ", False, "QUInt8", ALL_OPS),
     "qdq-pc-silu-float": ("QDQ", True, "QUInt8", ["Conv", "Concat", "MaxPool", "Resize", "Add"]),
     "qdq-pc-conv": ("QDQ", True, "QUInt8", ["Conv"]),
@@ -148,21 +152,28 @@ class _Reader:
 
 
 def quantize_variant(src: Path, out: Path, calibration, fmt: str, per_channel: bool, act: str, op_types,
-                     head: str | None = None, batch: int = 1) -> float:
-    """``quantize_static`` with one variant's settings (graph of batch ``batch``); returns the seconds it took."""
+                     marker: str | None = None, batch: int = 1) -> float:
+    """``quantize_static`` with one variant's settings (graph of batch ``batch``; ``marker``: HEAD_FP32 or
+    QUICKGELU); returns the seconds it took."""
     import onnx
     from onnxruntime import quantization as q
 
     graph = onnx.load(str(src), load_external_data=False).graph
     input_name = graph.input[0].name
     outputs = {o.name for o in graph.output}
-    exclude = [n.name for n in graph.node if n.op_type == "Conv" and n.output[0] in outputs] if head == HEAD_FP32 else None
+    exclude = [n.name for n in graph.node if n.op_type == "Conv" and n.output[0] in outputs] if marker == HEAD_FP32 else None
     t0 = time.perf_counter()
     q.quantize_static(str(src), str(out), _Reader(calibration, input_name, batch),
                       quant_format=getattr(q.QuantFormat, fmt), per_channel=per_channel,
                       activation_type=getattr(q.QuantType, act), weight_type=q.QuantType.QInt8,
                       op_types_to_quantize=op_types, nodes_to_exclude=exclude, calibrate_method=q.CalibrationMethod.MinMax,
                       extra_options={"ActivationSymmetric": act == "QInt8", "WeightSymmetric": True})
+    if marker == QUICKGELU:
+        from yoloport.backends.onnxruntime_silu_op import fuse_silu_units
+
+        m = onnx.load(str(out))
+        fuse_silu_units(m)
+        onnx.save(m, str(out))
     return time.perf_counter() - t0
 
 
