@@ -28,19 +28,6 @@ sys.path.insert(0, str(ROOT))
 VARIANTS = {"focus": False, "conv": True}
 
 
-def _weights(name: str) -> Path:
-    from yoloport.fixtures import fixtures_dir
-
-    p = Path(name)
-    if p.is_file():
-        return p
-    fx = fixtures_dir()
-    cand = fx / "weights" / f"{name}.pt" if fx else None
-    if cand is None or not cand.is_file():
-        raise SystemExit(f"weights {name!r} not found (a path, or a name under fixtures/weights)")
-    return cand
-
-
 def build_variants(model, backend: str, precision: str, hw, calibration, work: Path, threads: int) -> dict:
     """``{variant: Runner}``: ``backend``'s artifact built with and without the Focus surgery."""
     from yoloport.backends.registry import build_artifact, load_runner
@@ -105,7 +92,13 @@ def main(argv=None) -> int:
     from yoloport.fixtures import fixtures_dir
     from yoloport.models import load_model
 
-    model = load_model(_weights(a.weights))
+    from yoloport.errors import YoloportError
+    from yoloport.fixtures import weights_path
+
+    try:
+        model = load_model(weights_path(a.weights))
+    except YoloportError as e:
+        raise SystemExit(str(e)) from None
     if not any(type(m).__name__ == "Focus" for m in model.model):
         raise SystemExit(f"{a.weights} has no Focus stem: nothing to compare")
     hw = (a.img_size[1], a.img_size[0])

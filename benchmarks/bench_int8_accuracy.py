@@ -61,7 +61,6 @@ ESTIMATORS = {
 PTQ_ROWS = {"equalize": ["equalize"], "adaround": ["adaround"], "bias_correction": ["bias_correction"],
             "ptq_all": ["equalize", "adaround", "bias_correction"]}
 DEFAULT_ROWS = ("old_default", "bias_correction", "adaround", "new_default")
-WEIGHTS = {"yolov5n-v6.1": "weights/yolov5n-v6.1.pt", "yolov5s-v5.0": "weights/yolov5s-v5.0.pt"}
 
 
 def fixtures():
@@ -163,7 +162,7 @@ def evaluate(backend, artifact, model, data, hw, threads, val_images):
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--weights", nargs="+", default=["yolov5n-v6.1"], help=f"fixture keys ({', '.join(WEIGHTS)}) or checkpoints")
+    p.add_argument("--weights", nargs="+", default=["yolov5n-v6.1"], help="checkpoints or model keys (the fixtures': yolov5n-v6.1, yolov5s-v5.0)")
     p.add_argument("--img-size", type=int, nargs="+", default=[640], help="W [H]")
     p.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
     p.add_argument("--rows", nargs="+", default=list(DEFAULT_ROWS))
@@ -197,6 +196,8 @@ def main(argv=None) -> int:
     from yoloport.backends.registry import build_artifact
     from yoloport.data.calibration import load_calibration
     from yoloport.data.letterbox import input_multiple
+    from yoloport.errors import YoloportError
+    from yoloport.fixtures import weights_path
     from yoloport.models import load_model
 
     torch.set_num_threads(a.threads)
@@ -208,7 +209,10 @@ def main(argv=None) -> int:
     ptq_options = {"adaround": {"iters": a.adaround_iters}}
     results, stats_by = [], {}  # stats_by: {group key: {seed: per-image stats}} for the seed-spread intervals
     for wk in a.weights:
-        wpath = str(fx / WEIGHTS[wk]) if wk in WEIGHTS else wk
+        try:
+            wpath = str(weights_path(wk))
+        except YoloportError as e:
+            raise SystemExit(str(e)) from None
         model = load_model(wpath)
         stride = input_multiple(model.stride)
         out_root = Path(a.out) / Path(wpath).stem / f"{w}x{h}"
