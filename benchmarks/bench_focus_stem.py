@@ -93,7 +93,7 @@ def main(argv=None) -> int:
     from yoloport.models import load_model
 
     from yoloport.errors import YoloportError
-    from yoloport.fixtures import weights_path
+    from yoloport.config import weights_path
 
     try:
         model = load_model(weights_path(a.weights))

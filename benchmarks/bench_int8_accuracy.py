@@ -197,7 +197,7 @@ def main(argv=None) -> int:
     from yoloport.data.calibration import load_calibration
     from yoloport.data.letterbox import input_multiple
     from yoloport.errors import YoloportError
-    from yoloport.fixtures import weights_path
+    from yoloport.config import weights_path
     from yoloport.models import load_model
 
     torch.set_num_threads(a.threads)

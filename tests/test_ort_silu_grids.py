@@ -11,6 +11,7 @@ pytest.importorskip("onnxruntime")
 
 from yoloport.backends import onnxruntime_backend as ortb  # noqa: E402
 from yoloport.backends import onnxruntime_silu_grids as sg  # noqa: E402
+from yoloport.quant import silu_ranges as sr  # noqa: E402
 from yoloport.backends.onnxruntime_backend import resolve_qconfig  # noqa: E402
 from yoloport.backends.registry import build_artifact, load_runner  # noqa: E402
 from yoloport.backends.torch_backend import TorchRunner  # noqa: E402
@@ -33,13 +34,13 @@ def tailed_preactivations(n: int = 200_000, seed: int = 0) -> np.ndarray:
     return x
 
 
-def histogram(x: np.ndarray, bins: int = sg.HIST_BINS):
+def histogram(x: np.ndarray, bins: int = sr.HIST_BINS):
     counts, edges = np.histogram(x, bins=bins)
     return (edges[:-1] + edges[1:]) / 2, counts
 
 
 def post_silu_mse(x: np.ndarray, lo: float, hi: float) -> float:
-    return float(np.mean((sg.silu(sg.fake_quant(x, lo, hi)) - sg.silu(x)) ** 2))
+    return float(np.mean((sr.silu(sr.fake_quant(x, lo, hi)) - sr.silu(x)) ** 2))
 
 
 def test_uint8_grid_is_onnxruntimes():
@@ -47,22 +48,22 @@ def test_uint8_grid_is_onnxruntimes():
 
     for lo, hi in [(-16.5, 13.7), (-0.28, 7.0), (0.3, 5.0), (-3.0, -1.0), (-6.0, 10.0)]:
         zp, scale = compute_scale_zp(np.array(lo, np.float32), np.array(hi, np.float32), np.array(0, np.uint8), np.array(255, np.uint8))
-        s, z = sg.uint8_grid(lo, hi)
+        s, z = sr.uint8_grid(lo, hi)
         assert float(s) == pytest.approx(float(scale), rel=1e-6) and int(z) == int(zp), (lo, hi)
 
 
 def test_fake_quant_is_quantize_dequantize():
     x = np.array([-20.0, -3.3, 0.0, 0.049, 7.9, 30.0])
-    s, z = sg.uint8_grid(-4.0, 8.0)
+    s, z = sr.uint8_grid(-4.0, 8.0)
     expect = (np.clip(np.round(x / s) + z, 0, 255) - z) * s
-    np.testing.assert_allclose(sg.fake_quant(x, -4.0, 8.0), expect)
-    assert sg.fake_quant(x, np.array([-4.0, -2.0]), np.array([8.0, 8.0])).shape == (2, 6)
+    np.testing.assert_allclose(sr.fake_quant(x, -4.0, 8.0), expect)
+    assert sr.fake_quant(x, np.array([-4.0, -2.0]), np.array([8.0, 8.0])).shape == (2, 6)
 
 
 def test_silu_range_drops_the_negative_tail_and_lowers_post_silu_error():
     """A long negative tail that SiLU squashes to ~0: the chosen lower end sits well above the observed
     min (MinMax's), and the post-SiLU error on fresh samples of the same distribution is lower."""
-    lo, hi = sg.silu_preact_range(*histogram(tailed_preactivations(seed=0)))
+    lo, hi = sr.silu_preact_range(*histogram(tailed_preactivations(seed=0)))
     held_back = tailed_preactivations(seed=1)
     assert lo > 0.5 * held_back.min() and lo < -1.0, lo  # above most of the tail, below the Gaussian's body
     assert hi <= held_back.max() + 1e-6
@@ -73,7 +74,7 @@ def test_silu_range_drops_the_negative_tail_and_lowers_post_silu_error():
 def test_silu_range_low_keeps_the_observed_max():
     x = tailed_preactivations()
     centers, counts = histogram(x)
-    lo, hi = sg.silu_preact_range(centers, counts, move_hi=False)
+    lo, hi = sr.silu_preact_range(centers, counts, move_hi=False)
     assert hi == pytest.approx(centers[counts > 0].max()) and lo > x.min()
 
 
@@ -81,20 +82,20 @@ def test_silu_range_keeps_a_range_with_nothing_to_drop():
     """Uniform on [-1, 1] (every level used, SiLU's slope ~0.5 everywhere): the observed range is kept."""
     x = np.random.default_rng(0).uniform(-1.0, 1.0, 100_000)
     centers, counts = histogram(x)
-    lo, hi = sg.silu_preact_range(centers, counts)
+    lo, hi = sr.silu_preact_range(centers, counts)
     assert lo == pytest.approx(centers[0], abs=0.03) and hi == pytest.approx(centers[-1], abs=0.03)
 
 
 def test_mul_range_error_not_above_minmax():
     x = tailed_preactivations()
     centers, counts = histogram(x)
-    x_range = sg.silu_preact_range(centers, counts)
+    x_range = sr.silu_preact_range(centers, counts)
     s_range = (0.0, 1.0)
-    m, target = sg.unit_outputs(centers, x_range, s_range)
-    lo, hi = sg.mul_output_range(centers, counts, x_range, s_range)
+    m, target = sr.unit_outputs(centers, x_range, s_range)
+    lo, hi = sr.mul_output_range(centers, counts, x_range, s_range)
 
     def err(a, b):
-        return float(np.sum(counts * (sg.fake_quant(m, a, b) - target) ** 2))
+        return float(np.sum(counts * (sr.fake_quant(m, a, b) - target) ** 2))
 
     nz = counts > 0
     assert err(lo, hi) <= err(m[nz].min(), m[nz].max()) + 1e-12
@@ -184,7 +185,7 @@ def test_chosen_grids_land_in_the_q_nodes(built, fp32):
     units = sg.silu_units(onnx.load(str(fp32)))
     assert {t for u in units for t in (u.preact, u.sigmoid, u.mul)} == set(chosen)
     for t, (lo, hi) in chosen.items():
-        s, z = sg.uint8_grid(lo, hi)
+        s, z = sr.uint8_grid(lo, hi)
         assert grid[t][0] == pytest.approx(float(s), rel=1e-5) and grid[t][1] == int(z), t
     moved = [u.preact for u in units if abs(grid[u.preact][0] - mm[u.preact][0]) > 1e-3 * mm[u.preact][0]]
     assert len(moved) > len(units) // 2, "the SiLU-aware ranges left most pre-activation grids at MinMax's"
@@ -228,20 +229,20 @@ def test_every_quantized_conv_still_fuses_to_qlinearconv(built, fp32, tmp_path):
 
 def test_zero_floor_is_where_silu_rounds_to_zero():
     for step in (0.05, 0.03, 0.01):
-        floor = sg.zero_floor(step)
-        assert floor < sg.SILU_ARGMIN
+        floor = sr.zero_floor(step)
+        assert floor < sr.SILU_ARGMIN
         below = np.linspace(floor, -60.0, 5000)
-        m = below * sg.fake_quant(sg.sigmoid(below), 0.0, 1.0)
-        assert np.all(np.abs(m) <= sg.ZERO_MARGIN * step / 2)
+        m = below * sr.fake_quant(sr.sigmoid(below), 0.0, 1.0)
+        assert np.all(np.abs(m) <= sr.ZERO_MARGIN * step / 2)
         just_above = floor + 0.01  # the highest such x, to the search's resolution
-        assert abs(just_above * sg.fake_quant(sg.sigmoid(just_above), 0.0, 1.0)) > sg.ZERO_MARGIN * step / 2
-    assert sg.zero_floor(0.05) < -6.2  # sigmoid(x) only rounds to 0 below ~-6.2: SiLU alone would allow -5.6
+        assert abs(just_above * sr.fake_quant(sr.sigmoid(just_above), 0.0, 1.0)) > sr.ZERO_MARGIN * step / 2
+    assert sr.zero_floor(0.05) < -6.2  # sigmoid(x) only rounds to 0 below ~-6.2: SiLU alone would allow -5.6
 
 
 def unit_output(x, x_range, mul_range):
     """What the quantized Conv-SiLU hands the next layer for pre-activations ``x``."""
-    m, _ = sg.unit_outputs(x, x_range, (0.0, 1.0))
-    return sg.fake_quant(m, *mul_range)
+    m, _ = sr.unit_outputs(x, x_range, (0.0, 1.0))
+    return sr.fake_quant(m, *mul_range)
 
 
 def test_silu_zero_clips_only_what_reaches_the_next_layer_as_zero():
@@ -250,11 +251,11 @@ def test_silu_zero_clips_only_what_reaches_the_next_layer_as_zero():
     does, and still narrows the grid."""
     x = tailed_preactivations()
     centers, counts = histogram(x)
-    s = sg.silu(x)
+    s = sr.silu(x)
     mul_range = (s.min(), s.max())
-    floor = sg.zero_floor(float(sg.uint8_grid(*mul_range)[0]), (0.0, 1.0))
-    mse = sg.silu_preact_range(centers, counts)
-    zero = sg.silu_preact_range(centers, counts, lo_max=floor)
+    floor = sr.zero_floor(float(sr.uint8_grid(*mul_range)[0]), (0.0, 1.0))
+    mse = sr.silu_preact_range(centers, counts)
+    zero = sr.silu_preact_range(centers, counts, lo_max=floor)
     assert x.min() < zero[0] <= floor < mse[0]
     tail = x < floor - 0.5  # half a unit below: MinMax's coarse grid rounds nothing here up past the floor
     assert np.all(unit_output(x[tail], (x.min(), x.max()), mul_range) == 0)  # MinMax: the tail leaves as 0
@@ -268,12 +269,12 @@ def test_reachable_mul_range_is_what_the_unit_can_output():
     range ends there (MinMax would span the float SiLU's max) and clips nothing the unit outputs."""
     x = tailed_preactivations()
     centers, counts = histogram(x)
-    x_range = sg.silu_preact_range(centers, counts, lo_max=sg.zero_floor(0.03))
+    x_range = sr.silu_preact_range(centers, counts, lo_max=sr.zero_floor(0.03))
     assert x_range[1] < x.max() - 0.3  # the test needs a clipped upper end
-    lo, hi = sg.reachable_mul_range(centers, counts, x_range, (0.0, 1.0))
-    m, _ = sg.unit_outputs(x, x_range, (0.0, 1.0))
+    lo, hi = sr.reachable_mul_range(centers, counts, x_range, (0.0, 1.0))
+    m, _ = sr.unit_outputs(x, x_range, (0.0, 1.0))
     assert lo <= m.min() + 1e-9 and hi >= m.max() - 1e-9
-    assert hi == pytest.approx(x_range[1], rel=0.01) and hi < sg.silu(x).max() - 0.3
+    assert hi == pytest.approx(x_range[1], rel=0.01) and hi < sr.silu(x).max() - 0.3
 
 
 def test_grids_fall_back_where_they_cannot_act():
@@ -308,32 +309,32 @@ def test_silu_zero_floor_follows_the_chosen_mul_grid(mul_range, monkeypatch):
     centers, counts = histogram(x)
     unit = sg.SiluUnit("x", "s", "m")
     monkeypatch.setattr(sg, "silu_units", lambda model: [unit])
-    monkeypatch.setattr(sg, "tensor_histograms", lambda path, feeds, tensors, bins=sg.HIST_BINS: {"x": (centers, counts)})
+    monkeypatch.setattr(sg, "tensor_histograms", lambda path, feeds, tensors, bins=sr.HIST_BINS: {"x": (centers, counts)})
     options = {"preact_range": "silu_zero", "sigmoid_range": "minmax", "mul_range": mul_range}
     chosen = sg.silu_grid_ranges("unused.onnx", None, lambda: [], options)
-    s_range = (float(sg.sigmoid(centers[counts > 0].min())), float(sg.sigmoid(centers[counts > 0].max())))
-    minmax_step = float(sg.uint8_grid(sg.silu(x).min(), sg.silu(x).max())[0])
-    mul_step = float(sg.uint8_grid(*chosen["m"])[0])
-    floor = sg.zero_floor(mul_step, s_range)
-    assert floor < sg.zero_floor(minmax_step, s_range), "the case needs a chosen Mul grid with a lower floor"
-    scale, zp = sg.uint8_grid(*chosen["x"])
+    s_range = (float(sr.sigmoid(centers[counts > 0].min())), float(sr.sigmoid(centers[counts > 0].max())))
+    minmax_step = float(sr.uint8_grid(sr.silu(x).min(), sr.silu(x).max())[0])
+    mul_step = float(sr.uint8_grid(*chosen["m"])[0])
+    floor = sr.zero_floor(mul_step, s_range)
+    assert floor < sr.zero_floor(minmax_step, s_range), "the case needs a chosen Mul grid with a lower floor"
+    scale, zp = sr.uint8_grid(*chosen["x"])
     grid_lo = -float(zp) * float(scale)  # where the Conv output's grid clips
     assert chosen["x"][0] <= floor and grid_lo <= floor + 1e-9
-    m, _ = sg.unit_outputs(np.array([grid_lo]), chosen["x"], s_range)  # a clipped element, as the unit computes it
-    assert abs(float(m[0])) <= sg.ZERO_MARGIN * mul_step / 2
-    assert sg.fake_quant(m, *chosen["m"])[0] == 0.0
+    m, _ = sr.unit_outputs(np.array([grid_lo]), chosen["x"], s_range)  # a clipped element, as the unit computes it
+    assert abs(float(m[0])) <= sr.ZERO_MARGIN * mul_step / 2
+    assert sr.fake_quant(m, *chosen["m"])[0] == 0.0
 
 
 def test_silu_zero_floor_without_a_chosen_mul_grid_is_minmaxs():
     """The default (Mul grid on MinMax): one search, with the floor of MinMax's Mul step, as before the fix."""
     x = coarse_unit_preactivations()
     centers, counts = histogram(x)
-    s_range = (float(sg.sigmoid(centers[counts > 0].min())), float(sg.sigmoid(centers[counts > 0].max())))
-    s_obs = sg.silu(centers[counts > 0])
-    floor = sg.zero_floor(float(sg.uint8_grid(s_obs.min(), s_obs.max())[0]), s_range)
-    chosen = sg.unit_grid_ranges(centers, counts, {"preact_range": "silu_zero", "sigmoid_range": "minmax", "mul_range": "minmax"})
+    s_range = (float(sr.sigmoid(centers[counts > 0].min())), float(sr.sigmoid(centers[counts > 0].max())))
+    s_obs = sr.silu(centers[counts > 0])
+    floor = sr.zero_floor(float(sr.uint8_grid(s_obs.min(), s_obs.max())[0]), s_range)
+    chosen = sr.unit_grid_ranges(centers, counts, {"preact_range": "silu_zero", "sigmoid_range": "minmax", "mul_range": "minmax"})
     assert set(chosen) == {"preact"}
-    assert chosen["preact"] == sg.silu_preact_range(centers, counts, lo_max=floor)
+    assert chosen["preact"] == sr.silu_preact_range(centers, counts, lo_max=floor)
 
 
 def test_silu_zero_floor_settles_or_falls_back_to_the_sigmoids_zero():
@@ -342,17 +343,17 @@ def test_silu_zero_floor_settles_or_falls_back_to_the_sigmoids_zero():
     settles; given fewer tries than that, it takes that floor directly."""
     x = coarse_unit_preactivations()
     centers, counts = histogram(x)
-    floor0 = sg.zero_floor(0.0, (0.0, 1.0))
+    floor0 = sr.zero_floor(0.0, (0.0, 1.0))
     assert floor0 < -6.2
-    for rounds in (sg.FLOOR_ROUNDS, 2):
+    for rounds in (sr.FLOOR_ROUNDS, 2):
         tries = []
 
         def narrowing(x_range):
             tries.append(x_range)
             return (-0.28, 80.0 / 2 ** len(tries))
 
-        lo, hi = sg.zero_preact_range(centers, counts, (0.0, 1.0), narrowing, rounds=rounds)
+        lo, hi = sr.zero_preact_range(centers, counts, (0.0, 1.0), narrowing, rounds=rounds)
         assert 2 <= len(tries) <= rounds
         assert lo <= floor0
-        m, _ = sg.unit_outputs(np.array([lo, lo - 5.0]), (lo, hi), (0.0, 1.0))
+        m, _ = sr.unit_outputs(np.array([lo, lo - 5.0]), (lo, hi), (0.0, 1.0))
         assert np.all(m == 0)

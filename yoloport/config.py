@@ -228,3 +228,17 @@ def model_source(settings: argparse.Namespace, default: str | None = None) -> st
     if default:
         return default
     raise YoloportError("no model given: pass --weights PATH or --model-key KEY")
+
+
+def weights_path(name) -> Path:
+    """``name`` as a checkpoint path: an existing file, or a key of the model registry (the bundled one names
+    the fixtures' official weights: ``yolov5s-v5.0``, ``yolov5n-v6.1``) whose weights file exists. A
+    YoloportError otherwise (benchmarks and scripts: one lookup for "a path or a fixture's name")."""
+    p = Path(str(name)).expanduser()
+    if p.is_file():
+        return p
+    entry = lookup_model_key(str(name), required=False)
+    if entry is not None and entry.weights and Path(entry.weights).is_file():
+        return Path(entry.weights)
+    raise YoloportError(f"weights {name!r} not found: neither a file nor a model key whose weights exist "
+                        f"(the fixtures' keys need {fixtures_dir() or '../shared/fixtures'})")
