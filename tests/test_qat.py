@@ -111,6 +111,41 @@ def test_wrapped_model_starts_on_the_ptq_ranges_and_keeps_the_float_weights(tiny
     assert all(torch.equal(v, ref[k]) for k, v in back.state_dict().items())
 
 
+def test_silu_conv_outputs_start_on_the_silu_zero_grid(tiny_model, images):
+    """ONNX Runtime's scheme rounds each conv output: the grids of those followed by a SiLU start where ORT's
+    PTQ default puts them (narrowed from MinMax, the lower end at or below the silu_zero floor); ``minmax``
+    keeps the observed ranges; a generator of batches serves both passes; an unknown rule is refused."""
+    from yoloport.quant.fake_quant import asymmetric_grid
+    from yoloport.quant.silu_ranges import HIST_BINS, SILU_ARGMIN, silu, uint8_grid, zero_floor
+
+    calib, _ = images
+    scheme = qat.scheme_for(get_spec("onnxruntime"))
+    plain = qat.wrap_for_qat(tiny_model, scheme)
+    minmax = qat.init_ranges(plain, calib.batches(1), preact="minmax")
+    q = qat.wrap_for_qat(tiny_model, scheme)
+    stats = qat.init_ranges(q, calib.batches(1))  # a generator: kept for the second pass
+    layers = {layer.layer_name: layer for layer in qat.qat_layers(q)}
+    ruled = [n for n, st in stats.items() if st["output"] and st["output"].get("rule") == "silu_zero"]
+    assert ruled and set(ruled) == {n for n, m in layers.items() if isinstance(getattr(m, "act", None), torch.nn.SiLU)}
+    narrowed = 0
+    for n in ruled:
+        out, mm = stats[n]["output"], minmax[n]["output"]
+        assert out["observed"] == pytest.approx([mm["lo"], mm["hi"]])
+        assert mm["lo"] - 1e-6 <= out["lo"] and out["hi"] <= mm["hi"] + 1e-6
+        s_lo = float(silu(max(mm["lo"], SILU_ARGMIN)))  # SiLU's lowest value over the observed range
+        floor = zero_floor(float(uint8_grid(s_lo, float(silu(mm["hi"])))[0]), None)  # MinMax's step of the SiLU output
+        half_bin = (mm["hi"] - mm["lo"]) / HIST_BINS
+        # clipped only where SiLU rounds to 0; a range above the floor keeps its low end (to the histogram's bin)
+        assert out["lo"] <= floor + 0.05 or out["lo"] == pytest.approx(mm["lo"], abs=half_bin)
+        assert layers[n].qat_output.grid()["scale"] == pytest.approx(asymmetric_grid(out["lo"], out["hi"])[0], rel=1e-6)
+        narrowed += (out["hi"] - out["lo"]) < 0.99 * (mm["hi"] - mm["lo"])
+    assert narrowed >= len(ruled) // 2
+    assert all(st["output"] is None or "rule" not in st["output"] for st in minmax.values())
+    assert qat.init_ranges(qat.wrap_for_qat(tiny_model, scheme), lambda: calib.batches(1)) == stats  # a callable
+    with pytest.raises(YoloportError, match="preact rule 'mse'"):
+        qat.init_ranges(plain, calib.batches(1), preact="mse")
+
+
 # ----------------------------------------------------------------------------- one QAT epoch, exported
 
 

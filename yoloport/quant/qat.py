@@ -119,9 +119,13 @@ class ActQuant(nn.Module):
                 self.register_buffer("zero_point", torch.tensor(0.0))
         self.observing = False
         self.lo, self.hi = math.inf, -math.inf
+        self.hist = None  # while observing: counts of x over [lo, hi] (a second pass) instead of its min/max
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.observing:
+            if self.hist is not None:
+                self.hist += torch.histc(x.detach().float(), bins=self.hist.numel(), min=self.lo, max=self.hi)
+                return x
             self.lo = min(self.lo, float(x.detach().min()))
             self.hi = max(self.hi, float(x.detach().max()))
             return x
@@ -324,16 +328,56 @@ def _act_quants(model) -> list[ActQuant]:
     return [m for m in model.modules() if isinstance(m, ActQuant)]
 
 
+PREACT_RULES = ("minmax", "silu_zero")
+# How a SiLU convolution's output grid (``quantize_outputs`` schemes: ONNX Runtime) starts: "silu_zero", the
+# range ONNX Runtime's PTQ default gives that tensor (quant.silu_ranges.zero_preact_range, here with the
+# sigmoid unrounded as in the QAT graph), or "minmax". Measured: docs/notes/2026-11-30-session8.md.
+PREACT_INIT = "silu_zero"
+
+
 @torch.no_grad()
-def init_ranges(model, batches) -> dict:
+def init_ranges(model, batches, preact: str | None = None) -> dict:
     """Post-training ranges: run the float network (quantization off) on ``batches`` (float32
-    ``[B, 3, H, W]`` arrays, e.g. ``CalibrationSet.batches()``), record every quantized activation's
-    min/max and set each grid from it. Returns ``{layer: {input: {...}, output: {...}|None}}`` with
-    the observed ranges. The model's train/eval mode is kept."""
+    ``[B, 3, H, W]`` arrays, e.g. ``CalibrationSet.batches()``; or a zero-argument callable giving a fresh
+    iterable of them), record every quantized activation's min/max and set each grid from it. ``preact``
+    (default :data:`PREACT_INIT`): ``silu_zero`` then sets the output grid of each convolution followed by a
+    SiLU from a histogram of its output, a second pass (:func:`silu_output_grids`). Returns ``{layer: {input:
+    {...}, output: {...}|None}}`` with the observed ranges (an output grid chosen by the rule also has
+    ``rule``). The model's train/eval mode is kept."""
+    preact = PREACT_INIT if preact is None else preact
+    if preact not in PREACT_RULES:
+        raise YoloportError(f"QAT preact rule {preact!r}: choose one of {', '.join(PREACT_RULES)}")
+    silu_outputs = [layer.qat_output for layer in qat_layers(model) if layer.qat_output is not None
+                    and layer.qat_output.kind == "asymmetric" and isinstance(getattr(layer, "act", None), nn.SiLU)]
+    if callable(batches):
+        feed = batches
+    elif preact == "silu_zero" and silu_outputs:
+        kept = list(batches)  # two passes over the same images
+        feed = lambda: kept  # noqa: E731
+    else:
+        feed = lambda: batches  # noqa: E731
     acts = _act_quants(model)
+    for a in acts:
+        a.lo, a.hi, a.hist = math.inf, -math.inf, None
+    if _observe(model, acts, feed()) == 0:
+        raise YoloportError("QAT calibration: the calibration set yielded no image")
+    stats = {}
+    for layer in qat_layers(model):
+        stats[layer.layer_name] = {"input": layer.qat_input.init_from_observed(),
+                                   "output": layer.qat_output.init_from_observed() if layer.qat_output is not None else None}
+    if preact == "silu_zero" and silu_outputs:
+        chosen = silu_output_grids(model, silu_outputs, feed())
+        for layer in qat_layers(model):
+            if id(layer.qat_output) in chosen:
+                stats[layer.layer_name]["output"] = chosen[id(layer.qat_output)]
+    return stats
+
+
+def _observe(model, acts: list, batches) -> int:
+    """Run the float network with ``acts`` observing on ``batches``; returns how many batches ran."""
     was_training = model.training
     for a in acts:
-        a.observing, a.lo, a.hi = True, math.inf, -math.inf
+        a.observing = True
     model.eval()
     n = 0
     try:
@@ -345,13 +389,36 @@ def init_ranges(model, batches) -> dict:
         for a in acts:
             a.observing = False
         model.train(was_training)
-    if n == 0:
-        raise YoloportError("QAT calibration: the calibration set yielded no image")
-    stats = {}
-    for layer in qat_layers(model):
-        stats[layer.layer_name] = {"input": layer.qat_input.init_from_observed(),
-                                   "output": layer.qat_output.init_from_observed() if layer.qat_output is not None else None}
-    return stats
+    return n
+
+
+def silu_output_grids(model, outputs: list, batches, bins: int | None = None) -> dict:
+    """Set each of ``outputs`` (the :class:`ActQuant` of a SiLU convolution's output, observed once already:
+    ``lo``/``hi`` hold its range) to the range :func:`yoloport.quant.silu_ranges.zero_preact_range` picks from
+    a histogram of the output over ``batches`` (a second pass), the sigmoid unrounded (the QAT graph's SiLU is
+    float; the next rounding's step taken as MinMax's of the SiLU output). Returns ``{id(quantizer): {lo, hi,
+    scale, zero_point, qmin, qmax, rule, observed}}`` for those set."""
+    from .silu_ranges import HIST_BINS, zero_preact_range
+
+    bins = int(bins or HIST_BINS)
+    live = [a for a in outputs if math.isfinite(a.lo) and a.hi > a.lo]
+    for a in live:
+        a.hist = torch.zeros(bins, dtype=torch.float64)
+    try:
+        _observe(model, _act_quants(model), batches)  # every quantizer observing: the float network, as the first pass
+        out = {}
+        for a in live:
+            counts = a.hist.numpy()
+            centers = a.lo + (np.arange(bins) + 0.5) * (a.hi - a.lo) / bins
+            lo, hi = zero_preact_range(centers, counts, None, lambda _x_range: None)
+            grid = asymmetric_grid(lo, hi) or (MIN_SCALE, 0.0)
+            a.scale.fill_(grid[0])
+            a.zero_point.fill_(grid[1])
+            out[id(a)] = {"lo": lo, "hi": hi, **a.grid(), "rule": "silu_zero", "observed": [a.lo, a.hi]}
+        return out
+    finally:
+        for a in live:
+            a.hist = None
 
 
 def learned_ranges(model) -> dict:
@@ -411,7 +478,7 @@ class QatHook:
 
     def wrap(self, model):
         q = wrap_for_qat(model, self.scheme, inplace=True)
-        self.ptq_stats = init_ranges(q, self.calibration.batches(self.calib_batch))
+        self.ptq_stats = init_ranges(q, lambda: self.calibration.batches(self.calib_batch))
         self.log(f"QAT: {len(qat_layers(q))} convolutions fake-quantized ({self.scheme.activations} activations, "
                  f"weights per {'channel' if self.scheme.per_channel_weights else 'tensor'}"
                  f"{', outputs rounded' if self.scheme.quantize_outputs else ''}; head_fp32={self.scheme.head_fp32}), "

@@ -301,7 +301,7 @@ def distill_to_checkpoint(model, scheme, calibration, settings: DistillSettings 
     (run_dir / "weights").mkdir()
     teacher = model.eval()
     student = wrap_for_qat(teacher, scheme)
-    init_ranges(student, calibration.batches(1))
+    init_ranges(student, lambda: calibration.batches(1))
     log(f"QAT (distillation): {len(qat_layers(student))} convolutions fake-quantized, ranges from "
         f"{len(calibration)} calibration image(s); {s.steps} steps of {s.batch_size} on the same images")
     record = distill(student, teacher, calibration, s, log=log)
