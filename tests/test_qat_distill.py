@@ -152,7 +152,8 @@ def test_cli_bad_distill_options_are_one_message(tmp_path, capsys):
     data = make_synthetic_dataset(tmp_path / "d", {"train": 2, "val": 2}, HW, seed=1, workers=1)
     base = ["qat", "--weights", "default", "--data", str(data), "--backend", "onnxruntime", "--img-size", "128", "128"]
     cases = [
-        (["--steps", "5", "--out", str(tmp_path / "o1")], "--steps apply to --objective distill"),
+        (["--objective", "labels", "--steps", "5", "--out", str(tmp_path / "o1")], "--steps apply to --objective distill"),
+        (["--epochs", "1", "--steps", "5", "--out", str(tmp_path / "o5")], "--steps apply to --objective distill"),
         (["--objective", "distill", "--epochs", "2", "--out", str(tmp_path / "o2")], "--epochs applies to --objective labels"),
         (["--objective", "distill", "--steps", "0", "--out", str(tmp_path / "o3")], "steps must be an integer >= 1"),
         (["--objective", "distill", "--grid-lr", "-1", "--out", str(tmp_path / "o4")], "grid_lr must be a number > 0"),
@@ -161,3 +162,18 @@ def test_cli_bad_distill_options_are_one_message(tmp_path, capsys):
         rc = main(base + args)
         err = capsys.readouterr().err.strip().splitlines()
         assert rc != 0 and len(err) == 1 and msg in err[0], (args, err)
+
+
+def test_the_cli_distills_unless_told_or_given_a_label_loop_option():
+    """``yoloport qat`` distills by default (measured better); ``--epochs``, ``--hyp`` or ``--time-limit``
+    without ``--objective`` choose the label loop."""
+    import argparse
+
+    from yoloport.commands.qat import add_arguments, default_objective
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    base = ["--data", "d.yaml", "--backend", "onnxruntime"]
+    assert default_objective(p.parse_args(base)) == "distill"
+    for extra in (["--epochs", "2"], ["--hyp", "h.yaml"], ["--time-limit", "60"]):
+        assert default_objective(p.parse_args(base + extra)) == "labels", extra
