@@ -87,9 +87,9 @@ DEFAULT_QCONFIG = {
     # "quickgelu", one fused float QuickGelu between a DequantizeLinear and a QuantizeLinear (the sigmoid
     # not rounded; sigmoid_range is then "none"). Measured, not the default (docs/notes/2026-11-30-session8.md):
     # yolov5n v6.1 640, 5 seeds, quickgelu +0.25 / +0.73 against this default's +0.15 / +0.43 (paired: +0.10
-    # [-0.27, +0.59], +0.30 [-0.19, +0.59], within noise but the wrong way); yolov5s v5.0 640 outputs +1.1 dB
-    # SQNR; speed mixed: this recipe 35.7 -> 34.6 ms (2 threads, min), but with every conv int8 ORT's conv
-    # kernels slow down (11.3 -> 17.1 ms profiled), the float op between them breaking its uint8 chain.
+    # [-0.27, +0.59], +0.30 [-0.19, +0.59], within noise but the wrong way); yolov5s v5.0 640 outputs +1.0 dB
+    # SQNR; no faster: 22.77 -> 23.26 ms (2 threads, min of 30 round-robin rounds; every conv int8: 21.08 ->
+    # 21.38), more CPU per call (benchmarks/bench_ort_silu_op.py).
     "silu_op": "qlinear",
     "reduce_range": False,
     "pre_process": True,
