@@ -141,21 +141,62 @@ def test_float_build_matches_torch(tiny, batch, tmp_path, mode, tol_px):
     C.check_detections_match(postprocess(ref, tr.head), postprocess(out, runner.head))
 
 
-def test_load_rebuilds_simulator(tiny, batch, tmp_path):
-    """A fresh process has no build-time RKNN object: load() rebuilds it from the artifact's recipe."""
+def test_load_reuses_the_simulator_in_a_process_and_rebuilds_it_in_a_fresh_one(tiny, batch, tmp_path, monkeypatch):
+    """The first load takes the build's RKNN object; a closed simulator runner hands it back, so the next load of
+    the same artifact (validation then compare, or a second reporting set) runs without a rebuild. A fresh
+    process has neither: load() rebuilds from the artifact's recipe. Same outputs every time."""
+    from yoloport.backends.rknn import runner as rr
+
+    builds = []
+    real = rr.make_rknn
+    monkeypatch.setattr(rr, "make_rknn", lambda *a, **k: (builds.append(1), real(*a, **k))[1])
     art = _build(tiny, tmp_path, "raw")
     first = rb.load(art)
     a = first(batch[:1])
     first.close()
-    assert not rb._LIVE  # consumed by the first load
-    again = rb.load(art)  # rebuilt from model.rknn.build/
+    assert len(rb._LIVE) == 1 and next(iter(rb._LIVE.values())).runtime_ready  # handed back, runtime ready
+    again = rb.load(art)  # reused: no rebuild
     b = again(batch[:1])
     again.close()
-    for x, y in zip(a, b):
+    assert builds == []
+    rb._LIVE.clear()  # as in a fresh process
+    fresh = rb.load(art)  # rebuilt from model.rknn.build/
+    c = fresh(batch[:1])
+    fresh.close()
+    assert builds == [1]
+    for x, y, z in zip(a, b, c):
         np.testing.assert_array_equal(x, y)
+        np.testing.assert_array_equal(x, z)
     with pytest.raises(YoloportError, match="expected images"):
         again_runner = rb.RknnRunner(None, first.head, HW)
         again_runner(np.zeros((1, 160, 128), np.float32))
+
+
+def test_a_handed_back_simulator_evicts_the_older_ready_one():
+    """At most ``KEEP_READY`` (1) ready simulators are kept: handing one back releases the older one; an object a
+    build left and nobody loaded yet stays."""
+    from yoloport.backends.rknn.build import LiveSimulator, hand_back
+
+    class Fake:
+        released = False
+
+        def release(self):
+            self.released = True
+
+    saved = dict(rb._LIVE)
+    rb._LIVE.clear()
+    try:
+        pending, a, b = Fake(), Fake(), Fake()
+        rb._LIVE[("built", 0, 0)] = LiveSimulator(pending, False)
+        hand_back(("a", 1, 1), a)
+        hand_back(("b", 1, 1), b)
+        assert a.released and not b.released and not pending.released
+        assert list(rb._LIVE) == [("built", 0, 0), ("b", 1, 1)] and rb._LIVE[("b", 1, 1)].runtime_ready
+        hand_back(("b", 1, 1), b)  # the same artifact again: nothing else released
+        assert not b.released
+    finally:
+        rb._LIVE.clear()
+        rb._LIVE.update(saved)
 
 
 def test_runtime_input_is_uint8_nhwc():

@@ -1,6 +1,7 @@
 """Building an ``.rknn`` (float, int8, or int8 hybrid) and keeping what rebuilds it for the simulator."""
 from __future__ import annotations
 
+import atexit
 import contextlib
 import shutil
 import time
@@ -111,8 +112,44 @@ def write_dataset(calibration, work: Path, input_hw) -> Path:
     return write_list_file(pngs, work / "dataset.txt")
 
 
-# The simulator object made by build(), reused by load() in the same process (a rebuild costs time).
+# Simulator objects reused by load() in the same process, by artifact (path, size, mtime): the one build()
+# made, and the one the last closed simulator runner handed back (its runtime already initialised). A rebuild
+# costs 20 s (yolov5s, normal) to 40 min (mmse); validation then compare, or two reporting sets, load twice.
+@dataclass
+class LiveSimulator:
+    rk: object
+    runtime_ready: bool  # init_runtime(target=None) done
+
+
 _LIVE: dict = {}
+KEEP_READY = 1  # ready simulators kept after their runner closes (each holds a built model in memory)
+
+
+def take_live(artifact) -> "LiveSimulator | None":
+    """The simulator object kept for ``artifact`` (as it is now on disk), removed from the pool; None when there
+    is none."""
+    return _LIVE.pop(_live_key(artifact), None)
+
+
+def hand_back(key: tuple, rk) -> None:
+    """Keep ``rk`` (a simulator whose runtime is initialised) for the next load of the artifact ``key`` names,
+    releasing the oldest ready ones beyond :data:`KEEP_READY`."""
+    ready = [k for k, v in _LIVE.items() if v.runtime_ready and k != key]
+    for k in ready[: max(0, len(ready) - KEEP_READY + 1)]:
+        release(_LIVE.pop(k).rk)
+    _LIVE[key] = LiveSimulator(rk, True)
+
+
+def release(rk) -> None:
+    """``rk.release()``, quietly (the toolkit prints; a failed release leaves nothing to do)."""
+    with contextlib.suppress(Exception), quiet(ToolkitLog()):
+        rk.release()
+
+
+@atexit.register
+def _release_kept() -> None:
+    while _LIVE:
+        release(_LIVE.popitem()[1].rk)
 
 
 def build(model, onnx_path, head: HeadSpec, out_dir, calibration, qconfig: dict | None = None) -> Path:
@@ -161,7 +198,7 @@ def build(model, onnx_path, head: HeadSpec, out_dir, calibration, qconfig: dict 
     finally:
         (work / "toolkit.log").write_text(log.text)
     build_s = time.perf_counter() - t0
-    _LIVE[_live_key(artifact)] = rk
+    _LIVE[_live_key(artifact)] = LiveSimulator(rk, False)
     from ..registry import sidecar_info
 
     client_files = write_convention_files(out_dir, head, input_hw, int(q["batch"]))

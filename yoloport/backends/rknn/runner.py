@@ -10,7 +10,7 @@ import numpy as np
 from ...errors import YoloportError
 from ...ops.postprocess import HeadSpec
 from ..base import Runner, model_fingerprint, read_sidecar
-from .build import _LIVE, BuildRecipe, _live_key, make_rknn
+from .build import BuildRecipe, _live_key, hand_back, make_rknn, take_live
 from .options import ARTIFACT_NAME, NAME, check_batch, check_platform, resolve_qconfig
 from .toolkit import ToolkitLog, _import_rknn, call, quiet
 from ...data.letterbox import input_multiple
@@ -28,8 +28,9 @@ class RknnRunner(Runner):
     backend = NAME
 
     def __init__(self, rk, head: HeadSpec, input_hw, target=None, platform: str | None = None, stride: int = 32, log=None,
-                 batch: int = 1):
+                 batch: int = 1, live_key: tuple | None = None):
         self.rk = rk
+        self.live_key = live_key  # a simulator's artifact: close() hands the object back for the next load
         self.head = head
         self.input_hw = tuple(input_hw)
         self.images_per_call = check_batch(batch)
@@ -69,8 +70,11 @@ class RknnRunner(Runner):
 
     def close(self) -> None:
         if self.rk is not None:
-            with contextlib.suppress(Exception), quiet(self.log):
-                self.rk.release()
+            if self.live_key is not None:
+                hand_back(self.live_key, self.rk)  # the next load of this artifact in this process reuses it
+            else:
+                with contextlib.suppress(Exception), quiet(self.log):
+                    self.rk.release()
             self.rk = None
 
     def describe(self) -> dict:
@@ -102,7 +106,7 @@ def load(artifact, model=None, target: str | None = None, device_id: str | None 
                           batch=artifact_batch(info))
     rk = open_simulator(artifact, info, log)
     return RknnRunner(rk, head, info["input_hw"], target=None, platform=info.get("platform"), stride=stride, log=log,
-                      batch=artifact_batch(info))
+                      batch=artifact_batch(info), live_key=_live_key(artifact))
 
 
 def artifact_batch(info: dict) -> int:
@@ -112,11 +116,15 @@ def artifact_batch(info: dict) -> int:
 
 def open_simulator(artifact: Path, info: dict, log: ToolkitLog):
     """An RKNN object running ``artifact`` in rknn-toolkit2's simulator (``init_runtime(target=None)`` done):
-    the one :func:`build` left live in this process, else rebuilt from the recipe its sidecar ``info``
-    records (source ONNX, config, calibration list), since the simulator runs only a model built from ONNX
-    in the same session. The session adapter of :mod:`yoloport.backends.rknn_lite` uses it too."""
+    the one :func:`build` left live in this process or the last closed simulator runner handed back
+    (:func:`~.build.take_live`), else rebuilt from the recipe its sidecar ``info`` records (source ONNX, config,
+    calibration list), since the simulator runs only a model built from ONNX in the same session. The session
+    adapter of :mod:`yoloport.backends.rknn_lite` uses it too."""
     rinfo = info.get("rknn") or {}
-    rk = _LIVE.pop(_live_key(artifact), None)
+    live = take_live(artifact)
+    if live is not None and live.runtime_ready:
+        return live.rk
+    rk = live.rk if live is not None else None
     if rk is None:
         work = artifact.parent / rinfo.get("build_dir", ARTIFACT_NAME + ".build")
         src = artifact.parent / rinfo.get("source_onnx", f"{work.name}/source.onnx")
