@@ -14,7 +14,8 @@ reproduce the float model's raw outputs on the calibration images themselves (no
 ``--time-limit``; given without ``--objective``, they choose it), reporting on its val split (which must not
 share an image with the calibration images). Distillation is the default because it measured better:
 yolov5n v6.1 640 on ONNX Runtime, mAP@0.5:0.95 drop on unseen images +0.13 / +0.19 points over five
-calibration seeds, where one label run lost +0.93 / +1.38 (docs/notes/2026-11-30-session8.md). The
+calibration seeds; on seed 0 distillation lost -0.36 / +0.14 and one label epoch +0.66 / +0.79
+(docs/notes/2026-11-30-session8.md). The
 artifact in ``--out`` is what ``yoloport val/detect --artifact`` run: ``model.onnxruntime.int8.onnx``,
 ``model.openvino.int8.xml`` (both from ``model.qdq.onnx``, the QDQ graph with the learned grids),
 ``model.mlusim.safetensors``, ``model.rknn``; the fine-tuning run is in ``--out/train``
