@@ -15,4 +15,3 @@ def fixtures_dir() -> Path | None:
         if c.is_dir():
             return c
     return None
-

@@ -501,9 +501,9 @@ def build_prequantized(model, onnx_path, head: HeadSpec, out_dir, prequantized, 
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    dims = [d.dim_value for d in onnx.load(str(prequantized.qdq_onnx), load_external_data=False).graph.input[0].type.tensor_type.shape.dim]
-    artifact = out_dir / "model.onnxruntime.int8.onnx"
     qdq = onnx.load(str(prequantized.qdq_onnx))
+    dims = [d.dim_value for d in qdq.graph.input[0].type.tensor_type.shape.dim]
+    artifact = out_dir / "model.onnxruntime.int8.onnx"
     fused = fuse_silu_units(qdq)  # exact here: the QAT graph's sigmoids are float (onnxruntime_silu_op)
     onnx.save(qdq, str(artifact))
     settings = {**(qconfig or {}), "precision": "int8", "silu_op": "quickgelu" if fused else "qlinear",

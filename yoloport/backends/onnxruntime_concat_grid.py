@@ -19,16 +19,10 @@ ORT session.
 """
 from __future__ import annotations
 
+from ..deploy.onnx_graph import tensor_consumers
+
 CHOICES = ("own", "shared")
 CODE_OPS = ("MaxPool", "Resize")  # ops ONNX Runtime runs on the codes when their input and output grids are equal
-
-
-def _consumers(graph) -> dict[str, list]:
-    out: dict[str, list] = {}
-    for n in graph.node:
-        for t in n.input:
-            out.setdefault(t, []).append(n)
-    return out
 
 
 def share_concat_grids(model) -> int:
@@ -36,7 +30,7 @@ def share_concat_grids(model) -> int:
     ``onnx.ModelProto`` in QDQ format, edited in place. Returns how many Concat inputs moved."""
     graph = model.graph
     producer = {o: n for n in graph.node for o in n.output}
-    consumers = _consumers(graph)
+    consumers = tensor_consumers(graph)
     moved = 0
     for concat in graph.node:
         if concat.op_type != "Concat":

@@ -23,18 +23,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..deploy.onnx_graph import tensor_consumers
+
 CHOICES = ("qlinear", "quickgelu")
 MS_DOMAIN = "com.microsoft"
-
-
-def _index(nodes):
-    """``(producer of each tensor, consumers of each tensor)`` over ``nodes``."""
-    producer = {o: n for n in nodes for o in n.output}
-    consumers: dict[str, list] = {}
-    for n in nodes:
-        for t in n.input:
-            consumers.setdefault(t, []).append(n)
-    return producer, consumers
 
 
 def _dq_source(producer, tensor: str):
@@ -65,10 +57,15 @@ def qdq_silu_units(model) -> list[QdqSiluUnit]:
     a Mul of a dequantized tensor by its own sigmoid, the sigmoid rounded once in between (``Q -> DQ``) or not
     at all, where the Sigmoid and the Mul read the same codes on the same grid and nothing else reads the
     sigmoid."""
-    graph = model.graph
-    producer, consumers = _index(graph.node)
+    return _units(list(model.graph.node))
+
+
+def _units(nodes: list) -> list[QdqSiluUnit]:
+    """:func:`qdq_silu_units` over ``nodes`` (one list, so node identity holds for the caller's edit)."""
+    producer = {o: n for n in nodes for o in n.output}
+    consumers = tensor_consumers(nodes)
     units = []
-    for sig in graph.node:
+    for sig in nodes:
         if sig.op_type != "Sigmoid":
             continue
         dq_in, codes = _dq_source(producer, sig.input[0])
@@ -103,24 +100,25 @@ def fuse_silu_units(model) -> int:
     from onnx import helper
 
     graph = model.graph
-    units = qdq_silu_units(model)
+    nodes = list(graph.node)
+    units = _units(nodes)
     if not units:
         return 0
     fused = {id(u.mul): helper.make_node("QuickGelu", [u.dq_x.output[0]], [u.mul.output[0]], name=f"{u.mul.name}/silu",
                                          domain=MS_DOMAIN, alpha=1.0) for u in units}
     drop = {id(n) for u in units for n in (u.sigmoid, u.q_s, u.dq_s) if n is not None}
-    consumers = _index(graph.node)[1]
+    consumers = tensor_consumers(nodes)
     drop |= {id(u.dq_in) for u in units  # a DQ of its own that fed only the Sigmoid
              if u.dq_in is not u.dq_x and all(c is u.sigmoid for c in consumers.get(u.dq_in.output[0], []))}
-    nodes = []
-    for n in graph.node:
+    kept = []
+    for n in nodes:
         if id(n) in drop:
             continue
         copy = onnx.NodeProto()
         copy.CopyFrom(fused.get(id(n), n))
-        nodes.append(copy)
+        kept.append(copy)
     del graph.node[:]
-    graph.node.extend(nodes)
+    graph.node.extend(kept)
     if not any(o.domain == MS_DOMAIN for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
     return len(units)

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from ..errors import YoloportError
 
-LABEL_OPTIONS = (("--epochs", "epochs"), ("--hyp", "hyp"), ("--time-limit", "time_limit_s"))  # they imply labels
+LABEL_OPTIONS = ("epochs", "hyp", "time_limit_s")  # --epochs, --hyp, --time-limit: given, they imply labels
 LABEL_EPOCHS = 3  # the label loop's default (not in DEFAULTS: a given --epochs chooses the label objective)
 DEFAULTS = {"calib_n": 64, "calib_seed": 0, "batch_size": 8, "workers": 2, "seed": 0, "device": "cpu"}
 
@@ -98,7 +98,7 @@ def distill_options(args) -> dict | None:
 
 def default_objective(args) -> str:
     """``labels`` when an option of the label loop was given (:data:`LABEL_OPTIONS`), else ``distill``."""
-    return "labels" if any(getattr(args, k, None) is not None for _, k in LABEL_OPTIONS) else "distill"
+    return "labels" if any(getattr(args, k, None) is not None for k in LABEL_OPTIONS) else "distill"
 
 
 def _check(args) -> None:

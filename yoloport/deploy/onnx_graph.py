@@ -38,10 +38,10 @@ def with_outputs(model, tensors: Iterable[str]):
 
 
 def tensor_consumers(graph) -> dict[str, list]:
-    """``{tensor name: [nodes that read it]}`` in graph order; a node reading a tensor twice is
-    listed once, empty input names are skipped."""
+    """``{tensor name: [nodes that read it]}`` in graph order (``graph``: an onnx graph, or a list of its nodes);
+    a node reading a tensor twice is listed once, empty input names are skipped."""
     consumers: dict[str, list] = defaultdict(list)
-    for n in graph.node:
+    for n in getattr(graph, "node", graph):
         for name in dict.fromkeys(i for i in n.input if i):
             consumers[name].append(n)
     return consumers
