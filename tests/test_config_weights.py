@@ -23,6 +23,7 @@ def test_unknown_name_or_missing_file_is_one_error(tmp_path):
         weights_path(tmp_path)  # a folder is not a checkpoint
 
 
+@pytest.mark.fixtures
 def test_a_fixture_key_is_its_weights_file():
     fx = fixtures_dir()
     if fx is None or not (fx / "weights" / "yolov5s-v5.0.pt").is_file():

@@ -11,6 +11,8 @@ import pytest
 from conftest import fixture_path
 from yoloport.errors import YoloportError
 
+pytestmark = pytest.mark.fixtures  # every test here reads the face fixtures
+
 
 @pytest.fixture(scope="module")
 def face_ref():

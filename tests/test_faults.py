@@ -233,6 +233,7 @@ def test_port_exist_ok_keeps_a_previous_report(ckpt, ds, tmp_path, capsys):
 
 
 # ============================================================== damaged and foreign checkpoints
+@pytest.mark.fixtures
 def test_pt_with_flipped_bytes_is_refused(tmp_path, capsys):
     """Issue item 2: 64 flipped bytes inside a tensor of an Ultralytics .pt (its zip CRC fails)."""
     from conftest import fixture_path
