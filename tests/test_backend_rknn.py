@@ -172,31 +172,76 @@ def test_load_reuses_the_simulator_in_a_process_and_rebuilds_it_in_a_fresh_one(t
         again_runner(np.zeros((1, 160, 128), np.float32))
 
 
-def test_a_handed_back_simulator_evicts_the_older_ready_one():
+class _FakeSimulator:
+    released = False
+
+    def release(self):
+        self.released = True
+
+
+@pytest.fixture
+def empty_pool():
+    saved = dict(rb._LIVE)
+    rb._LIVE.clear()
+    yield rb._LIVE
+    rb._LIVE.clear()
+    rb._LIVE.update(saved)
+
+
+def _artifact(path: Path, content: bytes = b"rknn") -> tuple:
+    from yoloport.backends.rknn.build import _live_key
+
+    path.write_bytes(content)
+    return _live_key(path)
+
+
+def test_a_handed_back_simulator_evicts_the_older_ready_one(tmp_path, empty_pool):
     """At most ``KEEP_READY`` (1) ready simulators are kept: handing one back releases the older one; an object a
     build left and nobody loaded yet stays."""
     from yoloport.backends.rknn.build import LiveSimulator, hand_back
 
-    class Fake:
-        released = False
+    pending, a, b = _FakeSimulator(), _FakeSimulator(), _FakeSimulator()
+    key_built, key_a, key_b = (_artifact(tmp_path / f"{n}.rknn") for n in ("built", "a", "b"))
+    empty_pool[key_built] = LiveSimulator(pending, False)
+    hand_back(key_a, a)
+    hand_back(key_b, b)
+    assert a.released and not b.released and not pending.released
+    assert list(empty_pool) == [key_built, key_b] and empty_pool[key_b].runtime_ready
+    hand_back(key_b, b)  # the same artifact again: nothing else released
+    assert not b.released
 
-        def release(self):
-            self.released = True
 
-    saved = dict(rb._LIVE)
-    rb._LIVE.clear()
-    try:
-        pending, a, b = Fake(), Fake(), Fake()
-        rb._LIVE[("built", 0, 0)] = LiveSimulator(pending, False)
-        hand_back(("a", 1, 1), a)
-        hand_back(("b", 1, 1), b)
-        assert a.released and not b.released and not pending.released
-        assert list(rb._LIVE) == [("built", 0, 0), ("b", 1, 1)] and rb._LIVE[("b", 1, 1)].runtime_ready
-        hand_back(("b", 1, 1), b)  # the same artifact again: nothing else released
-        assert not b.released
-    finally:
-        rb._LIVE.clear()
-        rb._LIVE.update(saved)
+def test_a_simulator_whose_artifact_was_rewritten_or_removed_is_released_not_kept(tmp_path, empty_pool):
+    """The pool is keyed by the file as it was when the runner loaded it: a runner that closes after its ``.rknn``
+    was rewritten in place (or deleted) runs a model no later load can ask for, so it is released."""
+    from yoloport.backends.rknn.build import hand_back, take_live
+
+    kept, rewritten, removed = _FakeSimulator(), _FakeSimulator(), _FakeSimulator()
+    key_kept = _artifact(tmp_path / "kept.rknn")
+    hand_back(key_kept, kept)
+    key_old = _artifact(tmp_path / "model.rknn", b"old")
+    _artifact(tmp_path / "model.rknn", b"a rewritten model")  # another size: another file
+    hand_back(key_old, rewritten)
+    assert rewritten.released and not kept.released and list(empty_pool) == [key_kept]
+    key_gone = _artifact(tmp_path / "gone.rknn")
+    (tmp_path / "gone.rknn").unlink()
+    hand_back(key_gone, removed)
+    assert removed.released and not kept.released and list(empty_pool) == [key_kept]
+    assert take_live(tmp_path / "model.rknn") is None and take_live(tmp_path / "kept.rknn").rk is kept
+
+
+def test_loading_a_rewritten_artifact_releases_what_its_old_version_left(tmp_path, empty_pool):
+    """A build leaves its object for the first load; if the file is rebuilt by another process before that load,
+    the load finds nothing for the new file and releases the old object instead of leaving it until exit."""
+    from yoloport.backends.rknn.build import LiveSimulator, take_live
+
+    stale, other = _FakeSimulator(), _FakeSimulator()
+    empty_pool[_artifact(tmp_path / "model.rknn", b"old")] = LiveSimulator(stale, False)
+    key_other = _artifact(tmp_path / "other.rknn")
+    empty_pool[key_other] = LiveSimulator(other, True)
+    _artifact(tmp_path / "model.rknn", b"rebuilt elsewhere")
+    assert take_live(tmp_path / "model.rknn") is None
+    assert stale.released and not other.released and list(empty_pool) == [key_other]
 
 
 def test_runtime_input_is_uint8_nhwc():

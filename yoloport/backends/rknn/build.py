@@ -127,13 +127,20 @@ KEEP_READY = 1  # ready simulators kept after their runner closes (each holds a 
 
 def take_live(artifact) -> "LiveSimulator | None":
     """The simulator object kept for ``artifact`` (as it is now on disk), removed from the pool; None when there
-    is none."""
-    return _LIVE.pop(_live_key(artifact), None)
+    is none. Objects kept for an earlier version of the same file (rewritten since) are released."""
+    key = _live_key(artifact)
+    for old in [k for k in _LIVE if k[0] == key[0] and k != key]:
+        release(_LIVE.pop(old).rk)
+    return _LIVE.pop(key, None)
 
 
 def hand_back(key: tuple, rk) -> None:
     """Keep ``rk`` (a simulator whose runtime is initialised) for the next load of the artifact ``key`` names,
-    releasing the oldest ready ones beyond :data:`KEEP_READY`."""
+    releasing the oldest ready ones beyond :data:`KEEP_READY`. An artifact rewritten or removed since ``key`` was
+    taken is no longer the model ``rk`` runs: ``rk`` is released, not kept (no later load could match it)."""
+    if not _still_on_disk(key):
+        release(rk)
+        return
     ready = [k for k, v in _LIVE.items() if v.runtime_ready and k != key]
     for k in ready[: max(0, len(ready) - KEEP_READY + 1)]:
         release(_LIVE.pop(k).rk)
@@ -252,6 +259,14 @@ def _live_key(artifact) -> tuple:
     p = Path(artifact).resolve()
     st = p.stat()
     return (str(p), st.st_size, st.st_mtime_ns)
+
+
+def _still_on_disk(key: tuple) -> bool:
+    """Whether the artifact ``key`` (from :func:`_live_key`) names is still that file, unchanged."""
+    try:
+        return _live_key(key[0]) == key
+    except OSError:
+        return False
 
 
 def build_prequantized(model, onnx_path, head: HeadSpec, out_dir, prequantized, qconfig: dict | None = None) -> Path:
