@@ -14,7 +14,9 @@ Rows (``--rows``): ``old_default`` (each backend's qconfig before issue 11, pinn
 minmax/percentile/entropy, OpenVINO mixed/performance, RKNN normal/mmse/kl_divergence, mlu-sim max/avg/mse/percentile),
 ``qat`` (``yoloport qat``'s fine-tune on the calibration pool with labels, :func:`qat_artifact`) and
 ``qat_distill`` (the same with the distillation objective: the float model is the target, on the
-calibration images themselves; ``--distill-steps``, ``--distill-batch``). fp32 is ONNX
+calibration images themselves; ``--distill-steps``, ``--distill-batch``; ``qat_distill:{"steps": 256}`` is the
+same row with these settings overridden, as JSON, so two settings are built from the same seeds in one run and
+can be paired with ``--baseline-row``). fp32 is ONNX
 Runtime fp32 at the same fixed letterbox (the same mAP as torch, measured). Each (row, calibration size)
 is built once per seed; the table gives the mean drop, each seed's drop and the spread (max - min).
 Every drop carries its 95% paired-bootstrap interval over the validation images
@@ -95,10 +97,33 @@ def row_qconfig(row: str, backend: str, ptq_options: dict | None) -> dict | None
     raise SystemExit(f"unknown row {row!r}")
 
 
+DISTILL_KEYS = ("steps", "batch_size", "lr", "grid_lr")  # what a qat_distill:{...} row may override
+
+
+def qat_row(row: str) -> tuple[str, dict] | None:
+    """``(objective, distill overrides)`` of a QAT row (``qat``, ``qat_distill``, ``qat_distill:{JSON}``); None
+    for any other row."""
+    if row == "qat":
+        return "labels", {}
+    if row == "qat_distill":
+        return "distill", {}
+    if not row.startswith("qat_distill:"):
+        return None
+    try:
+        over = json.loads(row[len("qat_distill:"):])
+    except ValueError as e:
+        raise SystemExit(f"row {row!r}: qat_distill: takes a JSON object ({e})") from None
+    bad = sorted(set(over) - set(DISTILL_KEYS)) if isinstance(over, dict) else ["(not an object)"]
+    if bad:
+        raise SystemExit(f"row {row!r}: qat_distill: overrides only {', '.join(DISTILL_KEYS)}; got {', '.join(bad)}")
+    return "distill", over
+
+
 def row_dir_name(row: str) -> str:
-    """A folder name for ``row`` (a ``qc:`` row's JSON is named by its hash)."""
-    if row.startswith("qc:"):
-        return "qc-" + hashlib.sha256(row[3:].encode()).hexdigest()[:10]
+    """A folder name for ``row`` (a ``qc:`` or ``qat_distill:`` row's JSON is named by its hash)."""
+    for prefix in ("qc:", "qat_distill:"):
+        if row.startswith(prefix):
+            return prefix[:-1] + "-" + hashlib.sha256(row[len(prefix):].encode()).hexdigest()[:10]
     return row.replace(":", "-")
 
 
@@ -231,13 +256,13 @@ def main(argv=None) -> int:
                         reused = existing_artifact(d, backend) if a.reuse else None
                         if reused is not None:
                             art = reused
-                        elif row in ("qat", "qat_distill"):
+                        elif qat_row(row) is not None:
+                            objective, over = qat_row(row)
                             distill = {"steps": a.distill_steps, "batch_size": a.distill_batch, "lr": a.distill_lr,
-                                       "grid_lr": a.distill_grid_lr}
+                                       "grid_lr": a.distill_grid_lr, **over}
                             art = qat_artifact(backend, wpath, d, hw, calib_src, n, seed, a.qat_epochs,
-                                               a.qat_data or calib_src.rsplit(":", 1)[0],
-                                               objective="distill" if row == "qat_distill" else "labels",
-                                               distill=distill if row == "qat_distill" else None)
+                                               a.qat_data or calib_src.rsplit(":", 1)[0], objective=objective,
+                                               distill=distill if objective == "distill" else None)
                         else:
                             q = row_qconfig(row, backend, ptq_options)
                             if q is None:
@@ -248,7 +273,7 @@ def main(argv=None) -> int:
                         for v in vals:
                             t1 = time.perf_counter()
                             # a QAT artifact is built from the fine-tuned checkpoint, not from ``model``
-                            r = evaluate(backend, art, None if row.startswith("qat") else model, v, hw, a.threads,
+                            r = evaluate(backend, art, None if qat_row(row) is not None else model, v, hw, a.threads,
                                          a.val_images)
                             eval_s = time.perf_counter() - t1
                             drop = 100 * (ref[v]["mAP50_95"] - r["mAP50_95"])
