@@ -1,16 +1,18 @@
 """What exporting a v5.0 Focus stem as its equivalent Conv buys (each backend's ``SPEC.focus_to_conv``): each backend's
-artifact built twice from one checkpoint, with the stem's strided slices (``focus``) and as one 6x6
-stride-2 Conv (``conv``), timed round-robin (:func:`yoloport.analysis.bench.time_interleaved`, every
+artifact built from one checkpoint with the stem's strided slices (``focus``), as one 6x6 stride-2 Conv
+(``conv``), and as one ``SpaceToDepth`` feeding the 12-channel 3x3 conv (``s2d``: the slices as one op, the
+conv's input-channel blocks permuted to SpaceToDepth's order; exact in float; what ONNX Runtime's optimiser makes of
+the slices itself), timed round-robin (:func:`yoloport.analysis.bench.time_interleaved`, every
 configuration at the same thread count; one round-robin per runtime, since ONNX Runtime's intra-op threads
 spin after a run and slow whatever runs next in the process) and compared output for output on real images.
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_focus_stem.py --weights yolov5s-v5.0 --threads 2
 
-Prints per backend and precision: min / median wall and CPU ms of each variant, the speed-up of ``conv``
-over ``focus`` (by min and by median wall, by min CPU), and how far the two variants' raw head outputs are
-apart (max |diff| over the images, relative to the outputs' range), whether the detections match, and each
-variant's SQNR against the PyTorch model's raw outputs (what compares two int8 builds, whose roundings flip).
-int8 builds calibrate on ``--calib`` (default coco-extra calib2017, 32 images) and both variants see the
+Prints per backend, precision and variant: min / median wall and min CPU ms, the speed-up over ``focus`` (by min
+and by median wall), how far its raw head outputs are from ``focus``'s (max |diff| over the images, relative to
+the outputs' range), whether the detections match ``focus``'s, and its SQNR against the PyTorch model's raw
+outputs (what compares two int8 builds, whose roundings flip).
+int8 builds calibrate on ``--calib`` (default coco-extra calib2017, 32 images) and every variant sees the
 same calibration images. Timings on a shared machine are noisy: the load and the other processes' CPU
 share are printed beside them. Numbers, not asserts: never a test.
 """
@@ -25,47 +27,95 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-VARIANTS = {"focus": False, "conv": True}
+VARIANTS = ("focus", "conv", "s2d")
+SPACE_TO_DEPTH_BLOCKS = (0, 2, 1, 3)  # Focus concatenates (dy, dx) = (0,0) (1,0) (0,1) (1,1); SpaceToDepth (0,0) (0,1) (1,0) (1,1)
+
+
+def focus_slices_to_space_to_depth(onnx_path) -> int:
+    """Rewrite, in place, an export whose Focus stem is strided slices + Concat as one ``SpaceToDepth``
+    (blocksize 2) on the graph input, with the stem conv's input-channel blocks permuted to match; returns
+    how many nodes it replaced. Exact in float (the same products, summed in another order)."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    m = onnx.load(str(onnx_path))
+    g = m.graph
+    source = g.input[0].name
+    producer = {o: n for n in g.node for o in n.output}
+    concat = next((n for n in g.node if n.op_type == "Concat" and len(n.input) == 4
+                   and all(getattr(producer.get(i), "op_type", None) == "Slice" for i in n.input)), None)
+    if concat is None:
+        raise SystemExit(f"{onnx_path}: no Focus stem (four slices into a Concat) to rewrite")
+    conv = next(n for n in g.node if n.op_type == "Conv" and n.input[0] == concat.output[0])
+    w_init = next(t for t in g.initializer if t.name == conv.input[1])
+    w = numpy_helper.to_array(w_init)
+    c = w.shape[1] // 4
+    w_init.CopyFrom(numpy_helper.from_array(
+        np.concatenate([w[:, b * c:(b + 1) * c] for b in SPACE_TO_DEPTH_BLOCKS], 1), w_init.name))
+    gone, frontier = {concat.name}, list(concat.input)
+    while frontier:  # the slices and their constant operands, back to the graph input
+        n = producer.get(frontier.pop())
+        if n is not None and n.name not in gone:
+            gone.add(n.name)
+            frontier += [i for i in n.input if i != source]
+    kept = [n for n in g.node if n.name not in gone]
+    del g.node[:]
+    g.node.extend([helper.make_node("SpaceToDepth", [source], [concat.output[0]], blocksize=2,
+                                    name="/model.0/SpaceToDepth")] + kept)
+    onnx.checker.check_model(m)
+    onnx.save(m, str(onnx_path))
+    return len(gone)
 
 
 def build_variants(model, backend: str, precision: str, hw, calibration, work: Path, threads: int) -> dict:
-    """``{variant: Runner}``: ``backend``'s artifact built with and without the Focus surgery."""
-    from yoloport.backends.registry import build_artifact, load_runner
+    """``{variant: Runner}``: ``backend``'s artifact built with the slices, with the Focus surgery, and with the
+    slices rewritten as SpaceToDepth."""
+    from yoloport.backends.registry import build, build_artifact, export_for, load_runner
 
     runners = {}
-    for label, convert in VARIANTS.items():
+    calib = calibration if precision == "int8" else None
+    for label in VARIANTS:
         out = work / backend / precision / label
-        art = build_artifact(backend, model, out, hw, calibration=calibration if precision == "int8" else None,
-                             qconfig={"precision": precision}, export_options={"focus_to_conv": convert})
+        q = {"precision": precision}
+        if label == "s2d":
+            export = export_for(backend, model, out / "model.fp32.onnx", hw, export_options={"focus_to_conv": False})
+            focus_slices_to_space_to_depth(export.path)
+            art = build(backend, model, export, out, calib, q)
+        else:
+            art = build_artifact(backend, model, out, hw, calibration=calib, qconfig=q,
+                                 export_options={"focus_to_conv": label == "conv"})
         runners[label] = load_runner(backend, art, model=model, threads=threads)
     return runners
 
 
 def agreement(runners: dict, images, head, reference: list) -> dict:
-    """How the two variants compare on ``images``: the max |diff| between their raw outputs (relative to
-    the range of the focus variant's), whether every image's detections match (boxes within 0.5 px, same
-    classes), and each variant's SQNR (dB) against ``reference`` (the PyTorch model's raw outputs per image):
-    int8 variants differ from each other by rounding flips, so their SQNRs are what compares them."""
+    """How each variant compares with ``focus`` on ``images``: ``{variant: {max_rel_diff, same_detections,
+    sqnr_db}}``: the max |diff| between its raw outputs and focus's (relative to the range of focus's), whether
+    every image's detections match (boxes within 0.5 px, same classes), and its SQNR (dB) against ``reference``
+    (the PyTorch model's raw outputs per image): int8 variants differ from each other by rounding flips, so
+    their SQNRs are what compares them."""
     import numpy as np
 
     from yoloport.ops.postprocess import postprocess
     from yoloport.quant.error import sqnr_db
 
-    worst, same = 0.0, True
+    worst, same = dict.fromkeys(VARIANTS, 0.0), dict.fromkeys(VARIANTS, True)
     outs = {k: [] for k in VARIANTS}
     for x in images:
-        a, b = (runners[k](x[None]) for k in VARIANTS)
-        outs["focus"].append(a)
-        outs["conv"].append(b)
-        for ya, yb in zip(a, b):
-            rng = float(np.ptp(ya)) or 1.0
-            worst = max(worst, float(np.abs(np.asarray(ya) - np.asarray(yb)).max()) / rng)
-        da, db = (postprocess(o, head, 0.25, 0.45)[0] for o in (a, b))
-        if len(da) != len(db) or (len(da) and (np.abs(da[:, :4] - db[:, :4]).max() > 0.5 or (da[:, 5] != db[:, 5]).any())):
-            same = False
+        got = {k: runners[k](x[None]) for k in VARIANTS}
+        base = postprocess(got["focus"], head, 0.25, 0.45)[0]
+        for k, o in got.items():
+            outs[k].append(o)
+            for ya, yb in zip(got["focus"], o):
+                rng = float(np.ptp(ya)) or 1.0
+                worst[k] = max(worst[k], float(np.abs(np.asarray(ya) - np.asarray(yb)).max()) / rng)
+            d = postprocess(o, head, 0.25, 0.45)[0]
+            if len(d) != len(base) or (len(d) and (np.abs(d[:, :4] - base[:, :4]).max() > 0.5 or (d[:, 5] != base[:, 5]).any())):
+                same[k] = False
     flat = [y for r in reference for y in r]
-    sqnr = {k: sqnr_db(flat, [y for r in v for y in r]) for k, v in outs.items()}
-    return {"max_rel_diff": worst, "same_detections": same, "sqnr_focus_db": sqnr["focus"], "sqnr_conv_db": sqnr["conv"]}
+    return {k: {"max_rel_diff": worst[k], "same_detections": same[k], "sqnr_db": sqnr_db(flat, [y for r in v for y in r])}
+            for k, v in outs.items()}
 
 
 def main(argv=None) -> int:
@@ -118,7 +168,7 @@ def main(argv=None) -> int:
             for precision in a.precisions:
                 pair = build_variants(model, backend, precision, hw, calibration, Path(tmp), a.threads)
                 agree = agreement(pair, images, pair["focus"].head, reference)
-                report["rows"].append({"backend": backend, "precision": precision, **agree})
+                report["rows"].append({"backend": backend, "precision": precision, "variants": agree})
                 for label, r in pair.items():
                     runners[f"{backend}/{precision}/{label}"] = r
         x = images[0][None]
@@ -131,21 +181,20 @@ def main(argv=None) -> int:
         print(f"{a.weights} {hw[1]}x{hw[0]}, batch 1, threads {a.threads}, {backend}: {a.repeat} rounds round-robin; "
               f"load {timing['load_before'].get('load1')} -> {timing['load_after'].get('load1')}, "
               f"other processes' CPU share {timing['other_cpu_share']}")
-    print(f"{'backend/precision':<22} {'focus min/med ms':>18} {'conv min/med ms':>18} {'speed-up min/med':>17} "
-          f"{'cpu focus/conv':>15} {'max rel diff':>12} {'SQNR focus/conv dB':>19} same dets")
+    print(f"{'backend/precision/variant':<28} {'min/median ms':>17} {'min cpu ms':>10} {'vs focus min/med':>17} "
+          f"{'max rel diff':>12} {'SQNR dB':>8} same dets")
     for row in report["rows"]:
         key = f"{row['backend']}/{row['precision']}"
-        f, c = res[f"{key}/focus"], res[f"{key}/conv"]
-        row.update(focus=f, conv=c, speedup_min=f["min_ms"] / c["min_ms"], speedup_median=f["median_ms"] / c["median_ms"],
-                   speedup_cpu=f["min_cpu_ms"] / c["min_cpu_ms"])
-        print(f"{key:<22} {f['min_ms']:8.2f}/{f['median_ms']:8.2f} {c['min_ms']:8.2f}/{c['median_ms']:8.2f} "
-              f"{row['speedup_min']:7.3f}x/{row['speedup_median']:6.3f}x {f['min_cpu_ms']:7.1f}/{c['min_cpu_ms']:6.1f} "
-              f"{row['max_rel_diff']:12.2e} {row['sqnr_focus_db']:9.2f}/{row['sqnr_conv_db']:<9.2f} {row['same_detections']}")
+        f = res[f"{key}/focus"]
+        for label, v in row["variants"].items():
+            t = res[f"{key}/{label}"]
+            v.update(timing={m: x for m, x in t.items() if m != "times_ms"}, speedup_min=f["min_ms"] / t["min_ms"],
+                     speedup_median=f["median_ms"] / t["median_ms"])
+            print(f"{key + '/' + label:<28} {t['min_ms']:8.2f}/{t['median_ms']:8.2f} {t['min_cpu_ms']:10.1f} "
+                  f"{v['speedup_min']:7.3f}x/{v['speedup_median']:6.3f}x {v['max_rel_diff']:12.2e} {v['sqnr_db']:8.2f} "
+                  f"{v['same_detections']}")
     report["timing"] = {b: {k: v for k, v in t.items() if k != "results"} for b, t in timings.items()}
     if a.json:
-        for row in report["rows"]:
-            for k in ("focus", "conv"):
-                row[k] = {m: v for m, v in row[k].items() if m != "times_ms"}
         Path(a.json).write_text(json.dumps(report, indent=1, default=str))
     return 0
 
