@@ -26,8 +26,9 @@ In one run (same threads for everything):
    - ``qdq-pc-s8s8``: QDQ per-channel, int8 activations (symmetric)
 
    then, on the fastest variant, graph optimisation level (basic / extended / all), 1 vs ``--threads``
-   intra-op threads and the session config entries of :data:`ORT_SESSION_CONFIGS` (no spinning, dynamic
-   blocks, denormals as zero); with ``--openvino`` also the OpenVINO properties of :data:`OV_CONFIGS`
+   intra-op threads, the session config entries of :data:`ORT_SESSION_CONFIGS` (no spinning, dynamic
+   blocks, denormals as zero) and the parallel executor (independent branches at once: 1 intra-op thread and
+   ``--threads`` inter-op threads, or both at ``--threads``); with ``--openvino`` also the OpenVINO properties of :data:`OV_CONFIGS`
    (THROUGHPUT hint, one stream, no CPU pinning) on the int8 IR. All variants and the fp32 graph are timed round-robin
    (:func:`yoloport.analysis.bench.time_interleaved`), batch 1, min and median.
 4. Optionally (``--openvino``) OpenVINO fp32 and NNCF int8 through the backend, in the same rounds.
@@ -202,12 +203,16 @@ def timed(calls: dict, warmup: int, repeat: int, threads: int, cpu_time: bool) -
     return t
 
 
-def ort_session(path, threads: int, level: str = "all", config: dict | None = None):
+def ort_session(path, threads: int, level: str = "all", config: dict | None = None, inter_op: int = 0):
+    """A call running ``path`` on ONNX Runtime's CPU provider with ``threads`` intra-op threads; ``inter_op`` > 0
+    runs independent branches at once (the parallel executor, with that many inter-op threads)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
+    so.inter_op_num_threads = max(1, inter_op)
+    if inter_op > 0:
+        so.execution_mode = ort.ExecutionMode.ORT_PARALLEL
     for k, v in (config or {}).items():
         so.add_session_config_entry(k, v)
     so.graph_optimization_level = {"basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
@@ -354,6 +359,9 @@ def main(argv=None) -> int:
             extra_calls[f"{best['config']} baseline 'all'"] = calls[best["config"]]
             for label, cfg in ORT_SESSION_CONFIGS.items():
                 extra_calls[f"{best['config']} {label}"] = ort_session(path, t, config=cfg)
+            if t > 1:  # C3's two branches and the SPP pools are independent: run them at once
+                extra_calls[f"{best['config']} parallel executor, 1+{t}"] = ort_session(path, 1, inter_op=t)
+                extra_calls[f"{best['config']} parallel executor, {t}+{t}"] = ort_session(path, t, inter_op=t)
             if a.openvino:
                 extra_calls["ov-int8 baseline (LATENCY hint)"] = ov["ov-int8"]
                 for label, cfg in OV_CONFIGS.items():
