@@ -23,6 +23,9 @@ Every drop carries its 95% paired-bootstrap interval over the validation images
 (:func:`yoloport.analysis.bootstrap.paired_bootstrap_drop`), and every spread over calibration seeds the
 paired interval of the best seed's build against the worst's on the same images
 (:func:`yoloport.analysis.bootstrap.seed_spread`): ``noise`` when the reporting images cannot tell them apart.
+Each row's mean over seeds carries its own paired interval (every seed's build and fp32 scored on the same
+resampled images: :func:`yoloport.analysis.bootstrap.mean_drop`), and with two or more validation sets every
+build is also scored on their images together (set ``a+b``: one larger reporting set, a narrower interval).
 ``--baseline-row R`` also prints how much every other row loses against ``R`` on the same images: the
 mean over the seeds both have, with its paired-bootstrap interval
 (:func:`yoloport.analysis.bootstrap.recipe_difference`), so two recipes are compared on their own rather
@@ -233,6 +236,7 @@ def main(argv=None) -> int:
     vals = a.val or [str(fx / "coco-extra" / "coco-extra.yaml"), str(fx / "coco128" / "coco128.yaml")]
     ptq_options = {"adaround": {"iters": a.adaround_iters}}
     results, stats_by = [], {}  # stats_by: {group key: {seed: per-image stats}} for the seed-spread intervals
+    ref_stats = {}  # {(weights, size, set): fp32 per-image stats}
     for wk in a.weights:
         try:
             wpath = str(weights_path(wk))
@@ -246,6 +250,8 @@ def main(argv=None) -> int:
         for v in vals:
             ref[v] = evaluate("onnxruntime", fp32, model, v, hw, a.threads, a.val_images)
             print(f"{Path(wpath).name} fp32 {Path(v).stem}: mAP50-95 {ref[v]['mAP50_95']:.4f}", flush=True)
+            if ref[v].get("stats") is not None:
+                ref_stats[(Path(wpath).name, (w, h), Path(v).stem)] = ref[v]["stats"]
         for backend in a.backends:
             for row in a.rows:
                 for n in a.calib_n:
@@ -288,12 +294,50 @@ def main(argv=None) -> int:
                             write_json(a.json, a, results)  # after every record: a killed run keeps what it measured
                             print(f"{rec['weights']} {backend:<11} {row:<16} n={n:<4} seed={seed} {rec['val']:<11} "
                                   f"mAP50-95 {r['mAP50_95']:.4f}  drop {drop:+.2f} pt  build {build_s:.0f}s eval {eval_s:.0f}s", flush=True)
+    if len(vals) > 1:
+        results += pool_sets(stats_by, ref_stats, [Path(v).stem for v in vals])
     spreads = seed_spreads(stats_by)
-    print_table(results, spreads)
+    means = mean_drops(stats_by, ref_stats)
+    print_table(results, spreads, means)
     differences = row_differences(stats_by, a.baseline_row) if a.baseline_row else {}
     print_differences(differences, a.baseline_row)
-    write_json(a.json, a, results, spreads, differences)
+    write_json(a.json, a, results, spreads, differences, means)
     return 0
+
+
+def pool_sets(stats_by: dict, ref_stats: dict, sets: list[str]) -> list[dict]:
+    """Every build validated on all of ``sets`` scored once more on their images together (one reporting set of
+    their sum: mAP over the pooled images, a narrower interval than either set's): adds the pooled per-image stats
+    to ``stats_by`` and ``ref_stats`` under the set name ``a+b`` and returns one record per build."""
+    from yoloport.analysis.bootstrap import map_of, paired_bootstrap_drop
+
+    name, out = "+".join(sets), []
+    for (wk, size, backend, row, n, val), by_seed in list(stats_by.items()):
+        if val != sets[0]:
+            continue
+        keys = [(wk, size, backend, row, n, v) for v in sets]
+        refs = [ref_stats.get((wk, size, v)) for v in sets]
+        if any(k not in stats_by for k in keys) or any(r is None for r in refs):
+            continue
+        ref = [x for r in refs for x in r]
+        ref_stats[(wk, size, name)] = ref
+        for seed in sorted(set.intersection(*(set(stats_by[k]) for k in keys)), key=str):
+            pooled = [x for k in keys for x in stats_by[k][seed]]
+            stats_by.setdefault((wk, size, backend, row, n, name), {})[seed] = pooled
+            ci = paired_bootstrap_drop(ref, pooled)
+            out.append({"weights": wk, "img_size": list(size), "backend": backend, "row": row, "calib_n": n, "seed": seed,
+                        "val": name, "mAP50_95": map_of(pooled)[1], "fp32_mAP50_95": map_of(ref)[1],
+                        "drop_points": ci["drop"], "images": len(pooled), "bootstrap_ci": (ci["low"], ci["high"]),
+                        "pooled_from": sets})
+    return out
+
+
+def mean_drops(stats_by: dict, ref_stats: dict) -> dict:
+    """``{group key: mean_drop(...)}``: each row's drop averaged over its calibration seeds, with the paired
+    interval of that mean over the reporting images (:func:`yoloport.analysis.bootstrap.mean_drop`)."""
+    from yoloport.analysis.bootstrap import mean_drop
+
+    return {k: mean_drop(ref_stats[(k[0], k[1], k[5])], v) for k, v in stats_by.items() if (k[0], k[1], k[5]) in ref_stats}
 
 
 def row_differences(stats_by: dict, baseline: str) -> dict:
@@ -314,7 +358,7 @@ def print_differences(differences: dict, baseline: str | None) -> None:
         return
     print(f"\nloss against {baseline} (points; > 0: the row is worse), mean over shared seeds, 95% paired interval:")
     for (wk, size, backend, row, n, val), d in differences.items():
-        print(f"{wk:<18} {size[0]}x{size[1]:<4} {backend:<11} {row:<16} n={n:<4} {val:<11} {d['difference']:+.2f} "
+        print(f"{wk:<18} {size[0]}x{size[1]:<4} {backend:<11} {row:<16} n={n:<4} {val:<18} {d['difference']:+.2f} "
               f"[{d['low']:+.2f}, {d['high']:+.2f}]{' noise' if d['within_noise'] else ''}  ({d['n_seeds']} seeds, "
               f"{d['n_images']} images)")
 
@@ -332,9 +376,11 @@ def seed_spreads(stats_by: dict) -> dict:
     return {k: seed_spread(v) for k, v in stats_by.items() if len(v) >= 2}
 
 
-def write_json(path, args, results: list[dict], spreads: dict | None = None, differences: dict | None = None) -> None:
-    """The arguments and results so far (and the seed-spread intervals and the differences against the
-    baseline row, at the end) as JSON at ``path`` (nothing when ``path`` is empty)."""
+def write_json(path, args, results: list[dict], spreads: dict | None = None, differences: dict | None = None,
+               means: dict | None = None) -> None:
+    """The arguments and results so far (and the seed-spread intervals, the differences against the baseline
+    row and the seed means with their intervals, at the end) as JSON at ``path`` (nothing when ``path`` is
+    empty)."""
     if path:
         from yoloport.io.atomic import atomic_write
 
@@ -342,6 +388,8 @@ def write_json(path, args, results: list[dict], spreads: dict | None = None, dif
         doc = {"args": vars(args), "results": results}
         if spreads:
             doc["seed_spreads"] = [{"group": list(k), **v} for k, v in spreads.items()]
+        if means:
+            doc["mean_drops"] = [{"group": list(k), **v} for k, v in means.items()]
         if differences:
             doc["baseline_row"] = args.baseline_row
             doc["differences"] = [{"group": list(k), **v} for k, v in differences.items()]
@@ -349,15 +397,16 @@ def write_json(path, args, results: list[dict], spreads: dict | None = None, dif
         atomic_write(path, lambda f: f.write(text.encode()))  # a kill mid-write leaves the previous records whole
 
 
-def print_table(results: list[dict], spreads: dict | None = None) -> None:
-    """One line per (weights, size, backend, row, calib n, val set): mean drop, per-seed drops, spread (with
-    the paired interval of best vs worst seed, ``noise`` when it holds 0), then the interval per seed."""
+def print_table(results: list[dict], spreads: dict | None = None, means: dict | None = None) -> None:
+    """One line per (weights, size, backend, row, calib n, val set): mean drop (with its paired interval over
+    the images when every seed has per-image stats), per-seed drops, spread (with the paired interval of best
+    vs worst seed, ``noise`` when it holds 0), then the interval per seed."""
     groups: dict[tuple, list[dict]] = {}
     for r in results:
         groups.setdefault(group_key(r), []).append(r)
     print()
-    print(f"{'weights':<18} {'size':<8} {'backend':<11} {'row':<16} {'n':>4} {'val':<11} {'drop pt':>8} "
-          f"{'seeds':<22} {'spread':>6} {'spread 95% (best vs worst)':<28} 95% interval per seed (paired bootstrap)")
+    print(f"{'weights':<18} {'size':<8} {'backend':<11} {'row':<16} {'n':>4} {'val':<18} {'drop pt':>8} "
+          f"{'mean 95%':<16} {'seeds':<22} {'spread':>6} {'spread 95% (best vs worst)':<28} 95% interval per seed (paired bootstrap)")
     for key, rs in groups.items():
         wk, size, backend, row, n, val = key
         sp = (spreads or {}).get(key)
@@ -366,8 +415,10 @@ def print_table(results: list[dict], spreads: dict | None = None) -> None:
         spread = max(drops) - min(drops) if len(drops) > 1 else float("nan")
         cis = " ".join("-" if r["bootstrap_ci"] is None else f"[{r['bootstrap_ci'][0]:+.2f}, {r['bootstrap_ci'][1]:+.2f}]"
                        for r in rs)
-        print(f"{wk:<18} {size[0]}x{size[1]:<4} {backend:<11} {row:<16} {n:>4} {val:<11} {statistics.mean(drops):>+8.2f} "
-              f"{' '.join(f'{d:+.2f}' for d in drops):<22} {spread:>6.2f} {sp_txt:<28} {cis}")
+        m = (means or {}).get(key)
+        m_txt = "-" if m is None else f"[{m['low']:+.2f}, {m['high']:+.2f}]"
+        print(f"{wk:<18} {size[0]}x{size[1]:<4} {backend:<11} {row:<16} {n:>4} {val:<18} {statistics.mean(drops):>+8.2f} "
+              f"{m_txt:<16} {' '.join(f'{d:+.2f}' for d in drops):<22} {spread:>6.2f} {sp_txt:<28} {cis}")
 
 
 if __name__ == "__main__":

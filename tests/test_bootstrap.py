@@ -134,6 +134,28 @@ def test_recipe_difference_is_the_seed_mean_and_resolves_a_real_loss_only():
         bs.recipe_difference({0: base}, {0: base[:10]})
 
 
+def test_mean_drop_is_the_seed_mean_against_fp32_and_narrower_than_one_seed():
+    """Builds that each lost the detections of different images: the point is the mean of their drops; one build
+    alone gives paired_bootstrap_drop's point; the mean's interval (images resampled once for every build) is
+    narrower than a single build's, because the builds' losses fall on different images."""
+    ref = good_stats(160, seed=4)
+    builds = {s: [emptied([x], 1.0)[0] if (i + s) % 8 == 0 else x for i, x in enumerate(ref)] for s in range(4)}
+    m = bs.mean_drop(ref, builds, n_boot=400)
+    drops = [paired_bootstrap_drop(ref, b, n_boot=400) for b in builds.values()]
+    assert m["drop"] == pytest.approx(np.mean([d["drop"] for d in drops]))
+    assert m["n_seeds"] == 4 and m["n_images"] == 160 and m["low"] > 0 and not m["within_noise"]
+    assert m["high"] - m["low"] < min(d["high"] - d["low"] for d in drops)
+    one = bs.mean_drop(ref, {7: builds[0]}, n_boot=400)
+    assert one["drop"] == pytest.approx(drops[0]["drop"]) and (one["low"], one["high"]) == pytest.approx(
+        (drops[0]["low"], drops[0]["high"]))
+    same = bs.mean_drop(ref, {0: ref, 1: ref})
+    assert same["drop"] == 0 and same["within_noise"]
+    with pytest.raises(YoloportError, match="at least one build"):
+        bs.mean_drop(ref, {})
+    with pytest.raises(YoloportError, match="not paired"):
+        bs.mean_drop(ref, {0: ref[:20]})
+
+
 def test_unpaired_or_empty_stats_are_refused():
     ref = synthetic_stats(n_img=5)
     with pytest.raises(YoloportError, match="not paired"):

@@ -281,6 +281,22 @@ def recipe_difference(base_by_seed: dict, other_by_seed: dict, n_boot: int = 100
             "n_seeds": len(seeds), "n_images": len(base_by_seed[seeds[0]])}
 
 
+def mean_drop(ref_stats: list[ImageStats], int8_by_seed: dict, n_boot: int = 1000, seed: int = 0,
+              confidence: float = 0.95) -> dict:
+    """The mean over calibration seeds of one recipe's mAP@0.5:0.95 drop (points) against the float model, with
+    a paired-bootstrap interval over the reporting images: every resample draws the images once and scores the
+    float model and every seed's build on them, so the interval is the image noise of the mean (narrower than
+    any one seed's when the builds' errors differ), and the seeds' own spread is in the point.
+
+    ``ref_stats``: the float model's image stats; ``int8_by_seed``: ``{calibration seed: image stats}`` of the
+    builds, on the same images. Returns ``{drop, low, high, within_noise, n_seeds, n_images}``."""
+    if not int8_by_seed:
+        raise YoloportError("a mean drop needs at least one build")
+    r = recipe_difference({k: ref_stats for k in int8_by_seed}, int8_by_seed, n_boot, seed, confidence)
+    return {"drop": r["difference"], "low": r["low"], "high": r["high"], "within_noise": r["within_noise"],
+            "n_seeds": r["n_seeds"], "n_images": r["n_images"]}
+
+
 def format_drop(ci: dict, nd: int = 2) -> str:
     """``"0.42 [0.11, 0.80]"`` (points, the interval in brackets), ``" within noise"`` appended when it holds 0."""
     return f"{ci['drop']:.{nd}f} [{ci['low']:.{nd}f}, {ci['high']:.{nd}f}]" + (" within noise" if ci.get("within_noise") else "")
