@@ -134,8 +134,6 @@ def main(argv=None) -> int:
     p.add_argument("--json", default=None)
     a = p.parse_args(argv)
 
-    import numpy as np
-
     from yoloport.analysis.bench import load_bgr_images, time_interleaved
     from yoloport.data.calibration import load_calibration
     from yoloport.data.letterbox import preprocess

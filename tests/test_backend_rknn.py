@@ -188,7 +188,7 @@ def empty_pool():
     rb._LIVE.update(saved)
 
 
-def _artifact(path: Path, content: bytes = b"rknn") -> tuple:
+def _artifact(path, content: bytes = b"rknn") -> tuple:
     from yoloport.backends.rknn.build import _live_key
 
     path.write_bytes(content)
