@@ -25,7 +25,8 @@ paired interval of the best seed's build against the worst's on the same images
 (:func:`yoloport.analysis.bootstrap.seed_spread`): ``noise`` when the reporting images cannot tell them apart.
 Each row's mean over seeds carries its own paired interval (every seed's build and fp32 scored on the same
 resampled images: :func:`yoloport.analysis.bootstrap.mean_drop`), and with two or more validation sets every
-build is also scored on their images together (set ``a+b``: one larger reporting set, a narrower interval).
+row is also averaged over them (set ``mean(a,b)``: each set's mAP as it is alone, the interval of the average,
+narrower than either set's: :func:`yoloport.analysis.bootstrap.mean_drop_over_sets`).
 ``--baseline-row R`` also prints how much every other row loses against ``R`` on the same images: the
 mean over the seeds both have, with its paired-bootstrap interval
 (:func:`yoloport.analysis.bootstrap.recipe_difference`), so two recipes are compared on their own rather
@@ -294,41 +295,65 @@ def main(argv=None) -> int:
                             write_json(a.json, a, results)  # after every record: a killed run keeps what it measured
                             print(f"{rec['weights']} {backend:<11} {row:<16} n={n:<4} seed={seed} {rec['val']:<11} "
                                   f"mAP50-95 {r['mAP50_95']:.4f}  drop {drop:+.2f} pt  build {build_s:.0f}s eval {eval_s:.0f}s", flush=True)
-    if len(vals) > 1:
-        results += pool_sets(stats_by, ref_stats, [Path(v).stem for v in vals])
     spreads = seed_spreads(stats_by)
     means = mean_drops(stats_by, ref_stats)
-    print_table(results, spreads, means)
     differences = row_differences(stats_by, a.baseline_row) if a.baseline_row else {}
+    if len(vals) > 1:
+        set_mean = set_mean_rows(stats_by, ref_stats, [Path(v).stem for v in vals], a.baseline_row)
+        results += set_mean["records"]
+        spreads.update(set_mean["spreads"])
+        means.update(set_mean["means"])
+        differences.update(set_mean["differences"])
+    print_table(results, spreads, means)
     print_differences(differences, a.baseline_row)
     write_json(a.json, a, results, spreads, differences, means)
     return 0
 
 
-def pool_sets(stats_by: dict, ref_stats: dict, sets: list[str]) -> list[dict]:
-    """Every build validated on all of ``sets`` scored once more on their images together (one reporting set of
-    their sum: mAP over the pooled images, a narrower interval than either set's): adds the pooled per-image stats
-    to ``stats_by`` and ``ref_stats`` under the set name ``a+b`` and returns one record per build."""
-    from yoloport.analysis.bootstrap import map_of, paired_bootstrap_drop
+def set_mean_rows(stats_by: dict, ref_stats: dict, sets: list[str], baseline: str | None) -> dict:
+    """Every row validated on all of ``sets``, averaged over them (set ``mean(a,b)``): each set keeps its own mAP
+    and its own resamples (:func:`yoloport.analysis.bootstrap.mean_drop_over_sets`), so a build's figure is the
+    mean of its per-set drops, with the narrower interval of an average over more images. Returns ``{records,
+    spreads, means, differences}`` keyed like the per-set ones (the spread: best vs worst seed on this mean;
+    the differences: against ``baseline``'s builds of the same seeds)."""
+    from yoloport.analysis.bootstrap import mean_drop_over_sets, recipe_difference_over_sets
+    from yoloport.errors import YoloportError
 
-    name, out = "+".join(sets), []
-    for (wk, size, backend, row, n, val), by_seed in list(stats_by.items()):
-        if val != sets[0]:
-            continue
+    name = f"mean({','.join(sets)})"
+    out = {"records": [], "spreads": {}, "means": {}, "differences": {}}
+    rows = {}
+    for key in stats_by:
+        wk, size, backend, row, n, val = key
         keys = [(wk, size, backend, row, n, v) for v in sets]
         refs = [ref_stats.get((wk, size, v)) for v in sets]
-        if any(k not in stats_by for k in keys) or any(r is None for r in refs):
+        if val != sets[0] or any(k not in stats_by for k in keys) or any(r is None for r in refs):
             continue
-        ref = [x for r in refs for x in r]
-        ref_stats[(wk, size, name)] = ref
-        for seed in sorted(set.intersection(*(set(stats_by[k]) for k in keys)), key=str):
-            pooled = [x for k in keys for x in stats_by[k][seed]]
-            stats_by.setdefault((wk, size, backend, row, n, name), {})[seed] = pooled
-            ci = paired_bootstrap_drop(ref, pooled)
-            out.append({"weights": wk, "img_size": list(size), "backend": backend, "row": row, "calib_n": n, "seed": seed,
-                        "val": name, "mAP50_95": map_of(pooled)[1], "fp32_mAP50_95": map_of(ref)[1],
-                        "drop_points": ci["drop"], "images": len(pooled), "bootstrap_ci": (ci["low"], ci["high"]),
-                        "pooled_from": sets})
+        seeds = sorted(set.intersection(*(set(stats_by[k]) for k in keys)), key=str)
+        if not seeds:
+            continue
+        rows[(wk, size, backend, row, n, name)] = keys
+        per_seed = {}
+        for seed in seeds:
+            ci = mean_drop_over_sets([(r, {seed: stats_by[k][seed]}) for r, k in zip(refs, keys)])
+            per_seed[seed] = ci["drop"]
+            out["records"].append({"weights": wk, "img_size": list(size), "backend": backend, "row": row, "calib_n": n,
+                                   "seed": seed, "val": name, "drop_points": ci["drop"], "images": ci["n_images"],
+                                   "bootstrap_ci": (ci["low"], ci["high"]), "averaged_over": sets})
+        group = (wk, size, backend, row, n, name)
+        out["means"][group] = mean_drop_over_sets([(r, {s: stats_by[k][s] for s in seeds}) for r, k in zip(refs, keys)])
+        if len(seeds) >= 2:
+            best, worst = min(per_seed, key=per_seed.get), max(per_seed, key=per_seed.get)
+            d = recipe_difference_over_sets([({0: stats_by[k][best]}, {0: stats_by[k][worst]}) for k in keys])
+            out["spreads"][group] = {"spread": d["difference"], "low": d["low"], "high": d["high"],
+                                     "within_noise": d["within_noise"], "best_seed": best, "worst_seed": worst,
+                                     "n_seeds": len(seeds), "n_images": d["n_images"]}
+    for group, keys in rows.items():
+        base = rows.get((*group[:3], baseline, *group[4:])) if baseline else None
+        if group[3] != baseline and base is not None:
+            try:
+                out["differences"][group] = recipe_difference_over_sets([(stats_by[b], stats_by[k]) for b, k in zip(base, keys)])
+            except YoloportError:  # no seed the two rows share in every set
+                pass
     return out
 
 
@@ -358,7 +383,7 @@ def print_differences(differences: dict, baseline: str | None) -> None:
         return
     print(f"\nloss against {baseline} (points; > 0: the row is worse), mean over shared seeds, 95% paired interval:")
     for (wk, size, backend, row, n, val), d in differences.items():
-        print(f"{wk:<18} {size[0]}x{size[1]:<4} {backend:<11} {row:<16} n={n:<4} {val:<18} {d['difference']:+.2f} "
+        print(f"{wk:<18} {size[0]}x{size[1]:<4} {backend:<11} {row:<16} n={n:<4} {val:<24} {d['difference']:+.2f} "
               f"[{d['low']:+.2f}, {d['high']:+.2f}]{' noise' if d['within_noise'] else ''}  ({d['n_seeds']} seeds, "
               f"{d['n_images']} images)")
 
@@ -405,7 +430,7 @@ def print_table(results: list[dict], spreads: dict | None = None, means: dict | 
     for r in results:
         groups.setdefault(group_key(r), []).append(r)
     print()
-    print(f"{'weights':<18} {'size':<8} {'backend':<11} {'row':<16} {'n':>4} {'val':<18} {'drop pt':>8} "
+    print(f"{'weights':<18} {'size':<8} {'backend':<11} {'row':<16} {'n':>4} {'val':<24} {'drop pt':>8} "
           f"{'mean 95%':<16} {'seeds':<22} {'spread':>6} {'spread 95% (best vs worst)':<28} 95% interval per seed (paired bootstrap)")
     for key, rs in groups.items():
         wk, size, backend, row, n, val = key
@@ -417,7 +442,7 @@ def print_table(results: list[dict], spreads: dict | None = None, means: dict | 
                        for r in rs)
         m = (means or {}).get(key)
         m_txt = "-" if m is None else f"[{m['low']:+.2f}, {m['high']:+.2f}]"
-        print(f"{wk:<18} {size[0]}x{size[1]:<4} {backend:<11} {row:<16} {n:>4} {val:<18} {statistics.mean(drops):>+8.2f} "
+        print(f"{wk:<18} {size[0]}x{size[1]:<4} {backend:<11} {row:<16} {n:>4} {val:<24} {statistics.mean(drops):>+8.2f} "
               f"{m_txt:<16} {' '.join(f'{d:+.2f}' for d in drops):<22} {spread:>6.2f} {sp_txt:<28} {cis}")
 
 

@@ -156,6 +156,28 @@ def test_mean_drop_is_the_seed_mean_against_fp32_and_narrower_than_one_seed():
         bs.mean_drop(ref, {0: ref[:20]})
 
 
+def test_over_several_sets_the_difference_is_the_mean_of_each_sets_own():
+    """Two reporting sets, each scored on its own (its own classes, its own resamples): the point is the mean of
+    the two sets' seed-mean differences; one set gives recipe_difference exactly; only the seeds every set has
+    count; a set whose builds are not paired is refused. mean_drop_over_sets is the same against fp32."""
+    a, b = good_stats(120, seed=2), good_stats(90, seed=3, nc=5)
+    a_lost, b_few = emptied(a, 0.3), emptied(b, 2 / 90)
+    two = bs.recipe_difference_over_sets([({0: a, 1: a}, {0: a_lost, 1: a}), ({0: b, 1: b, 5: b}, {0: b_few, 1: b, 5: b})])
+    each = [bs.recipe_difference({0: a, 1: a}, {0: a_lost, 1: a}), bs.recipe_difference({0: b, 1: b}, {0: b_few, 1: b})]
+    assert two["difference"] == pytest.approx(np.mean([e["difference"] for e in each]))
+    assert (two["n_seeds"], two["n_images"], two["n_sets"]) == (2, 210, 2) and two["low"] > 0
+    one = bs.recipe_difference_over_sets([({0: a, 1: a}, {0: a_lost, 1: a})])
+    assert {k: one[k] for k in each[0]} == each[0]
+    drops = bs.mean_drop_over_sets([(a, {0: a_lost, 1: a}), (b, {0: b_few, 1: b})])
+    assert drops["drop"] == pytest.approx(two["difference"]) and drops["n_sets"] == 2
+    with pytest.raises(YoloportError, match="not paired"):
+        bs.recipe_difference_over_sets([({0: a}, {0: a_lost}), ({0: b}, {0: b[:30]})])
+    with pytest.raises(YoloportError, match="share no calibration seed"):
+        bs.recipe_difference_over_sets([({0: a}, {0: a_lost}), ({1: b}, {1: b_few})])
+    with pytest.raises(YoloportError, match="at least one build"):
+        bs.mean_drop_over_sets([(a, {0: a_lost}), (b, {})])
+
+
 def test_unpaired_or_empty_stats_are_refused():
     ref = synthetic_stats(n_img=5)
     with pytest.raises(YoloportError, match="not paired"):

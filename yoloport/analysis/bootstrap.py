@@ -265,20 +265,35 @@ def recipe_difference(base_by_seed: dict, other_by_seed: dict, n_boot: int = 100
     draws the images once and scores every build of both recipes on them, so the interval is the image noise
     of the mean difference (the seeds' own spread is in the point). Returns ``{difference, low, high,
     within_noise, n_seeds, n_images}``; ``difference`` > 0: ``other`` is worse."""
-    seeds = sorted(set(base_by_seed) & set(other_by_seed), key=str)
+    return recipe_difference_over_sets([(base_by_seed, other_by_seed)], n_boot, seed, confidence)
+
+
+def recipe_difference_over_sets(sets: list, n_boot: int = 1000, seed: int = 0, confidence: float = 0.95) -> dict:
+    """:func:`recipe_difference` averaged over several reporting sets: ``sets`` is a list of ``(base_by_seed,
+    other_by_seed)``, one per set, and the result is the mean over the sets of each set's seed-mean difference
+    (the seeds every set has in both recipes count). Each set's mAP stays its own (a class without labels in a
+    set is not scored there, as when the set is validated alone); each set's images are resampled on their
+    own, with the same draw for every build in it, so the interval is the image noise of the average.
+    Returns ``{difference, low, high, within_noise, n_seeds, n_images, n_sets}`` (``n_images``: all sets')."""
+    if not sets:
+        raise YoloportError("no reporting set to compare on")
+    seeds = sorted(set.intersection(*(set(b) & set(o) for b, o in sets)), key=str)
     if not seeds:
         raise YoloportError("the two recipes share no calibration seed: nothing to compare")
-    for k in seeds:
-        _check_paired(base_by_seed[k], other_by_seed[k])
-    _check_paired(base_by_seed[seeds[0]], base_by_seed[seeds[-1]])
     if n_boot < 1 or not 0 < confidence < 1:
         raise YoloportError(f"bootstrap: n_boot must be >= 1 and confidence in (0, 1), got {n_boot}, {confidence}")
-    w = resample_weights(len(base_by_seed[seeds[0]]), int(n_boot), seed)
-    point = np.mean([map_of(base_by_seed[k])[1] - map_of(other_by_seed[k])[1] for k in seeds]) * 100
-    boot = np.mean([resampled_map(base_by_seed[k], w)[1] - resampled_map(other_by_seed[k], w)[1] for k in seeds], axis=0) * 100
-    r = _interval(float(point), boot, confidence)
+    points, boots, n_images = [], [], 0
+    for i, (base, other) in enumerate(sets):
+        for k in seeds:
+            _check_paired(base[k], other[k])
+        _check_paired(base[seeds[0]], base[seeds[-1]])
+        w = resample_weights(len(base[seeds[0]]), int(n_boot), seed + i)
+        points.append(np.mean([map_of(base[k])[1] - map_of(other[k])[1] for k in seeds]) * 100)
+        boots.append(np.mean([resampled_map(base[k], w)[1] - resampled_map(other[k], w)[1] for k in seeds], axis=0) * 100)
+        n_images += len(base[seeds[0]])
+    r = _interval(float(np.mean(points)), np.mean(boots, axis=0), confidence)
     return {"difference": r["drop"], "low": r["low"], "high": r["high"], "within_noise": r["within_noise"],
-            "n_seeds": len(seeds), "n_images": len(base_by_seed[seeds[0]])}
+            "n_seeds": len(seeds), "n_images": n_images, "n_sets": len(sets)}
 
 
 def mean_drop(ref_stats: list[ImageStats], int8_by_seed: dict, n_boot: int = 1000, seed: int = 0,
@@ -290,11 +305,20 @@ def mean_drop(ref_stats: list[ImageStats], int8_by_seed: dict, n_boot: int = 100
 
     ``ref_stats``: the float model's image stats; ``int8_by_seed``: ``{calibration seed: image stats}`` of the
     builds, on the same images. Returns ``{drop, low, high, within_noise, n_seeds, n_images}``."""
-    if not int8_by_seed:
+    return mean_drop_over_sets([(ref_stats, int8_by_seed)], n_boot, seed, confidence)
+
+
+def mean_drop_over_sets(sets: list, n_boot: int = 1000, seed: int = 0, confidence: float = 0.95) -> dict:
+    """:func:`mean_drop` averaged over several reporting sets: ``sets`` is a list of ``(ref_stats,
+    int8_by_seed)``, one per set; the drop is the mean over the sets of each set's seed-mean drop, each set's
+    images resampled on their own (:func:`recipe_difference_over_sets`). Returns ``{drop, low, high,
+    within_noise, n_seeds, n_images, n_sets}``."""
+    if not sets or any(not by_seed for _, by_seed in sets):
         raise YoloportError("a mean drop needs at least one build")
-    r = recipe_difference({k: ref_stats for k in int8_by_seed}, int8_by_seed, n_boot, seed, confidence)
+    r = recipe_difference_over_sets([({k: ref for k in by_seed}, by_seed) for ref, by_seed in sets], n_boot, seed,
+                                    confidence)
     return {"drop": r["difference"], "low": r["low"], "high": r["high"], "within_noise": r["within_noise"],
-            "n_seeds": r["n_seeds"], "n_images": r["n_images"]}
+            "n_seeds": r["n_seeds"], "n_images": r["n_images"], "n_sets": r["n_sets"]}
 
 
 def format_drop(ci: dict, nd: int = 2) -> str:
