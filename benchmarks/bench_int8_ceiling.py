@@ -29,7 +29,8 @@ In one run (same threads for everything):
    intra-op threads, the session config entries of :data:`ORT_SESSION_CONFIGS` (no spinning, dynamic
    blocks, denormals as zero) and the parallel executor (independent branches at once: 1 intra-op thread and
    ``--threads`` inter-op threads, or both at ``--threads``); with ``--openvino`` also the OpenVINO properties of :data:`OV_CONFIGS`
-   (THROUGHPUT hint, one stream, no CPU pinning) on the int8 IR. All variants and the fp32 graph are timed round-robin
+   (THROUGHPUT hint, one stream, no CPU pinning) on the int8 IR, each runtime's settings in a round-robin of their
+   own (ONNX Runtime's spinning threads slow whatever runs after them). All variants and the fp32 graph are timed round-robin
    (:func:`yoloport.analysis.bench.time_interleaved`), batch 1, min and median.
 4. Optionally (``--openvino``) OpenVINO fp32 and NNCF int8 through the backend, in the same rounds.
 
@@ -362,21 +363,27 @@ def main(argv=None) -> int:
             if t > 1:  # C3's two branches and the SPP pools are independent: run them at once
                 extra_calls[f"{best['config']} parallel executor, 1+{t}"] = ort_session(path, 1, inter_op=t)
                 extra_calls[f"{best['config']} parallel executor, {t}+{t}"] = ort_session(path, t, inter_op=t)
+            ov_calls = {}
             if a.openvino:
-                extra_calls["ov-int8 baseline (LATENCY hint)"] = ov["ov-int8"]
+                ov_calls["ov-int8 baseline (LATENCY hint)"] = ov["ov-int8"]
                 for label, cfg in OV_CONFIGS.items():
-                    extra_calls[f"ov-int8 {label}"] = ov_variant(ov["ov-int8"], t, cfg)
-            et = timed({**{k: (lambda f=f: f(x)) for k, f in extra_calls.items()}, **gemms}, 2, a.repeat, t, a.cpu_time)
-            e_i8, e_f32 = (gmac_per_s(et["results"][k]["min_ms"]) for k in gemms)
-            extra = {"rows": _rows({k: v for k, v in et["results"].items() if k not in gemms},
-                                   {k: "int8" for k in extra_calls}, gmac, e_i8, e_f32),
-                     "ceilings_gmac_s": {"int8": e_i8, "fp32": e_f32},
-                     "load": et["load_before"], "other_cpu_share": et["other_cpu_share"]}
-            c = extra["ceilings_gmac_s"]
-            print()
-            _print_rows(extra["rows"], f"session settings on {best['config']} (in-round ceilings: int8 {c['int8']:.1f}, "
-                                       f"fp32 {c['fp32']:.1f} GMAC/s)")
-            print(flush=True)
+                    ov_calls[f"ov-int8 {label}"] = ov_variant(ov["ov-int8"], t, cfg)
+            extra = {}
+            # one round-robin per runtime: ORT's intra-op threads spin after a run and slow whatever runs next
+            for runtime, group in (("onnxruntime", extra_calls), ("openvino", ov_calls)):
+                if not group:
+                    continue
+                et = timed({**{k: (lambda f=f: f(x)) for k, f in group.items()}, **gemms}, 2, a.repeat, t, a.cpu_time)
+                e_i8, e_f32 = (gmac_per_s(et["results"][k]["min_ms"]) for k in gemms)
+                extra[runtime] = {"rows": _rows({k: v for k, v in et["results"].items() if k not in gemms},
+                                                {k: "int8" for k in group}, gmac, e_i8, e_f32),
+                                  "ceilings_gmac_s": {"int8": e_i8, "fp32": e_f32},
+                                  "load": et["load_before"], "other_cpu_share": et["other_cpu_share"]}
+                c = extra[runtime]["ceilings_gmac_s"]
+                print()
+                _print_rows(extra[runtime]["rows"], f"{runtime} session settings{' on ' + best['config'] if runtime == 'onnxruntime' else ''} "
+                                                    f"(in-round ceilings: int8 {c['int8']:.1f}, fp32 {c['fp32']:.1f} GMAC/s)")
+                print(flush=True)
         if a.profile:
             doc["profiles"] = profile_variants(work, [k for k in calls if kinds[k] == "int8" and not k.startswith("ov")], x, t)
         b16 = {}
