@@ -23,7 +23,9 @@ Every drop carries its 95% paired-bootstrap interval over the validation images
 (:func:`yoloport.analysis.bootstrap.paired_bootstrap_drop`), and every spread over calibration seeds the
 paired interval of the best seed's build against the worst's on the same images
 (:func:`yoloport.analysis.bootstrap.seed_spread`): ``noise`` when the reporting images cannot tell them apart.
-Each row's mean over seeds carries its own paired interval (every seed's build and fp32 scored on the same
+``--select S`` scores every row on a selection set too (printed as its own set, never averaged into a reporting
+figure): the images a choice between rows is made on, cut from the calibration pool by
+``benchmarks/split_selection.py``. Each row's mean over seeds carries its own paired interval (every seed's build and fp32 scored on the same
 resampled images: :func:`yoloport.analysis.bootstrap.mean_drop`), and with two or more validation sets every
 row is also averaged over them (set ``mean(a,b)``: each set's mAP as it is alone, the interval of the average,
 narrower than either set's: :func:`yoloport.analysis.bootstrap.mean_drop_over_sets`).
@@ -199,6 +201,9 @@ def main(argv=None) -> int:
     p.add_argument("--calib-n", type=int, nargs="+", default=[32])
     p.add_argument("--calib", help="calibration source (default: fixture coco-extra.yaml:train, calib2017)")
     p.add_argument("--val", nargs="+", help="validation data YAMLs (default: coco-extra val2017, COCO128)")
+    p.add_argument("--select", help="a selection data YAML (its val split; benchmarks/split_selection.py makes one from "
+                   "the calibration pool): scored like --val, but left out of the mean(...) rows, which are reporting "
+                   "figures; choose between rows on it")
     p.add_argument("--val-images", type=int, default=0, help="validate on the first N images of each set (0: all)")
     p.add_argument("--adaround-iters", type=int, default=100)
     p.add_argument("--qat-epochs", type=int, default=1, help="epochs of the qat row's fine-tune")
@@ -234,7 +239,10 @@ def main(argv=None) -> int:
     w, h = (a.img_size[0], a.img_size[-1])
     hw = (h, w)
     calib_src = a.calib or f"{fx / 'coco-extra' / 'coco-extra.yaml'}:train"
-    vals = a.val or [str(fx / "coco-extra" / "coco-extra.yaml"), str(fx / "coco128" / "coco128.yaml")]
+    reporting = a.val or [str(fx / "coco-extra" / "coco-extra.yaml"), str(fx / "coco128" / "coco128.yaml")]
+    vals = ([a.select] if a.select else []) + reporting
+    if a.select and Path(a.select).stem in {Path(v).stem for v in reporting}:
+        raise SystemExit(f"--select {a.select} is also a --val set (by name): selection and reporting must differ")
     ptq_options = {"adaround": {"iters": a.adaround_iters}}
     results, stats_by = [], {}  # stats_by: {group key: {seed: per-image stats}} for the seed-spread intervals
     ref_stats = {}  # {(weights, size, set): fp32 per-image stats}
@@ -298,8 +306,8 @@ def main(argv=None) -> int:
     spreads = seed_spreads(stats_by)
     means = mean_drops(stats_by, ref_stats)
     differences = row_differences(stats_by, a.baseline_row) if a.baseline_row else {}
-    if len(vals) > 1:
-        set_mean = set_mean_rows(stats_by, ref_stats, [Path(v).stem for v in vals], a.baseline_row)
+    if len(reporting) > 1:
+        set_mean = set_mean_rows(stats_by, ref_stats, [Path(v).stem for v in reporting], a.baseline_row)
         results += set_mean["records"]
         spreads.update(set_mean["spreads"])
         means.update(set_mean["means"])
