@@ -103,7 +103,7 @@ def row_qconfig(row: str, backend: str, ptq_options: dict | None) -> dict | None
     raise SystemExit(f"unknown row {row!r}")
 
 
-DISTILL_KEYS = ("steps", "batch_size", "lr", "grid_lr")  # what a qat_distill:{...} row may override
+DISTILL_KEYS = ("steps", "batch_size", "lr", "grid_lr", "start")  # what a qat_distill:{...} row may override
 
 
 def qat_row(row: str) -> tuple[str, dict] | None:

@@ -146,6 +146,48 @@ def test_silu_conv_outputs_start_on_the_silu_zero_grid(tiny_model, images):
         qat.init_ranges(plain, calib.batches(1), preact="mse")
 
 
+def test_symmetric_inputs_start_on_the_mse_range_mlu_sim_ptq_gives_them(tiny_model, images):
+    """The MLU scheme's symmetric input grids start where mlu-sim's PTQ default (act_range: mse) puts them: the
+    range minimising the squared rounding error of a histogram of |x| over the same images, at or below max |x|
+    and narrower than it on most layers; ``max`` keeps max |x| / 127; the histograms are not kept on the model;
+    an unknown rule is refused."""
+    from yoloport.quant.range_estimators import AbsHistogram, mse_range
+
+    calib, _ = images
+    scheme = qat.scheme_for(get_spec("mlu-sim"))
+    assert scheme.activations == "symmetric"
+    plain = qat.wrap_for_qat(tiny_model, scheme)
+    maxed = qat.init_ranges(plain, calib.batches(1), symmetric="max")
+    q = qat.wrap_for_qat(tiny_model, scheme)
+    stats = qat.init_ranges(q, calib.batches(1))
+    layers = {layer.layer_name: layer for layer in qat.qat_layers(q)}
+    ruled = [n for n, st in stats.items() if st["input"].get("rule") == "mse"]
+    assert set(ruled) == {n for n, m in layers.items() if m.qat_input.kind == "symmetric"} and ruled
+    # one layer's range recomputed from its own input, captured with a hook on the float model
+    name = ruled[len(ruled) // 2]
+    hist = AbsHistogram()
+    module = dict(tiny_model.named_modules())[name]
+    handle = module.register_forward_pre_hook(lambda m, inp: hist.add(inp[0]))
+    try:
+        with torch.no_grad():
+            tiny_model.eval()
+            for x in calib.batches(1):
+                tiny_model(torch.from_numpy(x))
+    finally:
+        handle.remove()
+    assert layers[name].qat_input.grid()["scale"] == pytest.approx(mse_range(hist, 127) / 127, rel=1e-5)
+    narrower = 0
+    for n in ruled:
+        m = max(abs(maxed[n]["input"]["lo"]), abs(maxed[n]["input"]["hi"]))
+        assert maxed[n]["input"]["scale"] == pytest.approx(m / 127, rel=1e-6) and "rule" not in maxed[n]["input"]
+        assert stats[n]["input"]["scale"] <= maxed[n]["input"]["scale"] * (1 + 1e-6)
+        narrower += stats[n]["input"]["scale"] < 0.98 * maxed[n]["input"]["scale"]
+    assert narrower >= len(ruled) // 2
+    assert all(a.abs_hist is None for a in q.modules() if isinstance(a, qat.ActQuant))
+    with pytest.raises(YoloportError, match="symmetric input rule 'minmax'"):
+        qat.init_ranges(plain, calib.batches(1), symmetric="minmax")
+
+
 # ----------------------------------------------------------------------------- one QAT epoch, exported
 
 

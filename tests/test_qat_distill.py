@@ -129,6 +129,7 @@ def test_the_distilled_qdq_graph_runs_in_onnxruntime_and_agrees_with_the_fake_qu
     ({"lr_final": 0}, "lr_final must be in"),
     ({"box_gain": 0, "cls_gain": 0, "obj_gain": 0}, "not all 0"),
     ({"stepz": 3}, "unknown distillation setting"),
+    ({"start": "mse"}, "start must be one of ptq, minmax"),
 ])
 def test_bad_settings_are_one_clear_error(options, message):
     with pytest.raises(YoloportError, match=message):

@@ -16,8 +16,8 @@ module that fake-quantizes, on the backend's grid (:class:`QatScheme`, read from
 
 Scales and zero points are trainable (LSQ: :func:`~yoloport.quant.fake_quant.fake_quant_learned`,
 straight-through rounding) and start from the post-training ranges of calibration images
-(:func:`init_ranges`: the MinMax of every quantized tensor over the images, as ONNX Runtime's default
-calibration and mlu-sim's ``max |x|``). The layers the backend keeps in float (``head_fp32='convs'``:
+(:func:`init_ranges`: where each backend's PTQ default puts them: ONNX Runtime's SiLU-aware conv-output
+grids, mlu-sim's MSE input ranges, MinMax elsewhere). The layers the backend keeps in float (``head_fp32='convs'``:
 the Detect convolutions; the float scope's ``layers``) are left as they are; the decode after the
 last convolutions is float on every backend and is not touched.
 
@@ -120,6 +120,7 @@ class ActQuant(nn.Module):
         self.observing = False
         self.lo, self.hi = math.inf, -math.inf
         self.hist = None  # while observing: counts of x over [lo, hi] (a second pass) instead of its min/max
+        self.abs_hist = None  # while observing, if set: an AbsHistogram of |x| filled beside the min/max (one pass)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.observing:
@@ -128,6 +129,8 @@ class ActQuant(nn.Module):
                 return x
             self.lo = min(self.lo, float(x.detach().min()))
             self.hi = max(self.hi, float(x.detach().max()))
+            if self.abs_hist is not None:
+                self.abs_hist.add(x)
             return x
         g = 1.0 / math.sqrt(max(x[0].numel(), 1) * self.qmax)
         z = torch.clamp(self.zero_point, self.qmin, self.qmax)
@@ -333,20 +336,36 @@ PREACT_RULES = ("minmax", "silu_zero")
 # range ONNX Runtime's PTQ default gives that tensor (quant.silu_ranges.zero_preact_range, here with the
 # sigmoid unrounded as in the QAT graph), or "minmax". Measured: docs/notes/2026-11-30-session8.md.
 PREACT_INIT = "silu_zero"
+SYMMETRIC_RULES = ("max", "mse")
+# How a symmetric (MLU) input grid starts: "mse", the range mlu-sim's PTQ default gives that input
+# (act_range: mse, quant.range_estimators.mse_range over a histogram of |x|), or "max" (max |x|).
+# Measured: docs/notes/2026-11-30-session9.md.
+SYMMETRIC_INIT = "mse"
 
 
 @torch.no_grad()
-def init_ranges(model, batches, preact: str | None = None) -> dict:
+def init_ranges(model, batches, preact: str | None = None, symmetric: str | None = None) -> dict:
     """Post-training ranges: run the float network (quantization off) on ``batches`` (float32
     ``[B, 3, H, W]`` arrays, e.g. ``CalibrationSet.batches()``; or a zero-argument callable giving a fresh
-    iterable of them), record every quantized activation's min/max and set each grid from it. ``preact``
-    (default :data:`PREACT_INIT`): ``silu_zero`` then sets the output grid of each convolution followed by a
-    SiLU from a histogram of its output, a second pass (:func:`silu_output_grids`). Returns ``{layer: {input:
-    {...}, output: {...}|None}}`` with the observed ranges (an output grid chosen by the rule also has
-    ``rule``). The model's train/eval mode is kept."""
+    iterable of them), record every quantized activation's min/max and set each grid from it, as the backend's
+    PTQ default would:
+
+    - ``preact`` (default :data:`PREACT_INIT`): ``silu_zero`` then sets the output grid of each convolution
+      followed by a SiLU from a histogram of its output, a second pass (:func:`silu_output_grids`);
+    - ``symmetric`` (default :data:`SYMMETRIC_INIT`): ``mse`` sets each symmetric (MLU) input grid to the range
+      minimising the squared rounding error of a histogram of ``|x|`` filled in the same pass
+      (:func:`yoloport.quant.range_estimators.mse_range`, mlu-sim's ``act_range: mse``); ``max``: ``max |x|``.
+
+    Returns ``{layer: {input: {...}, output: {...}|None}}`` with the observed ranges (a grid chosen by a rule
+    also has ``rule``). The model's train/eval mode is kept."""
+    from .range_estimators import AbsHistogram, mse_range
+
     preact = PREACT_INIT if preact is None else preact
+    symmetric = SYMMETRIC_INIT if symmetric is None else symmetric
     if preact not in PREACT_RULES:
         raise YoloportError(f"QAT preact rule {preact!r}: choose one of {', '.join(PREACT_RULES)}")
+    if symmetric not in SYMMETRIC_RULES:
+        raise YoloportError(f"QAT symmetric input rule {symmetric!r}: choose one of {', '.join(SYMMETRIC_RULES)}")
     silu_outputs = [layer.qat_output for layer in qat_layers(model) if layer.qat_output is not None
                     and layer.qat_output.kind == "asymmetric" and isinstance(getattr(layer, "act", None), nn.SiLU)]
     if callable(batches):
@@ -359,12 +378,22 @@ def init_ranges(model, batches, preact: str | None = None) -> dict:
     acts = _act_quants(model)
     for a in acts:
         a.lo, a.hi, a.hist = math.inf, -math.inf, None
-    if _observe(model, acts, feed()) == 0:
-        raise YoloportError("QAT calibration: the calibration set yielded no image")
-    stats = {}
-    for layer in qat_layers(model):
-        stats[layer.layer_name] = {"input": layer.qat_input.init_from_observed(),
-                                   "output": layer.qat_output.init_from_observed() if layer.qat_output is not None else None}
+        a.abs_hist = AbsHistogram() if symmetric == "mse" and a.kind == "symmetric" else None
+    try:
+        if _observe(model, acts, feed()) == 0:
+            raise YoloportError("QAT calibration: the calibration set yielded no image")
+        stats = {}
+        for layer in qat_layers(model):
+            stats[layer.layer_name] = {"input": layer.qat_input.init_from_observed(),
+                                       "output": layer.qat_output.init_from_observed() if layer.qat_output is not None else None}
+            h = layer.qat_input.abs_hist
+            if h is not None and mse_range(h, layer.qat_input.qmax) > 0:
+                layer.qat_input.set_grid({"scale": mse_range(h, layer.qat_input.qmax) / layer.qat_input.qmax})
+                stats[layer.layer_name]["input"] = {**stats[layer.layer_name]["input"], **layer.qat_input.grid(),
+                                                    "rule": "mse"}
+    finally:
+        for a in acts:
+            a.abs_hist = None  # the counts are summarised in the grids; do not keep them with the model
     if preact == "silu_zero" and silu_outputs:
         chosen = silu_output_grids(model, silu_outputs, feed())
         for layer in qat_layers(model):

@@ -44,6 +44,9 @@ from .qat import QAT_PREFIX, ActQuant, WeightQuant
 EPS = 1e-7  # probabilities are clipped to [EPS, 1 - EPS] inside the KL terms
 
 
+START_RULES = {"ptq": {}, "minmax": {"preact": "minmax", "symmetric": "max"}}  # DistillSettings.start -> init_ranges
+
+
 @dataclass(frozen=True)
 class DistillSettings:
     """How the student is trained.
@@ -56,7 +59,9 @@ class DistillSettings:
     - ``lr_final``: the learning rates end at this fraction of their start (linear decay);
     - ``flip``: flip each image left-right with probability 1/2 (the same input for teacher and student);
     - ``box_gain`` / ``cls_gain`` / ``obj_gain``: weights of the three terms of :func:`distill_loss`;
-    - ``seed``: the image order and flips.
+    - ``seed``: the image order and flips;
+    - ``start``: where the grids start: ``ptq`` (the backend's PTQ default rules, :func:`~yoloport.quant.qat.init_ranges`'s
+      defaults) or ``minmax`` (every grid at its tensor's MinMax or ``max |x|``, the start before sessions 8 and 9).
     """
 
     steps: int = 64  # measured: yolov5n 640, 128 images, 2 passes (docs/notes/2026-11-30-qat-distill.md)
@@ -69,8 +74,11 @@ class DistillSettings:
     cls_gain: float = 1.0
     obj_gain: float = 1.0
     seed: int = 0
+    start: str = "ptq"
 
     def __post_init__(self):
+        if self.start not in START_RULES:
+            raise YoloportError(f"distillation start must be one of {', '.join(START_RULES)}, got {self.start!r}")
         for k in ("steps", "batch_size"):
             v = getattr(self, k)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
@@ -301,7 +309,7 @@ def distill_to_checkpoint(model, scheme, calibration, settings: DistillSettings 
     (run_dir / "weights").mkdir()
     teacher = model.eval()
     student = wrap_for_qat(teacher, scheme)
-    init_ranges(student, lambda: calibration.batches(1))
+    init_ranges(student, lambda: calibration.batches(1), **START_RULES[s.start])
     log(f"QAT (distillation): {len(qat_layers(student))} convolutions fake-quantized, ranges from "
         f"{len(calibration)} calibration image(s); {s.steps} steps of {s.batch_size} on the same images")
     record = distill(student, teacher, calibration, s, log=log)
