@@ -387,8 +387,9 @@ def init_ranges(model, batches, preact: str | None = None, symmetric: str | None
             stats[layer.layer_name] = {"input": layer.qat_input.init_from_observed(),
                                        "output": layer.qat_output.init_from_observed() if layer.qat_output is not None else None}
             h = layer.qat_input.abs_hist
-            if h is not None and mse_range(h, layer.qat_input.qmax) > 0:
-                layer.qat_input.set_grid({"scale": mse_range(h, layer.qat_input.qmax) / layer.qat_input.qmax})
+            rng = mse_range(h, layer.qat_input.qmax) if h is not None else 0.0
+            if rng > 0:
+                layer.qat_input.set_grid({"scale": rng / layer.qat_input.qmax})
                 stats[layer.layer_name]["input"] = {**stats[layer.layer_name]["input"], **layer.qat_input.grid(),
                                                     "rule": "mse"}
     finally:
