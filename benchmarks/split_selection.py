@@ -9,9 +9,10 @@ select.txt`` and the source's class names, so that
 
     python benchmarks/split_selection.py --out runs/split                       # coco-extra calib2017: 160 + 49
     python benchmarks/bench_int8_accuracy.py ... --calib runs/split/split.yaml:train \\
-        --val runs/split/split.yaml <the reporting YAMLs> --baseline-row <row>
+        --select runs/split/split.yaml --baseline-row <row>
 
-calibrates on the pool, decides on ``split`` (the selection set) and reports on the others. Nothing is copied.
+calibrates on the pool, decides on ``split`` (the selection set) and reports on the ``--val`` sets (by default
+coco-extra val2017 and COCO128). ``--data`` / ``--split`` name another labelled set. Nothing is copied.
 """
 from __future__ import annotations
 
@@ -33,31 +34,29 @@ def split_pool(images: list[Path], n_select: int) -> tuple[list[Path], list[Path
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--source", default=None, help="data YAML and split (default: the fixtures' coco-extra.yaml:train)")
+    p.add_argument("--data", default=None, help="data YAML of the labelled set (default: the fixtures' coco-extra.yaml)")
+    p.add_argument("--split", default="train", help="its split to cut (default train: coco-extra's calib2017)")
     p.add_argument("--select", type=int, default=49, help="images held out for selection (default 49)")
     p.add_argument("--out", required=True, help="folder for calib.txt, select.txt and split.yaml (must not hold them yet)")
     a = p.parse_args(argv)
 
     import yaml
 
-    from yoloport.data.calibration import _split_yaml_source, _yaml_images
+    from yoloport.data.dataset import list_images, load_data_yaml
     from yoloport.errors import YoloportError
     from yoloport.fixtures import fixtures_dir
 
-    if a.source is None:
+    if a.data is None:
         fx = fixtures_dir()
         if fx is None:
-            raise SystemExit("shared fixtures not found (set YOLOPORT_FIXTURES or pass --source)")
-        a.source = f"{fx / 'coco-extra' / 'coco-extra.yaml'}:train"
-    parsed = _split_yaml_source(a.source)
-    if parsed is None:
-        raise SystemExit(f"--source must be a data YAML and a split, like data.yaml:train; got {a.source}")
-    data_yaml, split = parsed
+            raise SystemExit("shared fixtures not found (set YOLOPORT_FIXTURES or pass --data)")
+        a.data = str(fx / "coco-extra" / "coco-extra.yaml")
     try:
-        images = [Path(x).resolve() for x in _yaml_images(data_yaml, split)]
-        names = yaml.safe_load(Path(data_yaml).read_text()).get("names")
-    except (YoloportError, OSError) as e:
+        cfg = load_data_yaml(a.data)
+        images = [Path(x).resolve() for x in list_images(cfg.split(a.split))]
+    except YoloportError as e:
         raise SystemExit(str(e)) from None
+    names = list(cfg.names)
     pool, selection = split_pool(images, a.select)
     out = Path(a.out)
     targets = [out / n for n in ("calib.txt", "select.txt", "split.yaml")]
@@ -67,7 +66,7 @@ def main(argv=None) -> int:
     targets[0].write_text("".join(f"{x}\n" for x in pool))
     targets[1].write_text("".join(f"{x}\n" for x in selection))
     doc = {"path": str(out.resolve()), "train": "calib.txt", "val": "select.txt", "nc": len(names), "names": names}
-    targets[2].write_text(f"# {a.source}: sorted by file name, the first {len(pool)} calibrate, the last {len(selection)} select\n"
+    targets[2].write_text(f"# {a.data}:{a.split}: sorted by file name, the first {len(pool)} calibrate, the last {len(selection)} select\n"
                           + yaml.safe_dump(doc, sort_keys=False))
     print(f"{len(pool)} calibration images, {len(selection)} selection images: {targets[2]}")
     return 0
