@@ -57,13 +57,14 @@ def qdq_silu_units(model) -> list[QdqSiluUnit]:
     a Mul of a dequantized tensor by its own sigmoid, the sigmoid rounded once in between (``Q -> DQ``) or not
     at all, where the Sigmoid and the Mul read the same codes on the same grid and nothing else reads the
     sigmoid."""
-    return _units(list(model.graph.node))
+    nodes = list(model.graph.node)
+    return _units(nodes, tensor_consumers(nodes))
 
 
-def _units(nodes: list) -> list[QdqSiluUnit]:
-    """:func:`qdq_silu_units` over ``nodes`` (one list, so node identity holds for the caller's edit)."""
+def _units(nodes: list, consumers: dict) -> list[QdqSiluUnit]:
+    """:func:`qdq_silu_units` over ``nodes`` (one list, so node identity holds for the caller's edit), with
+    their ``consumers`` (:func:`~yoloport.deploy.onnx_graph.tensor_consumers`)."""
     producer = {o: n for n in nodes for o in n.output}
-    consumers = tensor_consumers(nodes)
     units = []
     for sig in nodes:
         if sig.op_type != "Sigmoid":
@@ -101,13 +102,13 @@ def fuse_silu_units(model) -> int:
 
     graph = model.graph
     nodes = list(graph.node)
-    units = _units(nodes)
+    consumers = tensor_consumers(nodes)
+    units = _units(nodes, consumers)
     if not units:
         return 0
     fused = {id(u.mul): helper.make_node("QuickGelu", [u.dq_x.output[0]], [u.mul.output[0]], name=f"{u.mul.name}/silu",
                                          domain=MS_DOMAIN, alpha=1.0) for u in units}
     drop = {id(n) for u in units for n in (u.sigmoid, u.q_s, u.dq_s) if n is not None}
-    consumers = tensor_consumers(nodes)
     drop |= {id(u.dq_in) for u in units  # a DQ of its own that fed only the Sigmoid
              if u.dq_in is not u.dq_x and all(c is u.sigmoid for c in consumers.get(u.dq_in.output[0], []))}
     kept = []
