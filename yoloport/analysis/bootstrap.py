@@ -288,8 +288,15 @@ def recipe_difference_over_sets(sets: list, n_boot: int = 1000, seed: int = 0, c
             _check_paired(base[k], other[k])
         _check_paired(base[seeds[0]], base[seeds[-1]])
         w = resample_weights(len(base[seeds[0]]), int(n_boot), seed + i)
-        points.append(np.mean([map_of(base[k])[1] - map_of(other[k])[1] for k in seeds]) * 100)
-        boots.append(np.mean([resampled_map(base[k], w)[1] - resampled_map(other[k], w)[1] for k in seeds], axis=0) * 100)
+        done: dict[int, tuple] = {}  # id(stats) -> (mAP, resampled mAPs): one fp32 base serves every seed once
+
+        def scored(stats):
+            if id(stats) not in done:
+                done[id(stats)] = (map_of(stats)[1], resampled_map(stats, w)[1])
+            return done[id(stats)]
+
+        points.append(np.mean([scored(base[k])[0] - scored(other[k])[0] for k in seeds]) * 100)
+        boots.append(np.mean([scored(base[k])[1] - scored(other[k])[1] for k in seeds], axis=0) * 100)
         n_images += len(base[seeds[0]])
     r = _interval(float(np.mean(points)), np.mean(boots, axis=0), confidence)
     return {"difference": r["drop"], "low": r["low"], "high": r["high"], "within_noise": r["within_noise"],
