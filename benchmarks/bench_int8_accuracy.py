@@ -122,6 +122,13 @@ def qat_row(row: str) -> tuple[str, dict] | None:
     bad = sorted(set(over) - set(DISTILL_KEYS)) if isinstance(over, dict) else ["(not an object)"]
     if bad:
         raise SystemExit(f"row {row!r}: qat_distill: overrides only {', '.join(DISTILL_KEYS)}; got {', '.join(bad)}")
+    from yoloport.errors import YoloportError
+    from yoloport.quant.qat_distill import DistillSettings
+
+    try:
+        DistillSettings.from_options(over)  # a bad value is refused before any build, in one line
+    except (YoloportError, TypeError) as e:
+        raise SystemExit(f"row {row!r}: {e}") from None
     return "distill", over
 
 
