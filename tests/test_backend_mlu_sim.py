@@ -115,6 +115,95 @@ def test_firstconv_quantizes_image_as_uint8_exactly():
         assert (qi(x) - exact).abs().max() > 1e-4
 
 
+def _exact_reference(q: "ms.QConv", x: torch.Tensor, **conv_kw) -> torch.Tensor:
+    """What the MLU computes: the integer input and weight convolved in float64 (exact: every partial
+    sum of the test's convolutions is below 2**53), rounded to float32 once, scaled once, bias added."""
+    scale, qmax, qmin = q.input_grid()
+    xi = torch.clamp(torch.round(x.double() / scale), qmin, qmax)
+    wi = torch.clamp(torch.round(q.conv.weight.double() / q.w_scale.double()), -q.qmax, q.qmax)
+    acc = torch.nn.functional.conv2d(xi, wi, None, **conv_kw).float()
+    y = acc * (torch.tensor(scale, dtype=torch.float32) * q.w_scale.float()).reshape(1, -1, 1, 1)
+    return y + q.conv.bias.float().view(1, -1, 1, 1)
+
+
+def test_the_simulated_convolution_is_exact_integer_arithmetic_in_any_summation_order():
+    """int8 x int8 summed exactly (the hardware's int32 accumulator), scaled once: the same numbers
+    whatever order the CPU sums in. Permuting the input channels (of input and weight together) is
+    a change of summation order only; the float convolution of the dequantized values this replaced
+    moved by ~2e-6 under it, and the next layer's rounding made that a different detection."""
+    g = torch.Generator().manual_seed(0)
+    conv = torch.nn.Conv2d(64, 32, 3, padding=1)
+    x = torch.randn(2, 64, 16, 16, generator=g)
+    with torch.no_grad():
+        conv.weight.mul_(3)
+    q = ms.QConv(conv, "c")
+    q.set_scales(0.03, 127, per_channel=True, firstconv=True)
+    q.mode = "quant"
+    perm = torch.randperm(64, generator=g)
+    shuffled = ms.QConv(torch.nn.Conv2d(64, 32, 3, padding=1), "c")
+    with torch.no_grad():
+        shuffled.conv.weight.copy_(conv.weight[:, perm])
+        shuffled.conv.bias.copy_(conv.bias)
+        shuffled.set_scales(0.03, 127, per_channel=True, firstconv=True)
+        shuffled.mode = "quant"
+        y = q(x)
+        assert torch.equal(y, _exact_reference(q, x, padding=1))
+        assert torch.equal(shuffled(x[:, perm]), y)
+        assert torch.equal(q.w_scale, shuffled.w_scale)
+        old = torch.nn.functional.conv2d(ms.fake_quant(x, q.input_scale, 127), q.quantized_weight(), conv.bias, padding=1)
+        torch.testing.assert_close(old, y, rtol=1e-5, atol=1e-5)  # the same convolution, up to float rounding
+
+
+def test_a_convolution_past_float32s_exact_range_is_summed_in_exact_chunks():
+    """Weights at the ends of their grid: 256 input channels x 9 taps x 127 x 127 = 3.7e7 > 2**24, so
+    one float32 sum could round. The input channels are cut into chunks that each stay within 2**24,
+    the chunks added in float64; int16 (one product alone passes 2**24) runs in float64."""
+    g = torch.Generator().manual_seed(1)
+    conv = torch.nn.Conv2d(256, 8, 3, padding=1)
+    with torch.no_grad():
+        conv.weight.copy_(torch.sign(torch.randn(conv.weight.shape, generator=g)))  # every |w| at its max
+    x = torch.randn(1, 256, 6, 6, generator=g).sign() * 5.0  # every |x| clipped to its max
+    for qmax in (127, 32767):
+        q = ms.QConv(conv, "c")
+        q.set_scales(5.0 / qmax, qmax, per_channel=False, firstconv=True)
+        q.mode = "quant"
+        wq, chunks = q.integer_weight()
+        if qmax == 127:
+            assert chunks is not None and len(chunks) == 3
+            assert chunks[0][0] == 0 and chunks[-1][1] == 256 and all(a[1] == b[0] for a, b in zip(chunks, chunks[1:]))
+            for a, b in chunks:
+                assert float(wq[:, a:b].abs().sum(dim=(1, 2, 3)).max()) * qmax <= ms.FLOAT32_EXACT
+        else:
+            assert chunks is None
+        with torch.no_grad():
+            assert torch.equal(q(x), _exact_reference(q, x, padding=1))
+
+
+def test_integer_weight_follows_a_weight_scale_set_from_outside():
+    conv = torch.nn.Conv2d(4, 6, 1)
+    q = ms.QConv(conv, "c")
+    q.set_scales(0.02, 127, True, firstconv=True)
+    before = q.integer_weight()[0]
+    q.set_weight_scale(q.w_scale * 2)  # an MSE or learned range
+    assert torch.equal(q.integer_weight()[0], torch.clamp(torch.round(conv.weight.detach() / q.w_scale), -127, 127))
+    assert not torch.equal(q.integer_weight()[0], before)
+
+
+def test_an_int8_build_gives_the_same_outputs_at_one_and_two_threads(tiny, batch, art8):
+    """Every convolution quantized (``art8``): the raw outputs are bit-identical at 1 and 2 threads."""
+    r = ms.load(art8, tiny, output="raw")
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = r(batch)
+        torch.set_num_threads(2)
+        two = r(batch)
+    finally:
+        torch.set_num_threads(before)
+    for a, b in zip(one, two):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_pack_detection_output_layout():
     dets = [np.array([[1, 2, 3, 4, 0.9, 2], [5, 6, 7, 8, 0.5, 0]], np.float32), np.zeros((0, 6), np.float32)]
     count, rows = ms.pack_detection_output(dets, max_det=5)

@@ -127,16 +127,19 @@ def test_mlu_sim_conv_rounds_its_weight_once_and_again_after_a_dtype_change():
     q.mode = "quant"
     x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(1))
 
-    def reference():  # the per-call formula: activation and current weight rounded now
-        return torch.nn.functional.conv2d(fake_quant(x, q.input_scale, 127), fake_quant(conv.weight.float(), q.w_scale, 127),
-                                          conv.bias, padding=1)
+    def reference():  # the per-call formula: activation and current weight rounded now, summed exactly
+        xi = torch.clamp(torch.round(x.double() / q.input_scale.double()), -127, 127)
+        wi = torch.clamp(torch.round(conv.weight.double() / q.w_scale.double()), -127, 127)
+        acc = torch.nn.functional.conv2d(xi, wi, None, padding=1).float()
+        return acc * (q.input_scale * q.w_scale).reshape(1, -1, 1, 1) + conv.bias.view(1, -1, 1, 1)
 
     with torch.no_grad():
         assert torch.equal(q(x), reference())
-        cached = q.quantized_weight()
-        assert q.quantized_weight() is cached  # not rounded again at the next call
+        cached = q.integer_weight()
+        assert q.integer_weight() is cached  # not rounded again at the next call
+        torch.testing.assert_close(q.quantized_weight(), fake_quant(conv.weight.float(), q.w_scale, 127), rtol=0, atol=0)
         q.half().float()  # the weight passes through float16: the cached copy must follow it
-        assert q.quantized_weight() is not cached
+        assert q.integer_weight() is not cached
         assert torch.equal(q(x), reference())
 
 
