@@ -47,7 +47,8 @@ from torch import nn
 from ..errors import YoloportError
 from ..ops.postprocess import HeadSpec, postprocess
 from ..quant.error import sqnr_db  # noqa: F401 - part of this module's interface (tests, benchmarks)
-from ..quant.fake_quant import fake_quant, forward_order, weight_scale
+from ..quant.fake_quant import fake_quant  # noqa: F401 - part of this module's interface (tests)
+from ..quant.fake_quant import forward_order, weight_scale
 from ..quant.float_scope import scope_from_qconfig
 from ..quant.range_estimators import AbsHistogram, activation_range_from, check_range_keys, weight_range_mse
 from .base import Runner, model_fingerprint, read_sidecar, write_sidecar
