@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from yoloport.analysis import bootstrap as bs
-from yoloport.analysis.bootstrap import gate_verdict, map_of, paired_bootstrap_drop
+from yoloport.analysis.bootstrap import gate_verdict, map_of, paired_bootstrap_drop, reference_not_judgeable
 from yoloport.engine.image_stats import ImageStats, load_image_stats, save_image_stats
 from yoloport.errors import YoloportError
 
@@ -198,6 +198,21 @@ def test_gate_verdict(drop, low, high, status, passed):
     g = gate_verdict(drop, {"low": low, "high": high}, 1.0)
     assert g == {"passed": passed, "status": status, "max_drop": 1.0}
     assert gate_verdict(drop, None, 1.0)["status"] == ("passed" if passed else "failed")
+
+
+def test_a_gate_is_not_judged_against_a_reference_that_scores_no_more_than_it():
+    """An int8 build that finds nothing "drops" only what fp32 had: against a reference of 0.8 points a
+    1-point gate passes anything, so it fails unjudged; 100 points or more is no gate."""
+    assert reference_not_judgeable(0.35, 500, 1.0) is None
+    assert "no labels" in reference_not_judgeable(0.35, 0, 1.0)
+    for score in (0.0, None, 0.008):
+        why = reference_not_judgeable(score, 12, 1.0)
+        assert why and "scores mAP@0.5:0.95" in why and "no more than --max-drop 1.0" in why
+    assert reference_not_judgeable(0.012, 12, 1.0) is None  # 1.2 points: an int8 that finds nothing fails
+    assert reference_not_judgeable(0.0, 12, 100.0) is None  # the gate is off
+    assert "no labels" in reference_not_judgeable(0.5, 0, 100.0)
+    g = gate_verdict(0.0, {"low": 0.0, "high": 0.0}, 1.0, not_judged="the reporting set has no labels")
+    assert g == {"passed": False, "status": "not judged: the reporting set has no labels", "max_drop": 1.0}
 
 
 def test_image_stats_round_trip_and_damage(tmp_path):

@@ -343,3 +343,19 @@ def test_fixture_checkpoint_every_mode_gives_the_torch_detections(face_ckpt, wid
     det = postprocess(out, HeadSpec.from_model(face_ckpt, mode, sigmoid_applied=sigmoid), 0.25, 0.45)[0]
     assert det.shape == ref.shape
     np.testing.assert_allclose(by_score(det), by_score(ref), atol=1e-2)  # boxes and landmarks in pixels
+
+
+def test_a_face_gate_is_not_judged_against_a_reference_that_finds_no_face():
+    """The face port's gate uses the detector's rule: a reference whose best WIDER setting (or mAP@0.5)
+    scores no more than --max-drop points cannot anchor it (a face model that finds nothing would pass)."""
+    from yoloport.analysis.port_face import face_drop, face_reference_not_judgeable
+
+    found = {"AP": {"easy": 0.80, "medium": 0.70, "hard": 0.40}}
+    blind = {"AP": {"easy": 0.0, "medium": 0.004, "hard": 0.0}}
+    assert face_reference_not_judgeable(found, 1.0) is None
+    why = face_reference_not_judgeable(blind, 1.0)
+    assert why and "WIDER FACE AP (its best setting) 0.40 points" in why
+    assert face_reference_not_judgeable({"AP": None, "mAP50": 0.0}, 1.0).startswith("the fp32 reference scores face mAP@0.5")
+    assert face_reference_not_judgeable({"AP": None, "mAP50": None}, 1.0)  # nothing measured is nothing to judge by
+    assert face_reference_not_judgeable(blind, 100.0) is None  # no gate asked for
+    assert face_drop(blind, blind)["worst"] == 0.0  # what the gate passed before

@@ -88,6 +88,28 @@ def test_port_fails_naming_the_target_over_max_drop(tmp_path, shapes_ckpt, monke
     assert "FAILED onnxruntime-fp32: mAP@0.5:0.95 drop 5.00 points > --max-drop 1.0" in out
 
 
+def test_port_does_not_pass_a_gate_against_a_reference_that_finds_nothing(tmp_path, capsys):
+    """An untrained model (the shapes' names, random weights) on the shapes data: fp32 scores ~0, so a
+    drop of ~0 proves nothing and the gate fails, unjudged, with one line saying why."""
+    from conftest import random_model
+    from yoloport.data.synth import SHAPE_CLASSES
+    from yoloport.models import save_model
+
+    m = random_model(nc=len(SHAPE_CLASSES), names=list(SHAPE_CLASSES))
+    m.img_size = (128, 160)
+    ckpt = save_model(m, tmp_path / "untrained.safetensors")
+    rc = main(["port", "--weights", str(ckpt), "--targets", "onnxruntime:fp32", "--val-n", "2", "--calib-n", "2",
+               "--no-bench", "--no-profile", "--project", str(tmp_path), "--name", "u"])
+    out = capsys.readouterr().out
+    rep = json.loads((tmp_path / "u" / "report.json").read_text())
+    assert rep["reference"]["val"]["mAP50_95"] * 100 <= 1.0, "the untrained model found the shapes"
+    assert rc == 1
+    assert "warning: the fp32 reference scores mAP@0.5:0.95" in out
+    assert "FAILED onnxruntime-fp32: --max-drop gate not judged: the fp32 reference scores" in out
+    assert rep["targets"][0]["gate"]["passed"] is False
+    assert "(not judged)" in (tmp_path / "u" / "report.md").read_text()
+
+
 def test_port_bad_input(tmp_path, shapes_ckpt, capsys):
     assert main(["port", "--weights", str(shapes_ckpt), "--targets", "tensorrt", "--project", str(tmp_path)]) == 2
     assert "unknown backend" in capsys.readouterr().err

@@ -333,7 +333,7 @@ def format_drop(ci: dict, nd: int = 2) -> str:
     return f"{ci['drop']:.{nd}f} [{ci['low']:.{nd}f}, {ci['high']:.{nd}f}]" + (" within noise" if ci.get("within_noise") else "")
 
 
-def gate_verdict(drop: float, ci: dict | None, max_drop: float) -> dict:
+def gate_verdict(drop: float, ci: dict | None, max_drop: float, not_judged: str | None = None) -> dict:
     """The ``--max-drop`` gate judged with the interval. The point estimate decides pass or fail (what
     the user asked for); the interval says how sure that is:
 
@@ -342,8 +342,13 @@ def gate_verdict(drop: float, ci: dict | None, max_drop: float) -> dict:
     - ``failed, within noise of the gate``: the point is above, the interval reaches below;
     - ``failed``: the whole interval is above ``max_drop``.
 
-    Without an interval (``ci`` None) the point alone decides. Returns ``{passed, status, max_drop}``.
+    Without an interval (``ci`` None) the point alone decides. ``not_judged``: why no drop can be judged
+    against this reference (:func:`reference_not_judgeable`); the gate then fails with
+    ``not judged: <why>``, since a drop of 0 from a reference that finds nothing proves nothing.
+    Returns ``{passed, status, max_drop}``.
     """
+    if not_judged:
+        return {"passed": False, "status": f"not judged: {not_judged}", "max_drop": max_drop}
     passed = drop <= max_drop
     if ci is None:
         status = "passed" if passed else "failed"
@@ -354,5 +359,21 @@ def gate_verdict(drop: float, ci: dict | None, max_drop: float) -> dict:
     return {"passed": passed, "status": status, "max_drop": max_drop}
 
 
-__all__ = ["format_drop", "gate_verdict", "map_of", "paired_bootstrap_drop", "recipe_difference", "resample_weights",
-           "resampled_map", "seed_spread"]
+def reference_not_judgeable(score: float | None, n_labels: int | None, max_drop: float,
+                            metric: str = "mAP@0.5:0.95") -> str | None:
+    """Why the fp32 reference's ``score`` (a fraction) on the reporting set cannot anchor a ``--max-drop``
+    gate (in points), or None. No labels, or a score of at most ``max_drop`` points: then even a quantized
+    model that finds nothing at all would pass the gate. Both usually mean data for another model (other
+    classes, another task) or an untrained checkpoint. A ``max_drop`` of 100 points or more asks for no gate:
+    only a reporting set without labels is refused then."""
+    if n_labels is not None and n_labels == 0:
+        return "the reporting set has no labels"
+    points = 0.0 if score is None else float(score) * 100
+    if max_drop < 100 and not points > max_drop:
+        return (f"the fp32 reference scores {metric} {points:.2f} points on the reporting set, no more than --max-drop "
+                f"{max_drop}: a quantized model that finds nothing would pass (labels of other classes, or an untrained model?)")
+    return None
+
+
+__all__ = ["format_drop", "gate_verdict", "map_of", "paired_bootstrap_drop", "recipe_difference", "reference_not_judgeable",
+           "resample_weights", "resampled_map", "seed_spread"]

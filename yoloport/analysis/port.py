@@ -236,7 +236,7 @@ def judge_drop(rec: dict, stats, model, ctx: PortContext) -> None:
     """The target's drop with its paired-bootstrap interval (``drop_ci``), the ``--max-drop`` gate judged
     with it (``gate``, ``passed``) and the images where it disagrees most with fp32 (``gallery``), all on
     the reporting set."""
-    from .bootstrap import gate_verdict, paired_bootstrap_drop
+    from .bootstrap import gate_verdict, paired_bootstrap_drop, reference_not_judgeable
     from .gallery import write_gallery
 
     ci = None
@@ -246,7 +246,9 @@ def judge_drop(rec: dict, stats, model, ctx: PortContext) -> None:
                              ("fp32", rec["name"]), prefix=f"{rec['name']}_")
         rec["gallery"] = [dict(r, file=str(Path(r["file"]).relative_to(ctx.run_dir))) for r in rows]  # report-relative
     rec["drop_ci"] = ci
-    rec["gate"] = gate_verdict(rec["drop"], ci, ctx.max_drop)
+    ref = ctx.reference.get("val") or {}
+    rec["gate"] = gate_verdict(rec["drop"], ci, ctx.max_drop, reference_not_judgeable(ref.get("mAP50_95"), ref.get("n_labels"),
+                                                                                   ctx.max_drop))
     rec["passed"] = rec["gate"]["passed"]
 
 
@@ -497,11 +499,19 @@ def run_port(model, data, targets: list[Target], run_dir: Path, img_hw, calib_so
         "notes": list(dict.fromkeys(t.spec.simulated_note for t in targets if t.spec.simulated_note)),
     }
     ctx.reference = report["reference"] = run_reference(model, ctx, progress)
+    from .bootstrap import reference_not_judgeable
+
+    ref_val = ctx.reference["val"]
+    not_judged = reference_not_judgeable(ref_val.get("mAP50_95"), ref_val.get("n_labels"), max_drop)
+    if not_judged:
+        print(f"warning: {not_judged}: no target's drop can be judged against it, so every --max-drop gate fails")
     failed = []
     for t in targets:
         rec = run_guarded(t, lambda t: run_target(t, model, ctx, progress))
         if rec.get("error"):
             failed.append(f"{t.name}: {rec['error']}")
+        elif rec.get("passed") is False and str(rec.get("gate", {}).get("status", "")).startswith("not judged"):
+            failed.append(f"{t.name}: --max-drop gate {rec['gate']['status']}")
         elif rec.get("passed") is False:
             ci = f" (interval {rec['drop_ci']['low']:.2f} to {rec['drop_ci']['high']:.2f}; {rec['gate']['status']})" \
                 if rec.get("drop_ci") else ""

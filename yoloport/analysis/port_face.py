@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 from ..errors import YoloportError
+from .bootstrap import gate_verdict, reference_not_judgeable
 from ..data.letterbox import input_multiple
 
 #: the WIDER FACE settings, in report order
@@ -116,6 +117,15 @@ def face_drop(ref: dict, val: dict) -> dict:
     return drops
 
 
+def face_reference_not_judgeable(ref_val: dict, max_drop: float) -> str | None:
+    """Why the fp32 reference's face scores cannot anchor a ``--max-drop`` gate (its best WIDER setting's
+    AP, or its mAP@0.5, is at most ``max_drop`` points), or None
+    (:func:`~yoloport.analysis.bootstrap.reference_not_judgeable`)."""
+    if ref_val.get("AP"):
+        return reference_not_judgeable(max(ref_val["AP"].values()), None, max_drop, "WIDER FACE AP (its best setting)")
+    return reference_not_judgeable(ref_val.get("mAP50"), None, max_drop, "face mAP@0.5")
+
+
 def run_face_target(t, model, data, ctx: dict, progress) -> dict:
     """Export -> lint -> build -> face metrics -> compare (landmark displacement) for one target."""
     from ..backends.registry import artifact_size, build, export_for, load_runner
@@ -150,7 +160,9 @@ def run_face_target(t, model, data, ctx: dict, progress) -> dict:
             rec["val"] = face_metrics(runner, data, img_hw, ctx["nme_data"])
             rec["drop"] = face_drop(ctx["reference"]["val"], rec["val"])
             worst = rec["drop"]["worst"]
-            rec["passed"] = worst is None or worst <= ctx["max_drop"]
+            rec["gate"] = gate_verdict(0.0 if worst is None else worst, None, ctx["max_drop"],
+                                       face_reference_not_judgeable(ctx["reference"]["val"], ctx["max_drop"]))
+            rec["passed"] = rec["gate"]["passed"]
         with progress.stage(f"{t.name}: compare with fp32 (landmark displacement)"):
             cmp_ = compare_runners(ctx["ref_runner"], runner, ctx["sample_images"], img_hw, conf_thres=0.25, iou_thres=0.45)
             rec["compare"] = {"summary": cmp_["summary"]}
@@ -175,7 +187,9 @@ def format_face_table(report: dict) -> str:
         ap = rec["val"].get("AP") or {}
         d = rec.get("drop") or {}
         s = (rec.get("compare") or {}).get("summary") or {}
-        status = "reference" if rec is report["reference"] else ("ok" if rec.get("passed") else "over --max-drop")
+        gate = str((rec.get("gate") or {}).get("status", ""))
+        status = "reference" if rec is report["reference"] else (
+            "ok" if rec.get("passed") else "not judged" if gate.startswith("not judged") else "over --max-drop")
         rows.append((rec["name"], f(ap.get("easy")), f(ap.get("medium")), f(ap.get("hard")), f(d.get("AP_easy"), 2),
                      f(d.get("AP_medium"), 2), f(d.get("AP_hard"), 2), f(rec["val"].get("NME"), 4),
                      f(s.get("landmark_px_mean"), 2), f(s.get("landmark_px_p90"), 2),
@@ -251,6 +265,8 @@ def run_face_port(model, data, targets, run_dir, img_hw, calib_source, calib_n: 
         rec = run_guarded(t, lambda t: run_face_target(t, model, data, ctx, progress))
         if rec.get("error"):
             failed.append(f"{t.name}: {rec['error']}")
+        elif rec.get("passed") is False and rec["gate"]["status"].startswith("not judged"):
+            failed.append(f"{t.name}: --max-drop gate {rec['gate']['status']}")
         elif rec.get("passed") is False:
             failed.append(f"{t.name}: AP drop {rec['drop']['worst']:.2f} points > --max-drop {max_drop}")
         report["targets"].append(rec)

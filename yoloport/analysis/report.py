@@ -62,7 +62,8 @@ def summary_rows(report: dict) -> list[dict]:
                 "speedup": interleaved.get(t["name"]) or ((ref_lat / lat) if ref_lat and lat else None),
                 "throughput_ips": _throughput(t),
                 "status": "error" if t.get("error") else ("FAIL" if t.get("passed") is False else "ok")
-                + (" (within noise of the gate)" if "within noise" in (t.get("gate") or {}).get("status", "") else ""),
+                + (" (within noise of the gate)" if "within noise" in (t.get("gate") or {}).get("status", "") else "")
+                + (" (not judged)" if (t.get("gate") or {}).get("status", "").startswith("not judged") else ""),
             }
         )
     return rows

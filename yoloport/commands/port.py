@@ -55,7 +55,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--targets", help=f"comma-separated targets, backend[:platform][:precision] (default {DEFAULT_TARGETS}); "
                                      "mlu-sim is a PyTorch simulation of Cambricon's int8 scheme, rknn runs on the toolkit's simulator")
     p.add_argument("--img-size", dest="img_size", nargs="+", type=int, help="W H of the exported graphs (default: the model's)")
-    p.add_argument("--max-drop", dest="max_drop", type=float, help="largest mAP@0.5:0.95 drop in points a target may have (1.0)")
+    p.add_argument("--max-drop", dest="max_drop", type=float, help="largest mAP@0.5:0.95 drop in points a target may have (1.0; 100 or more: no gate). "
+                   "A gate fails unjudged when the fp32 reference itself scores no more than it")
     p.add_argument("--calib", help="calibration images: folder, data YAML[:split] or list file (default: the data's train split)")
     p.add_argument("--calib-n", dest="calib_n", type=int, help="number of calibration images (128: with 32, yolov5n's ONNX Runtime "
                                                                          "drop swung by 1.0 point over calibration seeds, with 128 by 0.27)")
