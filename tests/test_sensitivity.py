@@ -383,6 +383,17 @@ def test_search_on_mlu_sim_with_fake_validator(tiny, calib, report, tmp_path, mo
     assert "K=2" in mp.format_mixed(res) and "met" in mp.format_mixed(res)
 
 
+def test_search_refuses_a_reference_that_scores_no_more_than_the_gate(tiny, calib, report, tmp_path, monkeypatch):
+    """A reference of 0.3 points on the selection set meets a 0.5-point gate with every layer int8, and
+    with nothing found: the search says so instead of reporting K=0 as met; nothing is built."""
+    built = []
+    monkeypatch.setattr(mp, "validate_runner", lambda *a, **k: built.append(1) or {"mAP50_95": 0.0, "image_stats": None})
+    with pytest.raises(YoloportError, match=r"selection set, no more than --max-drop 0.5.*no search can be judged"):
+        mp.search_mixed_precision("mlu-sim", tiny, report.names(), calib, "unused.yaml", HW, tmp_path / "mp",
+                                  max_drop=0.5, max_float=8, ref_map=0.003, qconfig={"head_fp32": "tail"})
+    assert not built and not (tmp_path / "mp" / "k0").exists()
+
+
 # ----------------------------------------------------------------------------- CLI
 
 

@@ -360,17 +360,17 @@ def gate_verdict(drop: float, ci: dict | None, max_drop: float, not_judged: str 
 
 
 def reference_not_judgeable(score: float | None, n_labels: int | None, max_drop: float,
-                            metric: str = "mAP@0.5:0.95") -> str | None:
-    """Why the fp32 reference's ``score`` (a fraction) on the reporting set cannot anchor a ``--max-drop``
-    gate (in points), or None. No labels, or a score of at most ``max_drop`` points: then even a quantized
-    model that finds nothing at all would pass the gate. Both usually mean data for another model (other
-    classes, another task) or an untrained checkpoint. A ``max_drop`` of 100 points or more asks for no gate:
-    only a reporting set without labels is refused then."""
+                            metric: str = "mAP@0.5:0.95", images: str = "reporting") -> str | None:
+    """Why the fp32 reference's ``score`` (a fraction) on the ``images`` set (reporting, or selection for a
+    search) cannot anchor a ``--max-drop`` gate (in points), or None. No labels, or a score of at most
+    ``max_drop`` points: then even a quantized model that finds nothing at all would pass the gate. Both
+    usually mean data for another model (other classes, another task) or an untrained checkpoint. A
+    ``max_drop`` of 100 points or more asks for no gate: only a set without labels is refused then."""
     if n_labels is not None and n_labels == 0:
-        return "the reporting set has no labels"
+        return f"the {images} set has no labels"
     points = 0.0 if score is None else float(score) * 100
     if max_drop < 100 and not points > max_drop:
-        return (f"the fp32 reference scores {metric} {points:.2f} points on the reporting set, no more than --max-drop "
+        return (f"the fp32 reference scores {metric} {points:.2f} points on the {images} set, no more than --max-drop "
                 f"{max_drop}: a quantized model that finds nothing would pass (labels of other classes, or an untrained model?)")
     return None
 

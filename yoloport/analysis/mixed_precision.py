@@ -32,6 +32,7 @@ from typing import Callable, Sequence
 
 from ..engine.val import validate_runner  # module attribute: tests replace it to make the search deterministic
 from ..errors import YoloportError
+from .bootstrap import reference_not_judgeable
 from ..quant.float_scope import FloatScope
 from ..quant.ranking import detect_index, named_convs
 
@@ -273,6 +274,9 @@ def search_mixed_precision(backend: str, model, ranking: Sequence[str], calibrat
         ref_map = float(validate_runner(ref_runner, data, img_hw, batch_size, names=names)["mAP50_95"])
         if log:
             log(f"torch fp32 reference mAP50-95 {ref_map:.4f}")
+    not_judged = reference_not_judgeable(ref_map, None, max_drop, images="selection")
+    if not_judged:
+        raise YoloportError(f"mixed precision: {not_judged}; no search can be judged against it")
     skip = backend_float_anyway(backend, model, qconfig)
 
     def candidates():
