@@ -100,7 +100,7 @@ def qat_port(weights, data, backend: str, out, *, calib=None, calib_n: int = 64,
     (match the float model on the calibration images; ``distill``: a dict of
     :class:`~yoloport.quant.qat_distill.DistillSettings` fields; ``lr0`` and ``seed`` fill the ones it leaves
     out, ``batch_size`` is the label loop's). Returns a :class:`QatResult`."""
-    from ..backends.registry import (build_prequantized, canonical_name, export_for, get_spec,
+    from ..backends.registry import (build_prequantized, canonical_name, export_for,
                                      require_artifact_backend)
     from ..data.calibration import load_calibration
     from ..data.dataset import list_images, load_data_yaml
