@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from yoloport.analysis import bootstrap as bs
-from yoloport.analysis.bootstrap import gate_verdict, map_of, paired_bootstrap_drop, reference_not_judgeable
+from yoloport.analysis.bootstrap import (drop_by_sample_size, gate_verdict, map_of, paired_bootstrap_drop,
+                                        reference_not_judgeable, subsample_weights)
 from yoloport.engine.image_stats import ImageStats, load_image_stats, save_image_stats
 from yoloport.errors import YoloportError
 
@@ -224,3 +225,41 @@ def test_image_stats_round_trip_and_damage(tmp_path):
     (tmp_path / "s.npz").write_bytes(b"not an npz")
     with pytest.raises(YoloportError, match="not a readable"):
         load_image_stats(tmp_path / "s.npz")
+
+
+def test_subsample_weights_pick_distinct_images():
+    w = subsample_weights(12, 5, 200, seed=3)
+    assert w.shape == (200, 12) and set(np.unique(w)) == {0.0, 1.0}
+    assert (w.sum(1) == 5).all()
+    assert np.array_equal(w, subsample_weights(12, 5, 200, seed=3)) and not np.array_equal(w, subsample_weights(12, 5, 200, seed=4))
+    assert 0.3 < w.mean(0).min() and w.mean(0).max() < 0.55  # every image about 5/12 of the time
+    with pytest.raises(YoloportError, match="not possible"):
+        subsample_weights(12, 13, 2, 0)
+
+
+def _one_image(i, found_rare: bool, rare: bool):
+    """Class 0 labelled and found at every IoU in every image; class 1 labelled only in the ``rare`` image,
+    found there when ``found_rare``."""
+    lab = np.array([0, 1] if rare else [0], np.float32)
+    cls = np.array([0, 1] if rare and found_rare else [0], np.float32)
+    conf = np.array([0.9, 0.8][:len(cls)], np.float32)
+    return ImageStats(f"im{i}.jpg", conf, cls, np.ones((len(cls), 10), bool), np.zeros((len(cls), 4), np.float32), lab,
+                      np.zeros((len(lab), 4), np.float32))
+
+
+def test_drop_by_sample_size_on_a_class_seen_in_one_image():
+    """Known answer: the quantized model misses the one label of a class only image 0 has. A subset
+    holding image 0 shows the whole set's drop, one without it shows none (the class is absent), and a
+    subset of m of n images holds it with probability m / n: the mean drop at size m is the drop times m / n."""
+    n = 20
+    ref = [_one_image(i, True, i == 0) for i in range(n)]
+    q = [_one_image(i, False, i == 0) for i in range(n)]
+    res = drop_by_sample_size(ref, q, [5, 10, 20], n_draws=2000, seed=0)
+    full = res["drop"]
+    assert full == pytest.approx((map_of(ref)[1] - map_of(q)[1]) * 100) and full > 40  # half the classes lost
+    assert res["sizes"][20] == {"mean": full, "low": full, "high": full, "n_draws": 1}
+    for m in (5, 10):
+        assert res["sizes"][m]["mean"] == pytest.approx(full * m / n, abs=2.5)  # 4 standard errors of 2000 draws
+        assert res["sizes"][m]["low"] == 0.0 and res["sizes"][m]["high"] == pytest.approx(full)
+    with pytest.raises(YoloportError, match="not paired"):
+        drop_by_sample_size(ref, q[::-1], [5])
