@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_int8_accuracy import bootstrap_interval, evaluate, fixtures  # noqa: E402
+from bench_int8_accuracy import bootstrap_interval, fp32_reference, load_model_or_exit, reporting_sets  # noqa: E402
 
 BACKENDS = ("mlu-sim", "onnxruntime")
 
@@ -135,27 +135,19 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     import torch
 
-    from yoloport.backends.registry import build_artifact
-    from yoloport.config import weights_path
     from yoloport.errors import YoloportError
-    from yoloport.models import load_model
 
     torch.set_num_threads(a.threads)
     if not Path(a.artifact).is_file():
         raise SystemExit(f"--artifact {a.artifact}: no such file")
-    w, h = a.img_size[0], a.img_size[-1]
-    hw = (h, w)
-    fx = fixtures()
-    sets = a.val or [str(fx / "coco-extra" / "coco-extra.yaml"), str(fx / "coco128" / "coco128.yaml")]
+    hw = (a.img_size[-1], a.img_size[0])
+    sets = reporting_sets(a.val)
+    model = load_model_or_exit(a.weights)
     try:
-        wpath = str(weights_path(a.weights))
-        model = load_model(wpath)
         variants = (MluSimVariants if a.backend == "mlu-sim" else OrtVariants)(a.artifact, model, a.threads)
     except YoloportError as e:
         raise SystemExit(str(e)) from None
-    with tempfile.TemporaryDirectory(prefix="build-noise-fp32-") as tmp:
-        fp32 = build_artifact("onnxruntime", model, Path(tmp), hw, None, {"precision": "fp32"})
-        ref = {v: evaluate("onnxruntime", fp32, model, v, hw, a.threads, 0) for v in sets}
+    ref = fp32_reference(model, hw, sets, a.threads)
     rng = np.random.default_rng(a.seed)
     drops = {Path(v).stem: [] for v in sets}
     interval = {}

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_int8_accuracy import evaluate, fixtures  # noqa: E402
+from bench_int8_accuracy import evaluate, fp32_reference, load_model_or_exit, reporting_sets  # noqa: E402
 
 FRACTIONS = (0.25, 0.5, 0.75, 1.0)
 
@@ -48,26 +47,14 @@ def main(argv=None) -> int:
     import torch
 
     from yoloport.analysis.bootstrap import drop_by_sample_size, paired_bootstrap_drop, resample_weights, resampled_map
-    from yoloport.backends.registry import build_artifact
-    from yoloport.config import weights_path
-    from yoloport.errors import YoloportError
-    from yoloport.models import load_model
-
     torch.set_num_threads(a.threads)
     missing = [x for x in a.artifact if not Path(x).is_file()]
     if missing:
         raise SystemExit(f"--artifact {missing[0]}: no such file")
-    w, h = a.img_size[0], a.img_size[-1]
-    hw = (h, w)
-    fx = fixtures()
-    sets = a.val or [str(fx / "coco-extra" / "coco-extra.yaml"), str(fx / "coco128" / "coco128.yaml")]
-    try:
-        model = load_model(str(weights_path(a.weights)))
-    except YoloportError as e:
-        raise SystemExit(str(e)) from None
-    with tempfile.TemporaryDirectory(prefix="drop-vs-size-fp32-") as tmp:
-        fp32 = build_artifact("onnxruntime", model, Path(tmp), hw, None, {"precision": "fp32"})
-        ref = {v: evaluate("onnxruntime", fp32, model, v, hw, a.threads, 0)["stats"] for v in sets}
+    hw = (a.img_size[-1], a.img_size[0])
+    sets = reporting_sets(a.val)
+    model = load_model_or_exit(a.weights)
+    ref = {v: r["stats"] for v, r in fp32_reference(model, hw, sets, a.threads).items()}
     rows = []
     for art in a.artifact:
         for v in sets:

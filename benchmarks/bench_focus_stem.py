@@ -39,10 +39,12 @@ def focus_slices_to_space_to_depth(onnx_path) -> int:
     import onnx
     from onnx import helper, numpy_helper
 
+    from yoloport.deploy.onnx_graph import tensor_producers
+
     m = onnx.load(str(onnx_path))
     g = m.graph
     source = g.input[0].name
-    producer = {o: n for n in g.node for o in n.output}
+    producer = tensor_producers(g)
     concat = next((n for n in g.node if n.op_type == "Concat" and len(n.input) == 4
                    and all(getattr(producer.get(i), "op_type", None) == "Slice" for i in n.input)), None)
     if concat is None:

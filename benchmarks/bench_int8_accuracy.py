@@ -198,6 +198,35 @@ def evaluate(backend, artifact, model, data, hw, threads, val_images):
     return {"mAP50_95": res["mAP50_95"], "mAP50": res["mAP50"], "images": res["n_images"], "stats": res["image_stats"]}
 
 
+def reporting_sets(val=None) -> list[str]:
+    """The reporting data YAMLs: ``val`` when given, else the fixtures' coco-extra val2017 and COCO128."""
+    fx = fixtures()
+    return list(val) if val else [str(fx / "coco-extra" / "coco-extra.yaml"), str(fx / "coco128" / "coco128.yaml")]
+
+
+def load_model_or_exit(weights: str):
+    """The model of a checkpoint or model key; a bad one ends the script with its one-line message."""
+    from yoloport.config import weights_path
+    from yoloport.errors import YoloportError
+    from yoloport.models import load_model
+
+    try:
+        return load_model(str(weights_path(weights)))
+    except YoloportError as e:
+        raise SystemExit(str(e)) from None
+
+
+def fp32_reference(model, hw, sets, threads) -> dict:
+    """``{set: evaluate(...)}`` of ``model`` in ONNX Runtime fp32 at ``hw`` (built in a temporary folder)."""
+    import tempfile
+
+    from yoloport.backends.registry import build_artifact
+
+    with tempfile.TemporaryDirectory(prefix="fp32-reference-") as tmp:
+        fp32 = build_artifact("onnxruntime", model, Path(tmp), hw, None, {"precision": "fp32"})
+        return {v: evaluate("onnxruntime", fp32, model, v, hw, threads, 0) for v in sets}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--weights", nargs="+", default=["yolov5n-v6.1"], help="checkpoints or model keys (the fixtures': yolov5n-v6.1, yolov5s-v5.0)")
@@ -246,7 +275,7 @@ def main(argv=None) -> int:
     w, h = (a.img_size[0], a.img_size[-1])
     hw = (h, w)
     calib_src = a.calib or f"{fx / 'coco-extra' / 'coco-extra.yaml'}:train"
-    reporting = a.val or [str(fx / "coco-extra" / "coco-extra.yaml"), str(fx / "coco128" / "coco128.yaml")]
+    reporting = reporting_sets(a.val)
     vals = ([a.select] if a.select else []) + reporting
     if a.select and Path(a.select).stem in {Path(v).stem for v in reporting}:
         raise SystemExit(f"--select {a.select} is also a --val set (by name): selection and reporting must differ")

@@ -19,7 +19,7 @@ ORT session.
 """
 from __future__ import annotations
 
-from ..deploy.onnx_graph import tensor_consumers
+from ..deploy.onnx_graph import tensor_consumers, tensor_producers
 
 CHOICES = ("own", "shared")
 CODE_OPS = ("MaxPool", "Resize")  # ops ONNX Runtime runs on the codes when their input and output grids are equal
@@ -29,7 +29,7 @@ def share_concat_grids(model) -> int:
     """Put each Concat's quantized inputs on its output's grid (see the module docstring); ``model`` is an
     ``onnx.ModelProto`` in QDQ format, edited in place. Returns how many Concat inputs moved."""
     graph = model.graph
-    producer = {o: n for n in graph.node for o in n.output}
+    producer = tensor_producers(graph)
     consumers = tensor_consumers(graph)
     moved = 0
     for concat in graph.node:

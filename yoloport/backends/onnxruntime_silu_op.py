@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..deploy.onnx_graph import tensor_consumers
+from ..deploy.onnx_graph import tensor_consumers, tensor_producers
 
 CHOICES = ("qlinear", "quickgelu")
 MS_DOMAIN = "com.microsoft"
@@ -64,7 +64,7 @@ def qdq_silu_units(model) -> list[QdqSiluUnit]:
 def _units(nodes: list, consumers: dict) -> list[QdqSiluUnit]:
     """:func:`qdq_silu_units` over ``nodes`` (one list, so node identity holds for the caller's edit), with
     their ``consumers`` (:func:`~yoloport.deploy.onnx_graph.tensor_consumers`)."""
-    producer = {o: n for n in nodes for o in n.output}
+    producer = tensor_producers(nodes)
     units = []
     for sig in nodes:
         if sig.op_type != "Sigmoid":

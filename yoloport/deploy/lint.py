@@ -41,7 +41,7 @@ from onnx import numpy_helper
 
 from ..errors import YoloportError
 from . import op_support
-from .onnx_graph import tensor_consumers, with_outputs
+from .onnx_graph import tensor_consumers, tensor_producers, with_outputs
 from .op_support import INT8_TARGETS, TARGETS
 
 SEVERITIES: tuple[str, ...] = ("error", "warning", "info")
@@ -179,7 +179,7 @@ class _Graph:
         self.labels: dict[int, str] = {
             id(n): n.name or f"{n.op_type}#{i}" for i, n in enumerate(self.nodes)
         }
-        self.producer: dict[str, onnx.NodeProto] = {o: n for n in self.nodes for o in n.output if o}
+        self.producer: dict[str, onnx.NodeProto] = tensor_producers(self.nodes)
         self.consumers: dict[str, list[onnx.NodeProto]] = tensor_consumers(graph)
         self.initializers: dict[str, onnx.TensorProto] = {t.name: t for t in graph.initializer}
         self.constant_nodes: dict[str, onnx.NodeProto] = {

@@ -47,6 +47,12 @@ def tensor_consumers(graph) -> dict[str, list]:
     return consumers
 
 
+def tensor_producers(graph) -> dict:
+    """``{tensor name: the node that writes it}`` (``graph``: an onnx graph, or a list of its nodes); empty
+    output names (optional outputs not produced) are skipped."""
+    return {o: n for n in getattr(graph, "node", graph) for o in n.output if o}
+
+
 @dataclass(frozen=True)
 class SiluUnit:
     """One Conv -> Sigmoid -> Mul(x, sigmoid(x)) of an ONNX graph, by tensor name."""
@@ -60,7 +66,7 @@ def silu_units(model) -> list[SiluUnit]:
     """Every Conv -> Sigmoid -> Mul(x, sigmoid(x)) of ``model`` (an onnx ModelProto), in the graph order of
     the Sigmoids (one unit per Sigmoid, its first such Mul)."""
     consumers = tensor_consumers(model.graph)
-    producers = {t: n for n in model.graph.node for t in n.output}
+    producers = tensor_producers(model.graph)
     units = []
     for n in model.graph.node:
         x = n.input[0] if n.op_type == "Sigmoid" else None

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import YoloportError
-from .onnx_graph import conv_map
+from .onnx_graph import conv_map, tensor_producers
 
 MIN_OPSET = 13
 
@@ -166,7 +166,7 @@ def qdq_summary(onnx_path) -> dict:
 
     m = onnx.load(str(onnx_path))
     ints = {t.name: list(t.dims) for t in m.graph.initializer if t.data_type == TensorProto.INT8 and len(t.dims) == 4}
-    producers = {o: n for n in m.graph.node for o in n.output}
+    producers = tensor_producers(m.graph)
     convs = 0
     for n in m.graph.node:
         if n.op_type == "Conv" and len(n.input) > 1:
