@@ -98,7 +98,7 @@ def test_port_builds_a_batch_dynamic_target_once_for_validation_and_every_batch(
     assert json.loads((target_dir / "model.onnxruntime.int8.onnx.json").read_text())["batch"] is None
 
 
-def test_mlu_sim_activation_fake_quant_is_the_same_numbers_and_leaves_its_input():
+def test_mlu_sim_activation_integers_are_fake_quants_and_leave_their_input():
     import torch
 
     from yoloport.backends import mlu_sim as ms
@@ -110,8 +110,9 @@ def test_mlu_sim_activation_fake_quant_is_the_same_numbers_and_leaves_its_input(
     x[0, 0, 0, :6] = torch.tensor([0.5, 1.5, -2.5, 200.0, -200.0, 0.0]) * scale  # ties and clipping
     before = x.clone()
     for s, qmax, qmin in ((scale, 127, None), (1.0 / 255.0, 255, 0), (0.0, 127, None)):
-        ref = fake_quant(x, torch.tensor(s), qmax, qmin)
-        assert torch.equal(ms.fake_quant_activation(x, s, qmax, qmin), ref)
+        q = ms.quantize_activation(x, s, qmax, qmin)
+        assert torch.equal(q, q.round()) and q.max() <= qmax and q.min() >= (-qmax if qmin is None else qmin)
+        assert torch.equal(q * torch.tensor(s, dtype=torch.float32), fake_quant(x, torch.tensor(s), qmax, qmin))
     assert torch.equal(x, before)
 
 

@@ -315,13 +315,6 @@ def quantize_activation(x: torch.Tensor, scale: float, qmax: int, qmin: int | No
     return (x / s).round_().clamp_(qmin, qmax)
 
 
-def fake_quant_activation(x: torch.Tensor, scale: float, qmax: int, qmin: int | None = None) -> torch.Tensor:
-    """:func:`~yoloport.quant.fake_quant.fake_quant` of a float32 activation with a scalar ``scale``, the same
-    numbers: :func:`quantize_activation` rescaled in place; ``x`` is left as it was."""
-    q = quantize_activation(x, scale, qmax, qmin)
-    return q.mul_(torch.tensor(scale, dtype=torch.float32)) if scale > 0 else q
-
-
 def activation_range(batch_max: list[float], use_avg: bool, data_scale: float) -> float:
     """Calibrated activation range: global max (or mean of per-batch maxima) times ``data_scale``."""
     if not batch_max:
