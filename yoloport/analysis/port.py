@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..engine.val import validate_runner  # module attribute: tests replace it
 from . import deploy_folder
+from .bootstrap import reference_not_judgeable
 from ..errors import YoloportError
 from ..data.letterbox import input_multiple
 
@@ -151,6 +152,7 @@ class PortContext:
     graph: dict = field(default_factory=dict)  # graph-shaping export options given by the user (convention, mode, sigmoid, ...)
     reference_stats: list | None = None  # the reference's per-image statistics on the reporting set (bootstrap, gallery)
     n_boot: int = 1000  # paired-bootstrap resamples of each target's drop
+    not_judged: str | None = None  # why no drop can be judged against the reference (bootstrap.reference_not_judgeable)
 
 
 def target_graph(t: Target, graph: dict, nkpt: int = 0) -> tuple[str, bool, str | None, dict]:
@@ -236,7 +238,7 @@ def judge_drop(rec: dict, stats, model, ctx: PortContext) -> None:
     """The target's drop with its paired-bootstrap interval (``drop_ci``), the ``--max-drop`` gate judged
     with it (``gate``, ``passed``) and the images where it disagrees most with fp32 (``gallery``), all on
     the reporting set."""
-    from .bootstrap import gate_verdict, paired_bootstrap_drop, reference_not_judgeable
+    from .bootstrap import gate_verdict, paired_bootstrap_drop
     from .gallery import write_gallery
 
     ci = None
@@ -246,9 +248,7 @@ def judge_drop(rec: dict, stats, model, ctx: PortContext) -> None:
                              ("fp32", rec["name"]), prefix=f"{rec['name']}_")
         rec["gallery"] = [dict(r, file=str(Path(r["file"]).relative_to(ctx.run_dir))) for r in rows]  # report-relative
     rec["drop_ci"] = ci
-    ref = ctx.reference.get("val") or {}
-    rec["gate"] = gate_verdict(rec["drop"], ci, ctx.max_drop, reference_not_judgeable(ref.get("mAP50_95"), ref.get("n_labels"),
-                                                                                   ctx.max_drop))
+    rec["gate"] = gate_verdict(rec["drop"], ci, ctx.max_drop, ctx.not_judged)
     rec["passed"] = rec["gate"]["passed"]
 
 
@@ -499,12 +499,10 @@ def run_port(model, data, targets: list[Target], run_dir: Path, img_hw, calib_so
         "notes": list(dict.fromkeys(t.spec.simulated_note for t in targets if t.spec.simulated_note)),
     }
     ctx.reference = report["reference"] = run_reference(model, ctx, progress)
-    from .bootstrap import reference_not_judgeable
-
     ref_val = ctx.reference["val"]
-    not_judged = reference_not_judgeable(ref_val.get("mAP50_95"), ref_val.get("n_labels"), max_drop)
-    if not_judged:
-        print(f"warning: {not_judged}: no target's drop can be judged against it, so every --max-drop gate fails")
+    ctx.not_judged = reference_not_judgeable(ref_val.get("mAP50_95"), ref_val.get("n_labels"), max_drop)
+    if ctx.not_judged:
+        print(f"warning: {ctx.not_judged}: no target's drop can be judged against it, so every --max-drop gate fails")
     failed = []
     for t in targets:
         rec = run_guarded(t, lambda t: run_target(t, model, ctx, progress))
