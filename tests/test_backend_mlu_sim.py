@@ -116,11 +116,12 @@ def test_firstconv_quantizes_image_as_uint8_exactly():
 
 
 def _exact_reference(q: "ms.QConv", x: torch.Tensor, **conv_kw) -> torch.Tensor:
-    """What the MLU computes: the integer input and weight convolved in float64 (exact: every partial
-    sum of the test's convolutions is below 2**53), rounded to float32 once, scaled once, bias added."""
+    """What the MLU computes: the integer input and weight (rounded from float32 divisions, as
+    ``fake_quant`` rounds them) convolved in float64 (exact: every partial sum of the test's convolutions
+    is below 2**53), rounded to float32 once, scaled once, bias added."""
     scale, qmax, qmin = q.input_grid()
-    xi = torch.clamp(torch.round(x.double() / scale), qmin, qmax)
-    wi = torch.clamp(torch.round(q.conv.weight.double() / q.w_scale.double()), -q.qmax, q.qmax)
+    xi = torch.clamp(torch.round(x.float() / torch.tensor(scale, dtype=torch.float32)), qmin, qmax).double()
+    wi = torch.clamp(torch.round(q.conv.weight.float() / q.w_scale.float()), -q.qmax, q.qmax).double()
     acc = torch.nn.functional.conv2d(xi, wi, None, **conv_kw).float()
     y = acc * (torch.tensor(scale, dtype=torch.float32) * q.w_scale.float()).reshape(1, -1, 1, 1)
     return y + q.conv.bias.float().view(1, -1, 1, 1)
@@ -134,8 +135,9 @@ def test_the_simulated_convolution_is_exact_integer_arithmetic_in_any_summation_
     g = torch.Generator().manual_seed(0)
     conv = torch.nn.Conv2d(64, 32, 3, padding=1)
     x = torch.randn(2, 64, 16, 16, generator=g)
-    with torch.no_grad():
-        conv.weight.mul_(3)
+    with torch.no_grad():  # weights from the test's own generator, not from whatever ran before
+        conv.weight.copy_(torch.randn(conv.weight.shape, generator=g) * 0.1)
+        conv.bias.copy_(torch.randn(conv.bias.shape, generator=g) * 0.1)
     q = ms.QConv(conv, "c")
     q.set_scales(0.03, 127, per_channel=True, firstconv=True)
     q.mode = "quant"

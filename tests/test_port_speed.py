@@ -128,9 +128,9 @@ def test_mlu_sim_conv_rounds_its_weight_once_and_again_after_a_dtype_change():
     q.mode = "quant"
     x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(1))
 
-    def reference():  # the per-call formula: activation and current weight rounded now, summed exactly
-        xi = torch.clamp(torch.round(x.double() / q.input_scale.double()), -127, 127)
-        wi = torch.clamp(torch.round(conv.weight.double() / q.w_scale.double()), -127, 127)
+    def reference():  # the per-call formula: activation and current weight rounded now (float32, as fake_quant), summed exactly
+        xi = torch.clamp(torch.round(x / q.input_scale.float()), -127, 127).double()
+        wi = torch.clamp(torch.round(conv.weight.float() / q.w_scale.float()), -127, 127).double()
         acc = torch.nn.functional.conv2d(xi, wi, None, padding=1).float()
         return acc * (q.input_scale * q.w_scale).reshape(1, -1, 1, 1) + conv.bias.view(1, -1, 1, 1)
 
