@@ -1,10 +1,10 @@
 """Does an int8 build's mAP drop depend on how many images it is measured on?
 
 mAP@0.5:0.95 is a mean over classes of a ranking metric, not a mean over images: on a small set many
-classes have one or two labels, and one detection lost to quantization swings such a class's AP far more
-than one gained. If that is so, the drop measured on 100-128 images is larger than the same build would
-show on a larger set of the same kind of images, and the paired bootstrap (whose resamples hold about 63%
-distinct images) centres its interval above the measured drop.
+classes have one or two labels, and one detection changed by quantization swings such a class's AP. So
+the drop measured on 100-128 images may differ from what the same build would show on a larger set of the
+same kind of images; where it is larger, the paired bootstrap (whose resamples hold about 63% distinct
+images) centres its interval above the measured drop.
 
 For each artifact and reporting set this prints the mean drop over subsets of 1/4, 1/2 and 3/4 of the
 images (distinct images, ``analysis.bootstrap.drop_by_sample_size``), the drop on all of them, and the

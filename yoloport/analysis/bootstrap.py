@@ -253,8 +253,8 @@ def drop_by_sample_size(ref_stats: list[ImageStats], q_stats: list[ImageStats], 
     """How the mAP@0.5:0.95 drop (points) depends on how many images it is measured on: for each ``size``,
     the mean drop over ``n_draws`` subsets of that many distinct images of the reporting set, and the range
     (``confidence``) the subsets' drops fall in. mAP is not an average over images: a class with one or two
-    labels in a small set swings its AP on one changed detection, and quantization more often loses such a
-    detection than gains one. Where the mean drop shrinks as ``size`` grows, the drop measured on the whole
+    labels in a small set swings its AP on one changed detection, so the drop need not be the same on fewer
+    images. Where the mean drop shrinks as ``size`` grows, the drop measured on the whole
     set still overstates what a larger set of the same kind of images would show; the paired bootstrap, whose
     resamples hold about 63% distinct images, then centres its interval above the measured drop.
 
