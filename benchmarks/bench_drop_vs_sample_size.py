@@ -46,7 +46,7 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     import torch
 
-    from yoloport.analysis.bootstrap import drop_by_sample_size, paired_bootstrap_drop, resample_weights, resampled_map
+    from yoloport.analysis.bootstrap import drop_by_sample_size, paired_bootstrap_drop
     torch.set_num_threads(a.threads)
     missing = [x for x in a.artifact if not Path(x).is_file()]
     if missing:
@@ -63,8 +63,7 @@ def main(argv=None) -> int:
             sizes = sorted({max(1, round(f * n)) for f in FRACTIONS})
             by = drop_by_sample_size(ref[v], q, sizes, n_draws=a.draws)
             ci = paired_bootstrap_drop(ref[v], q)
-            wts = resample_weights(n, ci["n_boot"], ci["seed"])
-            boot_mean = float(np.mean((resampled_map(ref[v], wts)[1] - resampled_map(q, wts)[1]) * 100))
+            boot_mean = ci["resampled_mean"]
             rows.append({"artifact": art, "set": Path(v).stem, "n_images": n, "drop": by["drop"],
                          "by_size": {str(k): r for k, r in by["sizes"].items()},
                          "bootstrap": {"low": ci["low"], "high": ci["high"], "mean": boot_mean}})

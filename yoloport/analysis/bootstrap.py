@@ -223,7 +223,8 @@ def paired_bootstrap_drop(ref_stats: list[ImageStats], q_stats: list[ImageStats]
     mAP50: {drop, low, high, within_noise}}``: ``drop`` is the mAP@0.5:0.95 drop the validator reports
     (point estimate), ``low``/``high`` the percentile interval at ``confidence`` over ``n_boot``
     resamples drawn with ``seed`` (the same seed gives the same interval), ``within_noise`` when the
-    interval contains 0.
+    interval contains 0; ``resampled_mean``: the mean of the resampled drops (where it sits away from ``drop``,
+    the interval is not centred on the point, see :func:`drop_by_sample_size`).
     """
     _check_paired(ref_stats, q_stats)
     if n_boot < 1 or not 0 < confidence < 1:
@@ -233,7 +234,8 @@ def paired_bootstrap_drop(ref_stats: list[ImageStats], q_stats: list[ImageStats]
     rb50, rb = resampled_map(ref_stats, w)
     qb50, qb = resampled_map(q_stats, w)
     main = _interval((r5095 - q5095) * 100, (rb - qb) * 100, confidence)
-    return {**main, "n_boot": int(n_boot), "confidence": float(confidence), "n_images": len(ref_stats),
+    return {**main, "resampled_mean": float(np.mean((rb - qb) * 100)), "n_boot": int(n_boot), "confidence": float(confidence),
+            "n_images": len(ref_stats),
             "metric": "mAP50_95", "seed": seed, "mAP50": _interval((r50 - q50) * 100, (rb50 - qb50) * 100, confidence)}
 
 
@@ -383,7 +385,7 @@ def gate_verdict(drop: float, ci: dict | None, max_drop: float, not_judged: str 
     Without an interval (``ci`` None) the point alone decides. ``not_judged``: why no drop can be judged
     against this reference (:func:`reference_not_judgeable`); the gate then fails with
     ``not judged: <why>``, since a drop of 0 from a reference that finds nothing proves nothing.
-    Returns ``{passed, status, max_drop}``.
+    Returns ``{passed, status, max_drop}``; :func:`gate_not_judged` tells the unjudged failure apart.
     """
     if not_judged:
         return {"passed": False, "status": f"not judged: {not_judged}", "max_drop": max_drop}
@@ -395,6 +397,11 @@ def gate_verdict(drop: float, ci: dict | None, max_drop: float, not_judged: str 
     else:
         status = "failed" if ci["low"] > max_drop else "failed, within noise of the gate"
     return {"passed": passed, "status": status, "max_drop": max_drop}
+
+
+def gate_not_judged(gate: dict | None) -> bool:
+    """Whether a :func:`gate_verdict` failed unjudged (its reference could not anchor a drop)."""
+    return str((gate or {}).get("status", "")).startswith("not judged")
 
 
 def reference_not_judgeable(score: float | None, n_labels: int | None, max_drop: float,
@@ -413,5 +420,5 @@ def reference_not_judgeable(score: float | None, n_labels: int | None, max_drop:
     return None
 
 
-__all__ = ["drop_by_sample_size", "format_drop", "gate_verdict", "map_of", "paired_bootstrap_drop", "recipe_difference",
+__all__ = ["drop_by_sample_size", "format_drop", "gate_not_judged", "gate_verdict", "map_of", "paired_bootstrap_drop", "recipe_difference",
            "reference_not_judgeable", "resample_weights", "resampled_map", "seed_spread", "subsample_weights"]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..engine.val import validate_runner  # module attribute: tests replace it
 from . import deploy_folder
-from .bootstrap import reference_not_judgeable
+from .bootstrap import gate_not_judged, reference_not_judgeable
 from ..errors import YoloportError
 from ..data.letterbox import input_multiple
 
@@ -508,7 +508,7 @@ def run_port(model, data, targets: list[Target], run_dir: Path, img_hw, calib_so
         rec = run_guarded(t, lambda t: run_target(t, model, ctx, progress))
         if rec.get("error"):
             failed.append(f"{t.name}: {rec['error']}")
-        elif rec.get("passed") is False and str(rec.get("gate", {}).get("status", "")).startswith("not judged"):
+        elif rec.get("passed") is False and gate_not_judged(rec.get("gate")):
             failed.append(f"{t.name}: --max-drop gate {rec['gate']['status']}")
         elif rec.get("passed") is False:
             ci = f" (interval {rec['drop_ci']['low']:.2f} to {rec['drop_ci']['high']:.2f}; {rec['gate']['status']})" \

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from ..errors import YoloportError
-from .bootstrap import gate_verdict, reference_not_judgeable
+from .bootstrap import gate_not_judged, gate_verdict, reference_not_judgeable
 from ..data.letterbox import input_multiple
 
 #: the WIDER FACE settings, in report order
@@ -160,8 +160,7 @@ def run_face_target(t, model, data, ctx: dict, progress) -> dict:
             rec["val"] = face_metrics(runner, data, img_hw, ctx["nme_data"])
             rec["drop"] = face_drop(ctx["reference"]["val"], rec["val"])
             worst = rec["drop"]["worst"]
-            rec["gate"] = gate_verdict(0.0 if worst is None else worst, None, ctx["max_drop"],
-                                       face_reference_not_judgeable(ctx["reference"]["val"], ctx["max_drop"]))
+            rec["gate"] = gate_verdict(0.0 if worst is None else worst, None, ctx["max_drop"], ctx["not_judged"])
             rec["passed"] = rec["gate"]["passed"]
         with progress.stage(f"{t.name}: compare with fp32 (landmark displacement)"):
             cmp_ = compare_runners(ctx["ref_runner"], runner, ctx["sample_images"], img_hw, conf_thres=0.25, iou_thres=0.45)
@@ -187,9 +186,8 @@ def format_face_table(report: dict) -> str:
         ap = rec["val"].get("AP") or {}
         d = rec.get("drop") or {}
         s = (rec.get("compare") or {}).get("summary") or {}
-        gate = str((rec.get("gate") or {}).get("status", ""))
         status = "reference" if rec is report["reference"] else (
-            "ok" if rec.get("passed") else "not judged" if gate.startswith("not judged") else "over --max-drop")
+            "ok" if rec.get("passed") else "not judged" if gate_not_judged(rec.get("gate")) else "over --max-drop")
         rows.append((rec["name"], f(ap.get("easy")), f(ap.get("medium")), f(ap.get("hard")), f(d.get("AP_easy"), 2),
                      f(d.get("AP_medium"), 2), f(d.get("AP_hard"), 2), f(rec["val"].get("NME"), 4),
                      f(s.get("landmark_px_mean"), 2), f(s.get("landmark_px_p90"), 2),
@@ -260,12 +258,13 @@ def run_face_port(model, data, targets, run_dir, img_hw, calib_source, calib_n: 
     with progress.stage(f"{REFERENCE} fp32 reference: face metrics"):
         report["reference"] = ctx["reference"] = {"name": f"{REFERENCE}-fp32", "backend": REFERENCE, "precision": "fp32",
                                                   "val": face_metrics(ref_runner, data, img_hw, nme_data)}
+    ctx["not_judged"] = face_reference_not_judgeable(ctx["reference"]["val"], max_drop)
     failed = []
     for t in targets:
         rec = run_guarded(t, lambda t: run_face_target(t, model, data, ctx, progress))
         if rec.get("error"):
             failed.append(f"{t.name}: {rec['error']}")
-        elif rec.get("passed") is False and rec["gate"]["status"].startswith("not judged"):
+        elif rec.get("passed") is False and gate_not_judged(rec.get("gate")):
             failed.append(f"{t.name}: --max-drop gate {rec['gate']['status']}")
         elif rec.get("passed") is False:
             failed.append(f"{t.name}: AP drop {rec['drop']['worst']:.2f} points > --max-drop {max_drop}")

@@ -28,6 +28,7 @@ import json
 from pathlib import Path
 
 from ..io.paths import write_text_atomic
+from .bootstrap import gate_not_judged
 
 
 def _fmt(v, nd=3):
@@ -63,7 +64,7 @@ def summary_rows(report: dict) -> list[dict]:
                 "throughput_ips": _throughput(t),
                 "status": "error" if t.get("error") else ("FAIL" if t.get("passed") is False else "ok")
                 + (" (within noise of the gate)" if "within noise" in (t.get("gate") or {}).get("status", "") else "")
-                + (" (not judged)" if (t.get("gate") or {}).get("status", "").startswith("not judged") else ""),
+                + (" (not judged)" if gate_not_judged(t.get("gate")) else ""),
             }
         )
     return rows
