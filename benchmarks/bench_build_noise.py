@@ -79,8 +79,10 @@ class OrtVariants:
         from onnx import numpy_helper
 
         from yoloport.backends.base import read_sidecar
+        from yoloport.ops.postprocess import HeadSpec
 
         self.info = read_sidecar(artifact, expect_backend="onnxruntime")
+        self.head = HeadSpec.from_dict(self.info["head"])  # what onnxruntime_backend.load reads; the copies have no sidecar
         self.proto = onnx.load(str(artifact))
         inits = {i.name: i for i in self.proto.graph.initializer}
         names = list(dict.fromkeys(n.input[1] for n in self.proto.graph.node if n.op_type == "QuantizeLinear"))
@@ -99,7 +101,6 @@ class OrtVariants:
 
         from yoloport.backends.onnxruntime_backend import OrtRunner
         from yoloport.data.letterbox import input_multiple
-        from yoloport.ops.postprocess import HeadSpec
 
         for init, s in zip(self.scales, nudge(self.base, steps)):
             dims = list(init.dims)
@@ -108,9 +109,8 @@ class OrtVariants:
         onnx.save(self.proto, str(path))
         if self.runner is not None:
             self.runner.close()
-        head = HeadSpec.from_dict(self.info["head"])
-        self.runner = OrtRunner(path, head, tuple(self.info["input_hw"]), self.info.get("batch"), threads=self.threads,
-                                stride=input_multiple(head.strides))
+        self.runner = OrtRunner(path, self.head, tuple(self.info["input_hw"]), self.info.get("batch"), threads=self.threads,
+                                stride=input_multiple(self.head.strides))
         return self.runner
 
 
